@@ -1,0 +1,19 @@
+//! What every platform service shares.
+//!
+//! - [`config`]: typed settings from `<SERVICE>_*` / `PLATFORM_*` variables;
+//! - [`telemetry`]: logs, OpenTelemetry traces and trace-context propagation;
+//! - [`metrics`]: the Prometheus recorder and HTTP/gRPC request metrics;
+//! - [`health`]: liveness and readiness;
+//! - [`shutdown`]: signals and cancellation;
+//! - [`discovery`]: the service registry (Consul or static);
+//! - [`server`]: the host that serves one service's HTTP and gRPC APIs with
+//!   all of the above and shuts it down cleanly.
+
+pub mod config;
+pub mod discovery;
+pub mod exit;
+pub mod health;
+pub mod metrics;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;

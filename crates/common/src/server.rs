@@ -1,0 +1,472 @@
+//! The host every service runs in.
+//!
+//! A service hands its HTTP routes, gRPC services and readiness checks to
+//! [`ServiceHost::builder`]; the host adds what every service must have —
+//! `/health/*`, `/metrics`, request metrics and traces, the gRPC health
+//! service, registration with discovery — and owns the lifecycle:
+//!
+//! 1. [`ServiceHostBuilder::build`] binds the listeners (port 0 works, which
+//!    is how tests run many services side by side);
+//! 2. [`ServiceHost::run_until_stopped`] serves, registers, and waits for
+//!    the shutdown future;
+//! 3. on shutdown it reports not-ready, deregisters (so no new work is
+//!    routed here), stops accepting, lets in-flight requests finish within
+//!    `SHUTDOWN_TIMEOUT`, and returns.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::config::ServiceConfig;
+use crate::discovery::{DiscoveryError, Instance, Registration, Registry};
+use crate::health::{DiscoveryCheck, Health, ReadinessCheck};
+use crate::metrics::grpc::GrpcMetricsLayer;
+use crate::metrics::http::{ServiceLabel, record_http_metrics};
+use crate::telemetry::http::trace_http_request;
+use crate::telemetry::propagation::grpc_server_span;
+
+/// How often the gRPC health service is brought in line with readiness.
+const GRPC_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr} for {protocol}: {source}")]
+    Bind {
+        protocol: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot register with service discovery ({backend}): {source}")]
+    Register {
+        backend: &'static str,
+        #[source]
+        source: DiscoveryError,
+    },
+    #[error("cannot install metrics: {0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error("the {protocol} server stopped unexpectedly: {reason}")]
+    Stopped {
+        protocol: &'static str,
+        reason: String,
+    },
+}
+
+type HttpRoutes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+
+pub struct ServiceHostBuilder {
+    config: ServiceConfig,
+    http: Vec<HttpRoutes>,
+    grpc: Routes,
+    grpc_names: Vec<&'static str>,
+    checks: Vec<Arc<dyn ReadinessCheck>>,
+    registry: Option<Arc<dyn Registry>>,
+}
+
+impl ServiceHostBuilder {
+    /// Adds the service's own HTTP routes.
+    pub fn http(mut self, routes: impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static) -> Self {
+        self.http.push(Arc::new(routes));
+        self
+    }
+
+    /// Adds a generated tonic service; its health is reported under its
+    /// full name (`users.v1.UserService`).
+    pub fn grpc_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.grpc = self.grpc.add_service(service);
+        self.grpc_names.push(S::NAME);
+        self
+    }
+
+    /// A backend that must answer before the service reports ready.
+    pub fn readiness_check(mut self, check: Arc<dyn ReadinessCheck>) -> Self {
+        self.checks.push(check);
+        self
+    }
+
+    /// Uses `registry` instead of the one `DISCOVERY_URL` configures, so
+    /// services in one process can share a static registry.
+    pub fn registry(mut self, registry: Arc<dyn Registry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Binds the listeners. Nothing is served until
+    /// [`ServiceHost::run_until_stopped`].
+    pub fn build(self) -> Result<ServiceHost, ServerError> {
+        crate::metrics::install()?;
+        let http_listener = bind("http", self.config.http_addr)?;
+        let http_addr = local_addr("http", &http_listener, self.config.http_addr)?;
+        let grpc_listener = match self.config.grpc_addr {
+            Some(addr) => {
+                let listener = bind("grpc", addr)?;
+                let bound = local_addr("grpc", &listener, addr)?;
+                Some((listener, bound))
+            }
+            None => None,
+        };
+        let registry = self
+            .registry
+            .unwrap_or_else(|| self.config.discovery.connect());
+        let mut checks = self.checks;
+        checks.push(Arc::new(DiscoveryCheck(registry.clone())));
+        Ok(ServiceHost {
+            health: Health::new(checks),
+            config: self.config,
+            http_listener,
+            http_addr,
+            grpc_listener,
+            http: self.http,
+            grpc: self.grpc,
+            grpc_names: self.grpc_names,
+            registry,
+        })
+    }
+}
+
+fn bind(protocol: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    let listener = TcpListener::bind(addr).map_err(|source| ServerError::Bind {
+        protocol,
+        addr,
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServerError::Bind {
+            protocol,
+            addr,
+            source,
+        })?;
+    Ok(listener)
+}
+
+fn local_addr(
+    protocol: &'static str,
+    listener: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, ServerError> {
+    listener.local_addr().map_err(|source| ServerError::Bind {
+        protocol,
+        addr,
+        source,
+    })
+}
+
+/// One service, bound and ready to serve.
+pub struct ServiceHost {
+    config: ServiceConfig,
+    health: Health,
+    http_listener: TcpListener,
+    http_addr: SocketAddr,
+    grpc_listener: Option<(TcpListener, SocketAddr)>,
+    http: Vec<HttpRoutes>,
+    grpc: Routes,
+    grpc_names: Vec<&'static str>,
+    registry: Arc<dyn Registry>,
+}
+
+impl ServiceHost {
+    pub fn builder(config: ServiceConfig) -> ServiceHostBuilder {
+        ServiceHostBuilder {
+            config,
+            http: Vec::new(),
+            grpc: Routes::default(),
+            grpc_names: Vec::new(),
+            checks: Vec::new(),
+            registry: None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.config.name
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_listener.as_ref().map(|(_, addr)| *addr)
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    fn instance(&self) -> Instance {
+        let mut tags = vec!["platform".to_owned(), format!("version={}", env!("CARGO_PKG_VERSION"))];
+        tags.extend(self.config.discovery.tags().iter().cloned());
+        Instance {
+            id: self.config.instance_id.clone(),
+            service: self.config.name.to_owned(),
+            host: self.config.advertise_host.clone(),
+            http_port: self.http_addr.port(),
+            grpc_port: self.grpc_addr().map(|a| a.port()),
+            tags,
+        }
+    }
+
+    /// Serves until `shutdown` resolves, then drains and deregisters.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        let name = self.config.name;
+        let registration = Registration::new(self.instance());
+        let timeout = self.config.shutdown_timeout;
+        let grpc_addr = self.grpc_addr();
+
+        let http_server = self.http_server()?;
+        let http_handle = http_server.handle();
+        let mut http_task = tokio::spawn(http_server);
+
+        let grpc_stop = tokio_util::sync::CancellationToken::new();
+        let (reporter, grpc_task) = match self.grpc_listener {
+            Some((listener, _)) => {
+                let (reporter, task) =
+                    serve_grpc(name, listener, self.grpc, grpc_stop.clone().cancelled_owned())?;
+                (Some(reporter), Some(task))
+            }
+            None => (None, None),
+        };
+        let health_sync = reporter.clone().map(|reporter| {
+            tokio::spawn(sync_grpc_health(
+                self.health.clone(),
+                reporter,
+                self.grpc_names.clone(),
+            ))
+        });
+        let mut grpc_task = grpc_task;
+
+        tracing::info!(
+            service = name,
+            http_addr = %self.http_addr,
+            grpc_addr = ?grpc_addr,
+            "listening"
+        );
+
+        if let Err(source) = self.registry.register(&registration).await {
+            http_handle.stop(false).await;
+            grpc_stop.cancel();
+            return Err(ServerError::Register {
+                backend: self.registry.backend(),
+                source,
+            });
+        }
+        tracing::info!(
+            service = name,
+            instance = %registration.instance.id,
+            registry = self.registry.backend(),
+            "registered"
+        );
+
+        let unexpected = tokio::select! {
+            () = shutdown => None,
+            result = &mut http_task => Some(("http", describe_exit(result))),
+            result = wait_optional(&mut grpc_task) => Some(("grpc", describe_exit(result))),
+        };
+
+        // Not ready and deregistered first: load balancers and discovery
+        // stop routing here while in-flight requests still complete.
+        self.health.mark_shutting_down();
+        if let Some(reporter) = &reporter {
+            set_grpc_status(reporter, &self.grpc_names, ServingStatus::NotServing).await;
+        }
+        if let Err(error) = self.registry.deregister(&registration.instance.id).await {
+            tracing::warn!(service = name, %error, "deregistration failed; the registry's health check will remove this instance");
+        }
+        tracing::info!(service = name, ?timeout, "draining in-flight requests");
+
+        // `stop(true)` closes the listeners at once and waits up to the
+        // configured shutdown timeout for requests in flight.
+        let http_drain = http_handle.stop(true);
+        grpc_stop.cancel();
+        let grpc_drain = async {
+            if let Some(task) = grpc_task.as_mut() {
+                if tokio::time::timeout(timeout, task).await.is_err() {
+                    tracing::warn!(service = name, "gRPC calls still running after the shutdown timeout; abandoning them");
+                }
+            }
+        };
+        tokio::join!(http_drain, grpc_drain);
+        if !http_task.is_finished() {
+            let _ = tokio::time::timeout(timeout, &mut http_task).await;
+        }
+        if let Some(task) = health_sync {
+            task.abort();
+        }
+
+        match unexpected {
+            Some((protocol, reason)) => Err(ServerError::Stopped { protocol, reason }),
+            None => {
+                tracing::info!(service = name, "stopped");
+                Ok(())
+            }
+        }
+    }
+
+    fn http_server(&self) -> Result<actix_web::dev::Server, ServerError> {
+        let health = web::Data::new(self.health.clone());
+        let label = web::Data::new(ServiceLabel(self.config.name));
+        let routes = self.http.clone();
+        let listener = self
+            .http_listener
+            .try_clone()
+            .map_err(|source| ServerError::Bind {
+                protocol: "http",
+                addr: self.http_addr,
+                source,
+            })?;
+        let server = HttpServer::new(move || {
+            let routes = routes.clone();
+            App::new()
+                .app_data(health.clone())
+                .app_data(label.clone())
+                .wrap(from_fn(record_http_metrics))
+                .wrap(from_fn(trace_http_request))
+                .configure(crate::health::routes)
+                .route("/metrics", web::get().to(metrics_endpoint))
+                .configure(move |cfg| {
+                    for add in &routes {
+                        add(cfg);
+                    }
+                })
+                .default_service(web::to(not_found))
+        })
+        .workers(self.config.http_workers)
+        .shutdown_timeout(self.config.shutdown_timeout.as_secs().max(1))
+        .disable_signals()
+        .listen(listener)
+        .map_err(|source| ServerError::Bind {
+            protocol: "http",
+            addr: self.http_addr,
+            source,
+        })?
+        .run();
+        Ok(server)
+    }
+}
+
+async fn metrics_endpoint() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::render())
+}
+
+/// RFC 9457 problem details for a path no route matches.
+async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    HttpResponse::NotFound()
+        .content_type("application/problem+json")
+        .json(serde_json::json!({
+            "type": "about:blank",
+            "title": "Not Found",
+            "status": 404,
+            "code": "not_found",
+            "detail": format!("no route for {} {}", req.method(), req.path()),
+        }))
+}
+
+type GrpcTask = JoinHandle<Result<(), tonic::transport::Error>>;
+
+fn serve_grpc(
+    name: &'static str,
+    listener: TcpListener,
+    routes: Routes,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(HealthReporter, GrpcTask), ServerError> {
+    let addr = listener.local_addr().ok();
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| ServerError::Bind {
+        protocol: "grpc",
+        addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+        source,
+    })?;
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let routes = routes.add_service(health_service);
+    let mut builder = tonic::transport::Server::builder()
+        .trace_fn(grpc_server_span)
+        .layer(GrpcMetricsLayer::new(name));
+    let server = builder
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);
+    Ok((reporter, tokio::spawn(server)))
+}
+
+/// Keeps the gRPC health service's answer equal to `/health/ready`'s.
+async fn sync_grpc_health(health: Health, reporter: HealthReporter, names: Vec<&'static str>) {
+    loop {
+        let status = if health.readiness().await.ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        set_grpc_status(&reporter, &names, status).await;
+        tokio::time::sleep(GRPC_HEALTH_INTERVAL).await;
+    }
+}
+
+async fn set_grpc_status(reporter: &HealthReporter, names: &[&'static str], status: ServingStatus) {
+    // "" is the whole server, per the gRPC health checking protocol.
+    reporter.set_service_status("", status).await;
+    for name in names {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
+async fn wait_optional<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
+}
+
+fn describe_exit<E: std::fmt::Display>(result: Result<Result<(), E>, tokio::task::JoinError>) -> String {
+    match result {
+        Ok(Ok(())) => "it exited".to_owned(),
+        Ok(Err(error)) => error.to_string(),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// Runs a service binary: installs telemetry, builds the service, serves
+/// until SIGTERM or SIGINT, drains, and flushes traces.
+pub async fn serve<E>(
+    telemetry: &crate::telemetry::TelemetryConfig,
+    build: impl Future<Output = Result<ServiceHost, E>>,
+) -> anyhow::Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let guard = crate::telemetry::init(telemetry)?;
+    let result = async {
+        let host = build.await?;
+        host.run_until_stopped(crate::shutdown::token_on_signal().cancelled_owned())
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    guard.shutdown().await;
+    result
+}
