@@ -278,6 +278,32 @@ impl ServiceConfig {
     }
 }
 
+impl ServiceConfig {
+    /// Loopback, ephemeral ports, static discovery, one worker: how tests
+    /// and embedders run a service next to others without clashing.
+    pub fn ephemeral(name: &'static str, with_grpc: bool) -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            name,
+            http_addr: loopback,
+            grpc_addr: with_grpc.then_some(loopback),
+            http_workers: 1,
+            shutdown_timeout: Duration::from_secs(5),
+            advertise_host: "127.0.0.1".into(),
+            instance_id: format!("{name}-{}", std::process::id()),
+            discovery: DiscoveryConfig::Static {
+                services: Vec::new(),
+            },
+            telemetry: TelemetryConfig {
+                service_name: name.into(),
+                log_format: LogFormat::Pretty,
+                log_filter: "info".into(),
+                otlp_endpoint: None,
+            },
+        }
+    }
+}
+
 impl TelemetryConfig {
     pub fn from_env(env: &Env, service_name: &str) -> Result<Self, ConfigError> {
         let filter = match env.standard("RUST_LOG") {

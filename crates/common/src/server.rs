@@ -240,6 +240,7 @@ impl ServiceHost {
         let grpc_addr = self.grpc_addr();
 
         let http_server = self.http_server()?;
+        let http_listener = self.http_listener;
         let http_handle = http_server.handle();
         let mut http_task = tokio::spawn(http_server);
 
@@ -300,8 +301,9 @@ impl ServiceHost {
         }
         tracing::info!(service = name, ?timeout, "draining in-flight requests");
 
-        // `stop(true)` closes the listeners at once and waits up to the
-        // configured shutdown timeout for requests in flight.
+        // `stop(true)` closes actix-web's listeners at once and waits up to
+        // the configured shutdown timeout for requests in flight.
+        drop(http_listener);
         let http_drain = http_handle.stop(true);
         grpc_stop.cancel();
         let grpc_drain = async {
@@ -329,6 +331,9 @@ impl ServiceHost {
     }
 
     fn http_server(&self) -> Result<actix_web::dev::Server, ServerError> {
+        // actix-web gets its own descriptor, and ours is closed before the
+        // drain starts (see run_until_stopped): a listening socket left open
+        // anywhere keeps accepting connections nobody will serve.
         let health = web::Data::new(self.health.clone());
         let label = web::Data::new(ServiceLabel(self.config.name));
         let routes = self.http.clone();

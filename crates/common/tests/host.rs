@@ -1,0 +1,147 @@
+//! A service host on random ports, driven over real HTTP and gRPC.
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use common::config::ServiceConfig;
+use common::server::ServiceHost;
+use tokio_util::sync::CancellationToken;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+struct Running {
+    base: String,
+    grpc: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), common::server::ServerError>>,
+}
+
+fn start(name: &'static str) -> Running {
+    let host = ServiceHost::builder(ServiceConfig::ephemeral(name, true))
+        .http(|cfg| {
+            cfg.route(
+                "/orders/{id}",
+                web::get().to(|id: web::Path<u64>| async move {
+                    HttpResponse::Ok().json(serde_json::json!({ "id": *id }))
+                }),
+            );
+        })
+        .build()
+        .expect("binds loopback ports");
+    let base = format!("http://{}", host.http_addr());
+    let grpc = format!("http://{}", host.grpc_addr().expect("gRPC enabled"));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(host.run_until_stopped(stop.clone().cancelled_owned()));
+    Running {
+        base,
+        grpc,
+        stop,
+        task,
+    }
+}
+
+#[tokio::test]
+async fn service_routes_show_in_metrics_under_their_template() {
+    let svc = start("host-metrics");
+    let client = reqwest::Client::new();
+    for id in [1, 2, 3, 4] {
+        let res = client
+            .get(format!("{}/orders/{id}", svc.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+
+    let text = client
+        .get(format!("{}/metrics", svc.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("http_requests_total")
+                && l.contains("service=\"host-metrics\"")
+                && l.contains("path=\"/orders/{id}\"")
+        })
+        .unwrap_or_else(|| panic!("no request counter in:\n{text}"));
+    assert!(line.contains("status=\"200\""), "{line}");
+    assert!(line.ends_with(" 4"), "{line}");
+    assert!(!text.contains("/orders/1\""), "raw URLs must not become labels");
+    assert!(text.contains("process_resident_memory_bytes"));
+    assert!(text.contains("tokio_alive_tasks"));
+
+    svc.stop.cancel();
+    svc.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn health_endpoints_and_grpc_health_report_ready() {
+    let svc = start("host-health");
+    let client = reqwest::Client::new();
+    let live = client.get(format!("{}/health/live", svc.base)).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    let ready = client.get(format!("{}/health/ready", svc.base)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["checks"][0]["name"], "discovery");
+
+    let channel = tonic::transport::Endpoint::from_shared(svc.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    // The host syncs gRPC health with readiness right after start.
+    let mut status = ServingStatus::Unknown;
+    for _ in 0..50 {
+        status = health
+            .check(HealthCheckRequest { service: String::new() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        if status == ServingStatus::Serving {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, ServingStatus::Serving);
+
+    svc.stop.cancel();
+    svc.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn unknown_path_gets_a_problem_body() {
+    let svc = start("host-404");
+    let res = reqwest::get(format!("{}/no/such/thing", svc.base)).await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        res.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
+    assert_eq!(body["status"], 404);
+
+    svc.stop.cancel();
+    svc.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_a_clear_bind_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = ServiceConfig::ephemeral("host-bind", false);
+    config.http_addr = taken.local_addr().unwrap();
+    let err = ServiceHost::builder(config).build().err().expect("port is taken");
+    let message = err.to_string();
+    assert!(message.starts_with("cannot listen on 127.0.0.1:"), "{message}");
+    assert!(message.contains("for http"), "{message}");
+}
