@@ -20,6 +20,9 @@ use std::time::Duration;
 use crate::discovery::DiscoveryConfig;
 use crate::telemetry::{LogFormat, TelemetryConfig};
 
+/// actix-server narrates every worker's start and stop at info level.
+const DEFAULT_LOG_FILTER: &str = "info,actix_server=warn";
+
 /// Prefix for settings shared by every service.
 pub const SHARED_PREFIX: &str = "PLATFORM";
 
@@ -166,9 +169,7 @@ impl FromEnvValue for bool {
 /// number means seconds.
 impl FromEnvValue for Duration {
     fn from_env_value(raw: &str) -> Result<Self, String> {
-        let split = raw
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(raw.len());
+        let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
         let (digits, unit) = raw.split_at(split);
         let n: u64 = digits
             .parse()
@@ -178,7 +179,11 @@ impl FromEnvValue for Duration {
             "" | "s" => Duration::from_secs(1),
             "m" => Duration::from_secs(60),
             "h" => Duration::from_secs(3600),
-            other => return Err(format!("unknown duration unit {other:?} (use ms, s, m or h)")),
+            other => {
+                return Err(format!(
+                    "unknown duration unit {other:?} (use ms, s, m or h)"
+                ));
+            }
         };
         per_unit
             .checked_mul(u32::try_from(n).map_err(|_| "duration too large".to_owned())?)
@@ -308,7 +313,7 @@ impl TelemetryConfig {
     pub fn from_env(env: &Env, service_name: &str) -> Result<Self, ConfigError> {
         let filter = match env.standard("RUST_LOG") {
             Some(filter) => filter.to_owned(),
-            None => env.shared("LOG", "info".to_owned())?,
+            None => env.shared("LOG", DEFAULT_LOG_FILTER.to_owned())?,
         };
         let otlp_endpoint = match env.shared_optional::<String>("OTLP_ENDPOINT")? {
             Some(endpoint) => Some(endpoint),
@@ -349,7 +354,7 @@ mod tests {
         assert_eq!(config.advertise_host, "127.0.0.1");
         assert_eq!(config.instance_id, "users-127.0.0.1-8081");
         assert_eq!(config.telemetry.log_format, LogFormat::Pretty);
-        assert_eq!(config.telemetry.log_filter, "info");
+        assert_eq!(config.telemetry.log_filter, "info,actix_server=warn");
         assert_eq!(config.telemetry.otlp_endpoint, None);
         assert!(matches!(config.discovery, DiscoveryConfig::Static { .. }));
     }
@@ -391,21 +396,22 @@ mod tests {
 
     #[test]
     fn invalid_value_names_the_variable() {
-        let err =
-            ServiceConfig::from_env(&env(&[("USERS_HTTP_ADDR", "not-an-address")]), USERS)
-                .unwrap_err();
+        let err = ServiceConfig::from_env(&env(&[("USERS_HTTP_ADDR", "not-an-address")]), USERS)
+            .unwrap_err();
         let message = err.to_string();
         assert!(message.starts_with("USERS_HTTP_ADDR: invalid value \"not-an-address\""));
 
         let err = ServiceConfig::from_env(&env(&[("PLATFORM_SHUTDOWN_TIMEOUT", "soon")]), USERS)
             .unwrap_err();
-        assert!(err.to_string().starts_with("PLATFORM_SHUTDOWN_TIMEOUT:"), "{err}");
+        assert!(
+            err.to_string().starts_with("PLATFORM_SHUTDOWN_TIMEOUT:"),
+            "{err}"
+        );
     }
 
     #[test]
     fn zero_workers_is_rejected() {
-        let err =
-            ServiceConfig::from_env(&env(&[("USERS_HTTP_WORKERS", "0")]), USERS).unwrap_err();
+        let err = ServiceConfig::from_env(&env(&[("USERS_HTTP_WORKERS", "0")]), USERS).unwrap_err();
         assert!(err.to_string().contains("USERS_HTTP_WORKERS"));
     }
 

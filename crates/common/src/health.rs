@@ -158,8 +158,12 @@ mod tests {
     }
 
     async fn get(health: Health, path: &str) -> (u16, serde_json::Value) {
-        let app =
-            test::init_service(App::new().app_data(web::Data::new(health)).configure(routes)).await;
+        let app = test::init_service(
+            App::new()
+                .app_data(web::Data::new(health))
+                .configure(routes),
+        )
+        .await;
         let res = test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
         let status = res.status().as_u16();
         (status, test::read_body_json(res).await)
@@ -167,7 +171,11 @@ mod tests {
 
     #[actix_web::test]
     async fn ready_only_when_every_backend_answers() {
-        let (status, body) = get(Health::new(vec![Arc::new(Fixed("db", Ok(())))]), "/health/ready").await;
+        let (status, body) = get(
+            Health::new(vec![Arc::new(Fixed("db", Ok(())))]),
+            "/health/ready",
+        )
+        .await;
         assert_eq!(status, 200);
         assert_eq!(body["ready"], true);
 
@@ -201,6 +209,12 @@ mod tests {
     async fn a_hanging_check_times_out_as_not_ready() {
         let report = Health::new(vec![Arc::new(Hangs)]).readiness().await;
         assert!(!report.ready);
-        assert!(report.checks[0].error.as_deref().unwrap_or_default().contains("no answer"));
+        assert!(
+            report.checks[0]
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("no answer")
+        );
     }
 }

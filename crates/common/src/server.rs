@@ -41,20 +41,20 @@ const GRPC_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {addr} for {protocol}: {source}")]
+    #[error("cannot listen on {addr} for {protocol}")]
     Bind {
         protocol: &'static str,
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot register with service discovery ({backend}): {source}")]
+    #[error("cannot register with service discovery ({backend})")]
     Register {
         backend: &'static str,
         #[source]
         source: DiscoveryError,
     },
-    #[error("cannot install metrics: {0}")]
+    #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("the {protocol} server stopped unexpectedly: {reason}")]
     Stopped {
@@ -76,7 +76,10 @@ pub struct ServiceHostBuilder {
 
 impl ServiceHostBuilder {
     /// Adds the service's own HTTP routes.
-    pub fn http(mut self, routes: impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static) -> Self {
+    pub fn http(
+        mut self,
+        routes: impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static,
+    ) -> Self {
         self.http.push(Arc::new(routes));
         self
     }
@@ -217,7 +220,10 @@ impl ServiceHost {
     }
 
     fn instance(&self) -> Instance {
-        let mut tags = vec!["platform".to_owned(), format!("version={}", env!("CARGO_PKG_VERSION"))];
+        let mut tags = vec![
+            "platform".to_owned(),
+            format!("version={}", env!("CARGO_PKG_VERSION")),
+        ];
         tags.extend(self.config.discovery.tags().iter().cloned());
         Instance {
             id: self.config.instance_id.clone(),
@@ -247,8 +253,12 @@ impl ServiceHost {
         let grpc_stop = tokio_util::sync::CancellationToken::new();
         let (reporter, grpc_task) = match self.grpc_listener {
             Some((listener, _)) => {
-                let (reporter, task) =
-                    serve_grpc(name, listener, self.grpc, grpc_stop.clone().cancelled_owned())?;
+                let (reporter, task) = serve_grpc(
+                    name,
+                    listener,
+                    self.grpc,
+                    grpc_stop.clone().cancelled_owned(),
+                )?;
                 (Some(reporter), Some(task))
             }
             None => (None, None),
@@ -265,7 +275,7 @@ impl ServiceHost {
         tracing::info!(
             service = name,
             http_addr = %self.http_addr,
-            grpc_addr = ?grpc_addr,
+            grpc_addr = grpc_addr.map(tracing::field::display),
             "listening"
         );
 
@@ -297,7 +307,11 @@ impl ServiceHost {
             set_grpc_status(reporter, &self.grpc_names, ServingStatus::NotServing).await;
         }
         if let Err(error) = self.registry.deregister(&registration.instance.id).await {
-            tracing::warn!(service = name, %error, "deregistration failed; the registry's health check will remove this instance");
+            tracing::warn!(
+                service = name,
+                error = %crate::exit::chain(&error),
+                "deregistration failed; the registry's health check will remove this instance"
+            );
         }
         tracing::info!(service = name, ?timeout, "draining in-flight requests");
 
@@ -307,10 +321,13 @@ impl ServiceHost {
         let http_drain = http_handle.stop(true);
         grpc_stop.cancel();
         let grpc_drain = async {
-            if let Some(task) = grpc_task.as_mut() {
-                if tokio::time::timeout(timeout, task).await.is_err() {
-                    tracing::warn!(service = name, "gRPC calls still running after the shutdown timeout; abandoning them");
-                }
+            if let Some(task) = grpc_task.as_mut()
+                && tokio::time::timeout(timeout, task).await.is_err()
+            {
+                tracing::warn!(
+                    service = name,
+                    "gRPC calls still running after the shutdown timeout; abandoning them"
+                );
             }
         };
         tokio::join!(http_drain, grpc_drain);
@@ -403,11 +420,12 @@ fn serve_grpc(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(HealthReporter, GrpcTask), ServerError> {
     let addr = listener.local_addr().ok();
-    let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| ServerError::Bind {
-        protocol: "grpc",
-        addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
-        source,
-    })?;
+    let listener =
+        tokio::net::TcpListener::from_std(listener).map_err(|source| ServerError::Bind {
+            protocol: "grpc",
+            addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            source,
+        })?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let routes = routes.add_service(health_service);
     let mut builder = tonic::transport::Server::builder()
@@ -447,7 +465,9 @@ async fn wait_optional<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, tokio::
     }
 }
 
-fn describe_exit<E: std::fmt::Display>(result: Result<Result<(), E>, tokio::task::JoinError>) -> String {
+fn describe_exit<E: std::fmt::Display>(
+    result: Result<Result<(), E>, tokio::task::JoinError>,
+) -> String {
     match result {
         Ok(Ok(())) => "it exited".to_owned(),
         Ok(Err(error)) => error.to_string(),

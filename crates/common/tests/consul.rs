@@ -8,6 +8,8 @@
 //! - <https://developer.hashicorp.com/consul/api-docs/health#list-service-instances-for-service>
 //! - <https://developer.hashicorp.com/consul/api-docs/features/blocking>
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -94,12 +96,20 @@ async fn register(req: HttpRequest, agent: web::Data<Agent>, body: web::Bytes) -
     let (Some(_), Some(id)) = (payload["Name"].as_str(), payload["ID"].as_str()) else {
         return HttpResponse::BadRequest().body("Missing service name");
     };
-    agent.services.lock().unwrap().insert(id.to_owned(), payload.clone());
+    agent
+        .services
+        .lock()
+        .unwrap()
+        .insert(id.to_owned(), payload.clone());
     agent.bump();
     HttpResponse::Ok().finish()
 }
 
-async fn deregister(req: HttpRequest, agent: web::Data<Agent>, id: web::Path<String>) -> HttpResponse {
+async fn deregister(
+    req: HttpRequest,
+    agent: web::Data<Agent>,
+    id: web::Path<String>,
+) -> HttpResponse {
     agent.record(&req, None);
     if agent.services.lock().unwrap().remove(id.as_str()).is_none() {
         return HttpResponse::NotFound().body(format!("Unknown service ID {:?}", id.as_str()));
@@ -108,7 +118,11 @@ async fn deregister(req: HttpRequest, agent: web::Data<Agent>, id: web::Path<Str
     HttpResponse::Ok().finish()
 }
 
-async fn health_service(req: HttpRequest, agent: web::Data<Agent>, name: web::Path<String>) -> HttpResponse {
+async fn health_service(
+    req: HttpRequest,
+    agent: web::Data<Agent>,
+    name: web::Path<String>,
+) -> HttpResponse {
     agent.record(&req, None);
     let query = req.query_string().to_owned();
     if query_param(&query, "passing").is_none() {
@@ -140,7 +154,10 @@ async fn health_service(req: HttpRequest, agent: web::Data<Agent>, name: web::Pa
     let mut entries = Vec::new();
     for service in services {
         if agent.run_checks {
-            let url = service["Check"]["HTTP"].as_str().unwrap_or_default().to_owned();
+            let url = service["Check"]["HTTP"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let passing = matches!(reqwest::get(&url).await, Ok(r) if r.status().is_success());
             if !passing {
                 continue;
@@ -201,10 +218,15 @@ fn start_fake(run_checks: bool) -> FakeConsul {
         App::new()
             .app_data(data.clone())
             .route("/v1/agent/service/register", web::put().to(register))
-            .route("/v1/agent/service/deregister/{id}", web::put().to(deregister))
+            .route(
+                "/v1/agent/service/deregister/{id}",
+                web::put().to(deregister),
+            )
             .route("/v1/health/service/{name}", web::get().to(health_service))
             .route("/v1/status/leader", web::get().to(leader))
-            .default_service(web::to(|| async { HttpResponse::NotFound().body("404 page not found") }))
+            .default_service(web::to(|| async {
+                HttpResponse::NotFound().body("404 page not found")
+            }))
     })
     .workers(2)
     .disable_signals()
@@ -274,9 +296,16 @@ async fn deregistration_uses_the_agent_endpoint_and_reports_rejections() {
         .unwrap();
     registry.deregister("users-1").await.unwrap();
     let last = consul.agent.requests().pop().unwrap();
-    assert_eq!((last.method.as_str(), last.path.as_str()), ("PUT", "/v1/agent/service/deregister/users-1"));
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str()),
+        ("PUT", "/v1/agent/service/deregister/users-1")
+    );
 
-    let err = registry.deregister("users-1").await.unwrap_err().to_string();
+    let err = registry
+        .deregister("users-1")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("HTTP 404"), "{err}");
 }
 
@@ -286,7 +315,10 @@ async fn healthy_instances_are_read_from_the_documented_health_shape() {
     let registry = ConsulRegistry::new(consul.address.clone(), None);
     let mut without_address = Registration::new(instance("users-2", 8091));
     without_address.instance.host = String::new();
-    registry.register(&Registration::new(instance("users-1", 8081))).await.unwrap();
+    registry
+        .register(&Registration::new(instance("users-1", 8081)))
+        .await
+        .unwrap();
     registry.register(&without_address).await.unwrap();
 
     let found = registry.healthy_instances("users").await.unwrap();
@@ -301,33 +333,55 @@ async fn healthy_instances_are_read_from_the_documented_health_shape() {
     assert_eq!(query.method, "GET");
     assert_eq!(query.path, "/v1/health/service/users");
     assert_eq!(query.query, "passing");
-    assert!(registry.healthy_instances("search").await.unwrap().is_empty());
+    assert!(
+        registry
+            .healthy_instances("search")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
 async fn watch_follows_changes_through_blocking_queries() {
     let consul = start_fake(false);
-    let registry = ConsulRegistry::with_blocking_wait(consul.address.clone(), None, Duration::from_secs(30));
-    registry.register(&Registration::new(instance("users-1", 8081))).await.unwrap();
+    let registry =
+        ConsulRegistry::with_blocking_wait(consul.address.clone(), None, Duration::from_secs(30));
+    registry
+        .register(&Registration::new(instance("users-1", 8081)))
+        .await
+        .unwrap();
 
     let mut watch = registry.watch("users");
-    tokio::time::timeout(Duration::from_secs(5), watch.wait_for(|list| list.len() == 1))
-        .await
-        .expect("first answer")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        watch.wait_for(|list| list.len() == 1),
+    )
+    .await
+    .expect("first answer")
+    .unwrap();
 
-    registry.register(&Registration::new(instance("users-2", 8091))).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), watch.wait_for(|list| list.len() == 2))
+    registry
+        .register(&Registration::new(instance("users-2", 8091)))
         .await
-        .expect("a registration reaches the watcher without polling delay")
         .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        watch.wait_for(|list| list.len() == 2),
+    )
+    .await
+    .expect("a registration reaches the watcher without polling delay")
+    .unwrap();
 
     registry.deregister("users-1").await.unwrap();
-    let list = tokio::time::timeout(Duration::from_secs(5), watch.wait_for(|list| list.len() == 1))
-        .await
-        .expect("a deregistration reaches the watcher")
-        .unwrap()
-        .clone();
+    let list = tokio::time::timeout(
+        Duration::from_secs(5),
+        watch.wait_for(|list| list.len() == 1),
+    )
+    .await
+    .expect("a deregistration reaches the watcher")
+    .unwrap()
+    .clone();
     assert_eq!(list[0].id, "users-2");
 
     let blocking = consul
@@ -336,14 +390,21 @@ async fn watch_follows_changes_through_blocking_queries() {
         .into_iter()
         .filter(|r| r.path == "/v1/health/service/users" && r.query.contains("index="))
         .count();
-    assert!(blocking >= 2, "changes must arrive through blocking queries");
+    assert!(
+        blocking >= 2,
+        "changes must arrive through blocking queries"
+    );
     let sample = consul
         .agent
         .requests()
         .into_iter()
         .find(|r| r.query.contains("index="))
         .unwrap();
-    assert!(sample.query.starts_with("passing&index="), "{}", sample.query);
+    assert!(
+        sample.query.starts_with("passing&index="),
+        "{}",
+        sample.query
+    );
     assert!(sample.query.ends_with("&wait=30s"), "{}", sample.query);
 }
 
@@ -374,16 +435,38 @@ async fn host_registers_a_passing_check_on_start_and_deregisters_on_shutdown() {
 
     stop.cancel();
     running.await.unwrap().unwrap();
-    assert!(registry.healthy_instances("consul-host").await.unwrap().is_empty());
-    let paths: Vec<String> = consul.agent.requests().into_iter().map(|r| r.path).collect();
-    assert!(paths.iter().any(|p| p.starts_with("/v1/agent/service/deregister/consul-host-")));
+    assert!(
+        registry
+            .healthy_instances("consul-host")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let paths: Vec<String> = consul
+        .agent
+        .requests()
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.starts_with("/v1/agent/service/deregister/consul-host-"))
+    );
 }
 
 #[tokio::test]
 async fn unreachable_consul_fails_start_with_a_clear_error() {
     // Nothing listens on a port we bound and released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let registry = Arc::new(ConsulRegistry::new(format!("http://127.0.0.1:{port}"), None));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let registry = Arc::new(ConsulRegistry::new(
+        format!("http://127.0.0.1:{port}"),
+        None,
+    ));
     let host = ServiceHost::builder(ServiceConfig::ephemeral("consul-down", false))
         .registry(registry)
         .build()
@@ -391,9 +474,12 @@ async fn unreachable_consul_fails_start_with_a_clear_error() {
     let err = host
         .run_until_stopped(std::future::pending())
         .await
-        .expect_err("start must fail")
-        .to_string();
-    assert!(err.starts_with("cannot register with service discovery (consul)"), "{err}");
+        .expect_err("start must fail");
+    let err = common::exit::chain(&err);
+    assert!(
+        err.starts_with("cannot register with service discovery (consul)"),
+        "{err}"
+    );
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
 }
 
@@ -405,12 +491,20 @@ async fn token_is_sent_on_every_request() {
         Some(common::config::Secret::new("s3cr3t")),
     );
     registry.ping().await.unwrap();
-    registry.register(&Registration::new(instance("users-1", 8081))).await.unwrap();
+    registry
+        .register(&Registration::new(instance("users-1", 8081)))
+        .await
+        .unwrap();
     registry.healthy_instances("users").await.unwrap();
     registry.deregister("users-1").await.unwrap();
     let recorded = consul.agent.requests();
     assert_eq!(recorded.len(), 4);
-    assert!(recorded.iter().all(|r| r.token.as_deref() == Some("s3cr3t")), "{recorded:?}");
+    assert!(
+        recorded
+            .iter()
+            .all(|r| r.token.as_deref() == Some("s3cr3t")),
+        "{recorded:?}"
+    );
 
     let anonymous = ConsulRegistry::new(consul.address.clone(), None);
     anonymous.ping().await.unwrap();

@@ -1,5 +1,7 @@
 //! A service host on random ports, driven over real HTTP and gRPC.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
@@ -72,7 +74,10 @@ async fn service_routes_show_in_metrics_under_their_template() {
         .unwrap_or_else(|| panic!("no request counter in:\n{text}"));
     assert!(line.contains("status=\"200\""), "{line}");
     assert!(line.ends_with(" 4"), "{line}");
-    assert!(!text.contains("/orders/1\""), "raw URLs must not become labels");
+    assert!(
+        !text.contains("/orders/1\""),
+        "raw URLs must not become labels"
+    );
     assert!(text.contains("process_resident_memory_bytes"));
     assert!(text.contains("tokio_alive_tasks"));
 
@@ -84,9 +89,17 @@ async fn service_routes_show_in_metrics_under_their_template() {
 async fn health_endpoints_and_grpc_health_report_ready() {
     let svc = start("host-health");
     let client = reqwest::Client::new();
-    let live = client.get(format!("{}/health/live", svc.base)).send().await.unwrap();
+    let live = client
+        .get(format!("{}/health/live", svc.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(live.status(), 200);
-    let ready = client.get(format!("{}/health/ready", svc.base)).send().await.unwrap();
+    let ready = client
+        .get(format!("{}/health/ready", svc.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["ready"], true);
@@ -102,7 +115,9 @@ async fn health_endpoints_and_grpc_health_report_ready() {
     let mut status = ServingStatus::Unknown;
     for _ in 0..50 {
         status = health
-            .check(HealthCheckRequest { service: String::new() })
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -121,7 +136,9 @@ async fn health_endpoints_and_grpc_health_report_ready() {
 #[tokio::test]
 async fn unknown_path_gets_a_problem_body() {
     let svc = start("host-404");
-    let res = reqwest::get(format!("{}/no/such/thing", svc.base)).await.unwrap();
+    let res = reqwest::get(format!("{}/no/such/thing", svc.base))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
     assert_eq!(
         res.headers()["content-type"].to_str().unwrap(),
@@ -140,8 +157,14 @@ async fn a_port_in_use_is_a_clear_bind_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut config = ServiceConfig::ephemeral("host-bind", false);
     config.http_addr = taken.local_addr().unwrap();
-    let err = ServiceHost::builder(config).build().err().expect("port is taken");
+    let err = ServiceHost::builder(config)
+        .build()
+        .err()
+        .expect("port is taken");
     let message = err.to_string();
-    assert!(message.starts_with("cannot listen on 127.0.0.1:"), "{message}");
+    assert!(
+        message.starts_with("cannot listen on 127.0.0.1:"),
+        "{message}"
+    );
     assert!(message.contains("for http"), "{message}");
 }

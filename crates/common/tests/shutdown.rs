@@ -4,6 +4,8 @@
 //! This file is its own test binary with a single test, because it sends a
 //! real SIGTERM to its own process.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,15 +65,24 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
             Err(e) => panic!("unexpected connect error: {e}"),
             Ok(_) => {
-                assert!(Instant::now() < deadline, "new connections still accepted after SIGTERM");
+                assert!(
+                    Instant::now() < deadline,
+                    "new connections still accepted after SIGTERM"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     }
-    assert!(!in_flight.is_finished(), "the in-flight request must still be running");
+    assert!(
+        !in_flight.is_finished(),
+        "the in-flight request must still be running"
+    );
 
     release.notify_one();
-    let body = in_flight.await.unwrap().expect("in-flight request completed");
+    let body = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request completed");
     assert_eq!(body, "finished");
 
     tokio::time::timeout(Duration::from_secs(10), running)

@@ -1,1 +1,15 @@
-fn main() {}
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    common::exit::report(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
+    let config = notifications::Config::from_env()?;
+    let telemetry = config.service.telemetry.clone();
+    common::server::serve(&telemetry, async {
+        notifications::host(config).await?.build()
+    })
+    .await
+}

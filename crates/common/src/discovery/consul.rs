@@ -46,7 +46,11 @@ impl ConsulRegistry {
 
     /// Like [`ConsulRegistry::new`] with a shorter hold time for blocking
     /// queries (Consul's default and ours is five minutes).
-    pub fn with_blocking_wait(address: String, token: Option<Secret>, blocking_wait: Duration) -> Self {
+    pub fn with_blocking_wait(
+        address: String,
+        token: Option<Secret>,
+        blocking_wait: Duration,
+    ) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
@@ -79,11 +83,14 @@ impl Inner {
         operation: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, DiscoveryError> {
-        let response = request.send().await.map_err(|source| DiscoveryError::Unreachable {
-            backend: BACKEND,
-            address: self.address.clone(),
-            source,
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|source| DiscoveryError::Unreachable {
+                backend: BACKEND,
+                address: self.address.clone(),
+                source,
+            })?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -132,7 +139,13 @@ impl Inner {
                     backend: BACKEND,
                     reason: e.to_string(),
                 })?;
-        Ok((entries.into_iter().map(ServiceEntry::into_instance).collect(), index))
+        Ok((
+            entries
+                .into_iter()
+                .map(ServiceEntry::into_instance)
+                .collect(),
+            index,
+        ))
     }
 }
 
@@ -170,7 +183,9 @@ impl Registry for ConsulRegistry {
     }
 
     async fn ping(&self) -> Result<(), DiscoveryError> {
-        let request = self.inner.request(reqwest::Method::GET, "/v1/status/leader");
+        let request = self
+            .inner
+            .request(reqwest::Method::GET, "/v1/status/leader");
         self.inner.send("status query", request).await?;
         Ok(())
     }
@@ -193,7 +208,11 @@ async fn follow(inner: Arc<Inner>, service: String, tx: watch::Sender<Vec<Instan
                 // Consul's rules for blocking queries: an index that goes
                 // backwards means the agent's state was reset, so start
                 // over; an index below 1 must never be sent.
-                index = if new_index < index { 0 } else { new_index.max(1) };
+                index = if new_index < index {
+                    0
+                } else {
+                    new_index.max(1)
+                };
                 tx.send_if_modified(|current| {
                     let changed = *current != instances;
                     if changed {
@@ -203,7 +222,7 @@ async fn follow(inner: Arc<Inner>, service: String, tx: watch::Sender<Vec<Instan
                 });
             }
             Err(error) => {
-                tracing::warn!(%service, %error, "consul watch failed; retrying");
+                tracing::warn!(%service, error = %crate::exit::chain(&error), "consul watch failed; retrying");
                 tokio::select! {
                     _ = tx.closed() => return,
                     _ = tokio::time::sleep(backoff) => {}

@@ -80,7 +80,7 @@ impl Registration {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
-    #[error("cannot reach {backend} at {address}: {source}")]
+    #[error("cannot reach {backend} at {address}")]
     Unreachable {
         backend: &'static str,
         address: String,
@@ -160,7 +160,9 @@ impl DiscoveryConfig {
         } else if url.starts_with("http://") || url.starts_with("https://") {
             url.clone()
         } else {
-            return Err(invalid("expected static, consul://host:port or http(s)://host:port"));
+            return Err(invalid(
+                "expected static, consul://host:port or http(s)://host:port",
+            ));
         };
         if address.split("://").nth(1).is_none_or(str::is_empty) {
             return Err(invalid("missing the Consul host"));
@@ -248,9 +250,10 @@ mod tests {
 
     #[test]
     fn static_services_parse_with_and_without_grpc_ports() {
-        let list =
-            parse_static_services("users=10.0.0.5:8081/50051, users=10.0.0.6:8081/50051,gateway=[::1]:8080")
-                .unwrap();
+        let list = parse_static_services(
+            "users=10.0.0.5:8081/50051, users=10.0.0.6:8081/50051,gateway=[::1]:8080",
+        )
+        .unwrap();
         assert_eq!(list.len(), 3);
         assert_eq!(list[0].id, "users-static-1");
         assert_eq!(list[1].id, "users-static-2");
@@ -262,8 +265,18 @@ mod tests {
 
     #[test]
     fn static_services_reject_malformed_entries() {
-        for bad in ["users", "=1.2.3.4:1", "users=1.2.3.4", "users=1.2.3.4:http", "users=:80", "users=h:1/x"] {
-            assert!(parse_static_services(bad).is_err(), "{bad} should be rejected");
+        for bad in [
+            "users",
+            "=1.2.3.4:1",
+            "users=1.2.3.4",
+            "users=1.2.3.4:http",
+            "users=:80",
+            "users=h:1/x",
+        ] {
+            assert!(
+                parse_static_services(bad).is_err(),
+                "{bad} should be rejected"
+            );
         }
         assert_eq!(parse_static_services("").unwrap(), vec![]);
     }
@@ -278,7 +291,11 @@ mod tests {
             ],
         );
         match DiscoveryConfig::from_env(&env).unwrap() {
-            DiscoveryConfig::Consul { address, tags, token } => {
+            DiscoveryConfig::Consul {
+                address,
+                tags,
+                token,
+            } => {
                 assert_eq!(address, "http://consul.internal:8500");
                 assert_eq!(tags, ["blue", "canary"]);
                 assert!(token.is_none());
@@ -294,6 +311,9 @@ mod tests {
         assert!(err.to_string().starts_with("CHAT_DISCOVERY_URL:"), "{err}");
         let env = Env::from_map("CHAT", [("CHAT_STATIC_SERVICES", "users")]);
         let err = DiscoveryConfig::from_env(&env).unwrap_err();
-        assert!(err.to_string().starts_with("CHAT_STATIC_SERVICES:"), "{err}");
+        assert!(
+            err.to_string().starts_with("CHAT_STATIC_SERVICES:"),
+            "{err}"
+        );
     }
 }

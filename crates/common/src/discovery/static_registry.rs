@@ -37,7 +37,11 @@ impl StaticRegistry {
         }
     }
 
-    fn with_channel<T>(&self, service: &str, f: impl FnOnce(&watch::Sender<Vec<Instance>>) -> T) -> T {
+    fn with_channel<T>(
+        &self,
+        service: &str,
+        f: impl FnOnce(&watch::Sender<Vec<Instance>>) -> T,
+    ) -> T {
         // A poisoned lock only means another thread panicked mid-update of
         // a plain map; the data is still consistent, so keep serving.
         let mut services = self
@@ -103,8 +107,10 @@ mod tests {
 
     fn registry() -> StaticRegistry {
         StaticRegistry::new(
-            parse_static_services("users=10.0.0.1:8081/50051,users=10.0.0.2:8081/50051,chat=10.0.0.3:8082")
-                .unwrap(),
+            parse_static_services(
+                "users=10.0.0.1:8081/50051,users=10.0.0.2:8081/50051,chat=10.0.0.3:8082",
+            )
+            .unwrap(),
         )
     }
 
@@ -126,7 +132,13 @@ mod tests {
         assert_eq!(users.len(), 2);
         assert_eq!(users[0].host, "10.0.0.1");
         assert_eq!(registry.healthy_instances("chat").await.unwrap().len(), 1);
-        assert!(registry.healthy_instances("search").await.unwrap().is_empty());
+        assert!(
+            registry
+                .healthy_instances("search")
+                .await
+                .unwrap()
+                .is_empty()
+        );
         registry.ping().await.unwrap();
     }
 
@@ -150,7 +162,11 @@ mod tests {
             .unwrap();
         watch.changed().await.unwrap();
         assert_eq!(
-            watch.borrow_and_update().iter().map(|i| i.http_port).collect::<Vec<_>>(),
+            watch
+                .borrow_and_update()
+                .iter()
+                .map(|i| i.http_port)
+                .collect::<Vec<_>>(),
             [9002]
         );
 

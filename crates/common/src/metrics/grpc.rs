@@ -89,7 +89,8 @@ where
             metrics::histogram!("grpc_server_request_duration_seconds", &labels)
                 .record(started.elapsed().as_secs_f64());
             let [a, b, c] = labels;
-            metrics::counter!("grpc_server_requests_total", &[a, b, c, ("code", code)]).increment(1);
+            metrics::counter!("grpc_server_requests_total", &[a, b, c, ("code", code)])
+                .increment(1);
             result
         })
     }
@@ -116,7 +117,10 @@ mod tests {
             split_path("/users.v1.UserService/GetUser"),
             ("users.v1.UserService".to_owned(), "GetUser".to_owned())
         );
-        assert_eq!(split_path("/"), ("unknown".to_owned(), "unknown".to_owned()));
+        assert_eq!(
+            split_path("/"),
+            ("unknown".to_owned(), "unknown".to_owned())
+        );
     }
 
     #[tokio::test]
@@ -126,17 +130,26 @@ mod tests {
             let mut response = http::Response::new(());
             match req.uri().path() {
                 "/grpcmetrics.Test/Fail" => {
-                    response.headers_mut().insert("grpc-status", http::HeaderValue::from_static("5"));
+                    response
+                        .headers_mut()
+                        .insert("grpc-status", http::HeaderValue::from_static("5"));
                 }
                 "/grpcmetrics.Test/Ok" => {}
                 _ => {
-                    response.headers_mut().insert("grpc-status", http::HeaderValue::from_static("12"));
+                    response
+                        .headers_mut()
+                        .insert("grpc-status", http::HeaderValue::from_static("12"));
                 }
             }
             Ok::<_, Infallible>(response)
         });
         let mut svc = GrpcMetricsLayer::new("grpc-metrics-test").layer(inner);
-        for path in ["/grpcmetrics.Test/Ok", "/grpcmetrics.Test/Ok", "/grpcmetrics.Test/Fail", "/made.Up/Path"] {
+        for path in [
+            "/grpcmetrics.Test/Ok",
+            "/grpcmetrics.Test/Ok",
+            "/grpcmetrics.Test/Fail",
+            "/made.Up/Path",
+        ] {
             let req = http::Request::builder().uri(path).body(()).unwrap();
             svc.call(req).await.unwrap();
         }
@@ -144,14 +157,28 @@ mod tests {
         let text = crate::metrics::render();
         let count = |needle: &[&str]| {
             text.lines()
-                .find(|l| l.starts_with("grpc_server_requests_total") && needle.iter().all(|n| l.contains(n)))
+                .find(|l| {
+                    l.starts_with("grpc_server_requests_total")
+                        && needle.iter().all(|n| l.contains(n))
+                })
                 .and_then(|l| l.rsplit(' ').next())
                 .map(str::to_owned)
         };
-        assert_eq!(count(&["grpc_method=\"Ok\"", "code=\"0\""]).as_deref(), Some("2"));
-        assert_eq!(count(&["grpc_method=\"Fail\"", "code=\"5\""]).as_deref(), Some("1"));
         assert_eq!(
-            count(&["service=\"grpc-metrics-test\"", "grpc_method=\"unknown\"", "code=\"12\""]).as_deref(),
+            count(&["grpc_method=\"Ok\"", "code=\"0\""]).as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            count(&["grpc_method=\"Fail\"", "code=\"5\""]).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            count(&[
+                "service=\"grpc-metrics-test\"",
+                "grpc_method=\"unknown\"",
+                "code=\"12\""
+            ])
+            .as_deref(),
             Some("1")
         );
         assert!(!text.contains("made.Up"));

@@ -74,7 +74,8 @@ pub async fn record_http_metrics(
     .increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
-    metrics::histogram!("http_request_size_bytes", &labels).record(request_size.unwrap_or(0) as f64);
+    metrics::histogram!("http_request_size_bytes", &labels)
+        .record(request_size.unwrap_or(0) as f64);
     // Streamed bodies have no size until sent; leaving them out beats
     // recording a fake zero.
     if let Some(size) = response_size {
@@ -121,7 +122,9 @@ mod tests {
         .await;
 
         for id in [17, 18, 19] {
-            let req = TestRequest::get().uri(&format!("/widgets/{id}")).to_request();
+            let req = TestRequest::get()
+                .uri(&format!("/widgets/{id}"))
+                .to_request();
             assert!(call_service(&app, req).await.status().is_success());
         }
         let req = TestRequest::get().uri("/nowhere/42").to_request();
@@ -142,12 +145,18 @@ mod tests {
         assert!(counted.contains("method=\"GET\""), "{counted}");
         assert!(counted.contains("status=\"200\""), "{counted}");
         assert!(counted.ends_with(" 3"), "{counted}");
-        assert!(!text.contains("/widgets/17"), "raw paths must never be labels");
+        assert!(
+            !text.contains("/widgets/17"),
+            "raw paths must never be labels"
+        );
         assert!(text.contains("path=\"unmatched\""));
         assert!(line("http_request_duration_seconds_bucket").is_some());
         assert!(line("http_request_size_bytes_bucket").is_some());
         let sizes = line("http_response_size_bytes_sum").expect("response sizes");
-        assert!(sizes.ends_with(" 36"), "three responses of 12 bytes: {sizes}");
+        assert!(
+            sizes.ends_with(" 36"),
+            "three responses of 12 bytes: {sizes}"
+        );
     }
 
     #[test]

@@ -39,6 +39,9 @@ mod tests {
     #[test]
     fn resident_memory_is_read_on_linux() {
         let bytes = super::resident_memory_bytes().expect("Linux exposes VmRSS");
-        assert!(bytes > 1024 * 1024, "a test binary uses more than 1 MiB: {bytes}");
+        assert!(
+            bytes > 1024 * 1024,
+            "a test binary uses more than 1 MiB: {bytes}"
+        );
     }
 }

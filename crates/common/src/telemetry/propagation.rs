@@ -93,7 +93,10 @@ pub fn inject_metadata(metadata: &mut MetadataMap) {
 pub struct TraceContextInterceptor;
 
 impl tonic::service::Interceptor for TraceContextInterceptor {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         inject_metadata(request.metadata_mut());
         Ok(request)
     }
@@ -146,7 +149,10 @@ mod tests {
                 .insert_header(("traceparent", PARENT))
                 .to_http_request();
             let parent = extract_actix(request.headers());
-            assert_eq!(parent.span().span_context().trace_id().to_string(), TRACE_ID);
+            assert_eq!(
+                parent.span().span_context().trace_id().to_string(),
+                TRACE_ID
+            );
 
             let span = tracing::info_span!("handler");
             span.set_parent(parent).unwrap();
@@ -172,10 +178,17 @@ mod tests {
             let span = grpc_server_span(&request);
             let _entered = span.enter();
 
-            let call =
-                tonic::service::Interceptor::call(&mut TraceContextInterceptor, tonic::Request::new(()))
-                    .unwrap();
-            let sent = call.metadata().get("traceparent").unwrap().to_str().unwrap();
+            let call = tonic::service::Interceptor::call(
+                &mut TraceContextInterceptor,
+                tonic::Request::new(()),
+            )
+            .unwrap();
+            let sent = call
+                .metadata()
+                .get("traceparent")
+                .unwrap()
+                .to_str()
+                .unwrap();
             assert_eq!(trace_id_of(sent), TRACE_ID);
         });
     }

@@ -1,0 +1,58 @@
+# The two commands a newcomer needs are `make run` and `make test`.
+# Everything else here is for contributors and operators.
+
+CARGO   ?= cargo
+PROFILE ?= dev
+COMPOSE ?= docker compose -f deploy/docker-compose.yml
+
+ifeq ($(PROFILE),release)
+  PROFILE_FLAG := --release
+else
+  PROFILE_FLAG :=
+endif
+
+.PHONY: help run test test-prereqs lint fmt build up down bench k8s-check
+
+help:
+	@echo "make run    - the whole platform in one process, embedded backends; gateway on :8080"
+	@echo "make test   - every test, installing and starting what the tests need"
+	@echo "make lint   - rustfmt check and clippy with warnings as errors"
+	@echo "make up     - the platform with real infrastructure under docker compose"
+	@echo "make down   - stop what 'make up' started"
+	@echo "make bench  - the benchmarks in bench/ (figures go to BENCHMARKS.md)"
+
+run:
+	$(CARGO) run $(PROFILE_FLAG) --bin platform
+
+build:
+	$(CARGO) build $(PROFILE_FLAG) --workspace --bins
+
+# Tools and local servers first (idempotent, quick when already there),
+# then the binaries the end-to-end tests spawn, then every test.
+test: test-prereqs
+	$(CARGO) build --workspace --bins
+	$(CARGO) nextest run --workspace --no-fail-fast
+	$(CARGO) test --workspace --doc
+
+test-prereqs:
+	bash scripts/ensure-tools.sh
+	bash scripts/ensure-services.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+up:
+	$(COMPOSE) up --build -d
+
+down:
+	$(COMPOSE) down
+
+bench:
+	bash bench/run.sh
+
+k8s-check:
+	python3 scripts/check-k8s.py k8s

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building and testing need, when it is missing. Safe to run
+# repeatedly: each step checks first. Debian packages come from apt, Rust
+# tools from crates.io into $CARGO_INSTALL_ROOT (or ~/.cargo).
+set -euo pipefail
+
+# Debian packages the build or the tests need (none yet: protoc is vendored
+# from crates.io). Later capabilities add theirs here.
+APT_PACKAGES=()
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "installing Debian packages: ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi

@@ -1,0 +1,155 @@
+//! Every service binary, and the all-in-one runner, as an operator runs
+//! them: start on random ports, answer health and metrics, stop on SIGTERM
+//! with exit code 0; refuse bad configuration with one clear line.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use e2e::{SERVICES, ServiceProcess, random_ports, run_to_failure, wait_until_ok};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+fn env_of(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+async fn grpc_serving(endpoint: &str) -> ServingStatus {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let deadline = tokio::time::Instant::now() + e2e::PROCESS_TIMEOUT;
+    loop {
+        let status = client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        if status == ServingStatus::Serving || tokio::time::Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn assert_serves_health_and_metrics(client: &reqwest::Client, base: &str) {
+    let ready = wait_until_ok(client, &format!("{base}/health/ready")).await;
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["ready"], true, "{body}");
+    let live = client
+        .get(format!("{base}/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("http_requests_total") && l.contains("path=\"/health/ready\"")),
+        "readiness requests are counted under their route:\n{metrics}"
+    );
+    assert!(metrics.contains("process_resident_memory_bytes"));
+}
+
+#[tokio::test]
+async fn every_service_binary_starts_answers_and_exits_zero_on_sigterm() {
+    let client = reqwest::Client::new();
+    for (name, prefix) in SERVICES {
+        let env = random_ports(prefix);
+        let process = ServiceProcess::start(name, &env_of(&env), &[name]).await;
+        assert_serves_health_and_metrics(&client, process.http(name)).await;
+        if let Some(grpc) = process.listening[name].grpc.clone() {
+            assert_eq!(
+                grpc_serving(&grpc).await,
+                ServingStatus::Serving,
+                "{name} gRPC health"
+            );
+        } else {
+            assert_eq!(name, "gateway", "only the gateway has no gRPC API");
+        }
+        let status = process.terminate().await;
+        assert!(status.success(), "{name} exited with {status}");
+    }
+}
+
+#[tokio::test]
+async fn all_in_one_runner_serves_every_service_and_exits_zero_on_sigterm() {
+    let env: Vec<(String, String)> = SERVICES
+        .iter()
+        .flat_map(|(_, prefix)| random_ports(prefix))
+        .collect();
+    let names: Vec<&str> = SERVICES.iter().map(|(name, _)| *name).collect();
+    let mut process = ServiceProcess::start("platform", &env_of(&env), &names).await;
+    let client = reqwest::Client::new();
+    for name in &names {
+        assert_serves_health_and_metrics(&client, process.http(name)).await;
+    }
+    // Each service registered itself in the shared static registry.
+    let registered = process.wait_for_logs("registered", names.len()).await;
+    for name in &names {
+        assert!(
+            registered
+                .iter()
+                .any(|l| l["service"] == *name && l["registry"] == "static"),
+            "{name} registered: {registered:?}"
+        );
+    }
+    let status = process.terminate().await;
+    assert!(status.success(), "platform exited with {status}");
+}
+
+#[tokio::test]
+async fn malformed_config_exits_nonzero_with_one_line_naming_the_variable() {
+    let (status, stderr) = run_to_failure("users", &[("USERS_HTTP_ADDR", "localhost-8081")]).await;
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "exactly one line: {stderr:?}");
+    assert!(
+        stderr.starts_with("error: USERS_HTTP_ADDR: invalid value \"localhost-8081\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+
+    let (status, stderr) =
+        run_to_failure("platform", &[("PLATFORM_SHUTDOWN_TIMEOUT", "soonish")]).await;
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("PLATFORM_SHUTDOWN_TIMEOUT"), "{stderr}");
+}
+
+#[tokio::test]
+async fn unreachable_consul_exits_nonzero_with_one_line_naming_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let consul = format!("consul://127.0.0.1:{port}");
+    let mut env = random_ports("CHAT");
+    env.push(("CHAT_DISCOVERY_URL".into(), consul));
+    let (status, stderr) = run_to_failure("chat", &env_of(&env)).await;
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.starts_with("error: cannot register with service discovery (consul)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(!stderr.contains("panicked"));
+}
