@@ -28,11 +28,14 @@ build:
 	$(CARGO) build $(PROFILE_FLAG) --workspace --bins
 
 # Tools and local servers first (idempotent, quick when already there),
-# then the binaries the end-to-end tests spawn, then every test.
+# then the binaries the end-to-end tests spawn, then every test. Building
+# all targets at once gives bins and tests one feature set (dev-dependency
+# features included), so nextest reuses the build instead of redoing it.
 test: test-prereqs
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --all-targets
 	$(CARGO) nextest run --workspace --no-fail-fast
 	$(CARGO) test --workspace --doc
+	python3 scripts/check-k8s.py
 
 test-prereqs:
 	bash scripts/ensure-tools.sh
@@ -55,4 +58,4 @@ bench:
 	bash bench/run.sh
 
 k8s-check:
-	python3 scripts/check-k8s.py k8s
+	python3 scripts/check-k8s.py
