@@ -62,7 +62,16 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match tokio::net::TcpStream::connect(addr).await {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            // Refused, or reset when the connection was still queued in the
+            // backlog as the listener closed: either way, never served.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                break;
+            }
             Err(e) => panic!("unexpected connect error: {e}"),
             Ok(_) => {
                 assert!(

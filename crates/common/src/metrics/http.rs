@@ -5,6 +5,8 @@
 //! URL: raw paths carry ids and would create one time series per user. A
 //! request that matched no route is labelled `unmatched`.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Instant;
 
 use actix_web::body::{BodySize, MessageBody};
@@ -57,31 +59,75 @@ pub async fn record_http_metrics(
         ),
     };
 
-    let labels = [
-        ("service", service.to_owned()),
-        ("method", method.to_owned()),
-        ("path", path),
-    ];
-    metrics::counter!(
-        "http_requests_total",
-        &[
-            labels[0].clone(),
-            labels[1].clone(),
-            labels[2].clone(),
-            ("status", status.to_string()),
-        ]
-    )
-    .increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    metrics::histogram!("http_request_size_bytes", &labels)
-        .record(request_size.unwrap_or(0) as f64);
-    // Streamed bodies have no size until sent; leaving them out beats
-    // recording a fake zero.
-    if let Some(size) = response_size {
-        metrics::histogram!("http_response_size_bytes", &labels).record(size as f64);
-    }
+    RouteMetrics::with(service, method, &path, status, |m| {
+        m.requests.increment(1);
+        m.duration.record(started.elapsed().as_secs_f64());
+        m.request_size.record(request_size.unwrap_or(0) as f64);
+        // Streamed bodies have no size until sent; leaving them out beats
+        // recording a fake zero.
+        if let Some(size) = response_size {
+            m.response_size.record(size as f64);
+        }
+    });
     result
+}
+
+/// The handles of one (service, method, route, status) series.
+///
+/// Building a metric key (label strings, hashing, a registry lookup) on
+/// every request costs more than the request itself on a cheap route, so
+/// each worker thread keeps the handles it has used. The set is small and
+/// bounded: routes are templates and methods a fixed list.
+struct RouteMetrics {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+    request_size: metrics::Histogram,
+    response_size: metrics::Histogram,
+}
+
+type SeriesKey = (&'static str, &'static str, u16);
+
+thread_local! {
+    static SERIES: RefCell<HashMap<SeriesKey, HashMap<String, RouteMetrics>>> =
+        RefCell::new(HashMap::new());
+}
+
+impl RouteMetrics {
+    fn register(service: &'static str, method: &'static str, path: &str, status: u16) -> Self {
+        let labels = [
+            ("service", service.to_owned()),
+            ("method", method.to_owned()),
+            ("path", path.to_owned()),
+        ];
+        let [a, b, c] = labels.clone();
+        Self {
+            requests: metrics::counter!(
+                "http_requests_total",
+                &[a, b, c, ("status", status.to_string())]
+            ),
+            duration: metrics::histogram!("http_request_duration_seconds", &labels),
+            request_size: metrics::histogram!("http_request_size_bytes", &labels),
+            response_size: metrics::histogram!("http_response_size_bytes", &labels),
+        }
+    }
+
+    fn with(
+        service: &'static str,
+        method: &'static str,
+        path: &str,
+        status: u16,
+        f: impl FnOnce(&Self),
+    ) {
+        SERIES.with_borrow_mut(|series| {
+            let by_path = series.entry((service, method, status)).or_default();
+            if let Some(found) = by_path.get(path) {
+                return f(found);
+            }
+            let created = Self::register(service, method, path, status);
+            f(&created);
+            by_path.insert(path.to_owned(), created);
+        });
+    }
 }
 
 /// Methods outside the standard set collapse into one label value, so a

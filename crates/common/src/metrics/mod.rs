@@ -48,8 +48,28 @@ pub fn install() -> Result<&'static PrometheusHandle, MetricsError> {
     });
     if won {
         metrics::set_global_recorder(recorder).map_err(|e| MetricsError(e.to_string()))?;
+        spawn_upkeep(kept);
     }
     Ok(kept)
+}
+
+/// Histogram samples queue up until upkeep folds them into buckets; without
+/// it a service nobody scrapes grows by every request it serves. A plain
+/// thread, because the recorder may be installed before or outside a Tokio
+/// runtime.
+fn spawn_upkeep(handle: &'static PrometheusHandle) {
+    const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start metrics upkeep; histogram memory is freed only at scrapes");
+    }
 }
 
 /// The exposition text for a scrape.

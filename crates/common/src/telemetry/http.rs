@@ -22,8 +22,12 @@ pub async fn trace_http_request(
         http.route = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
-    // Fails only without an OpenTelemetry layer; the span is then local.
-    let _ = span.set_parent(extract_actix(req.headers()));
+    // Parsing `traceparent` is wasted work when the span is filtered out.
+    // Setting the parent fails only without an OpenTelemetry layer; the span
+    // is then local.
+    if !span.is_disabled() {
+        let _ = span.set_parent(extract_actix(req.headers()));
+    }
     let result = next.call(req).instrument(span.clone()).await;
     if let Ok(res) = &result {
         if let Some(route) = res.request().match_pattern() {

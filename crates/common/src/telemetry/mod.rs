@@ -14,7 +14,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -84,6 +84,12 @@ pub fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, Te
         .with_service_name(config.service_name.clone())
         .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if config.otlp_endpoint.is_none() {
+        // Nothing exports, so recording spans is pure cost. Unsampled spans
+        // still get ids, so trace context keeps flowing to other services;
+        // a caller's sampled context is still honoured.
+        builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)));
+    }
     if let Some(endpoint) = &config.otlp_endpoint {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -106,7 +112,14 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         reason: e.to_string(),
     })?;
     let provider = tracer_provider(config)?;
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("platform"));
+    // Source locations, thread ids and busy/idle timings are attributes on
+    // every span; a span per request makes them a measurable cost (see
+    // BENCHMARKS.md) for little insight.
+    let otel = tracing_opentelemetry::layer()
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_tracer(provider.tracer("platform"));
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
 

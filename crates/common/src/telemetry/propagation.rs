@@ -121,7 +121,6 @@ pub fn grpc_server_span(request: &http::Request<()>) -> tracing::Span {
 mod tests {
     use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
     use opentelemetry_sdk::propagation::TraceContextPropagator;
-    use opentelemetry_sdk::trace::SdkTracerProvider;
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
@@ -129,10 +128,18 @@ mod tests {
     const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-    /// Runs `f` with an OpenTelemetry-aware subscriber local to this thread.
+    /// Runs `f` with an OpenTelemetry-aware subscriber local to this thread,
+    /// built the way production builds it when nothing exports spans (the
+    /// sampler then records nothing, yet context must still flow).
     fn with_tracing<T>(f: impl FnOnce() -> T) -> T {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        let provider = SdkTracerProvider::builder().build();
+        let provider = crate::telemetry::tracer_provider(&crate::telemetry::TelemetryConfig {
+            service_name: "test".into(),
+            log_format: crate::telemetry::LogFormat::Json,
+            log_filter: "info".into(),
+            otlp_endpoint: None,
+        })
+        .unwrap();
         let subscriber = tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
         tracing::subscriber::with_default(subscriber, f)
