@@ -169,7 +169,7 @@ mod tests {
         (status, test::read_body_json(res).await)
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn ready_only_when_every_backend_answers() {
         let (status, body) = get(
             Health::new(vec![Arc::new(Fixed("db", Ok(())))]),
@@ -189,14 +189,14 @@ mod tests {
         assert_eq!(body["checks"][1]["error"], "connection refused");
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn liveness_does_not_depend_on_backends() {
         let failing = Health::new(vec![Arc::new(Fixed("db", Err("down".into())))]);
         let (status, _) = get(failing, "/health/live").await;
         assert_eq!(status, 200);
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn shutting_down_is_not_ready() {
         let health = Health::new(vec![]);
         health.mark_shutting_down();

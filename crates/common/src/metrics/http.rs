@@ -153,7 +153,7 @@ mod tests {
 
     use super::*;
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn request_is_counted_under_its_route_template() {
         crate::metrics::install().unwrap();
         let app = init_service(
