@@ -4,6 +4,10 @@
 //! configuration table); [`host`] assembles the service on the shared
 //! server host, which the binary and the all-in-one runner then serve.
 
+pub mod domain;
+pub mod events;
+pub mod store;
+
 use common::config::{ConfigError, Env, ServiceConfig, ServiceDefaults};
 use common::server::{ServerError, ServiceHost, ServiceHostBuilder};
 

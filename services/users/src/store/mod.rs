@@ -1,0 +1,156 @@
+//! The event store and the read models, in PostgreSQL (production) or a
+//! SQLite file (embedded default), chosen by `DATABASE_URL`.
+//!
+//! Every change is one transaction that appends the event (with optimistic
+//! concurrency on the aggregate's version), applies it to the read models
+//! and queues it in the outbox. Reads never touch the event log. Both
+//! backends run the same SQL through sqlx's `Any` driver; only the
+//! migrations differ (see `migrations/`).
+
+mod journal;
+mod migrations;
+mod posts;
+mod users;
+
+use std::str::FromStr;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+
+pub use journal::{OutboxEntry, StoredEvent};
+pub use posts::{Comment, Post};
+pub use users::{Credentials, NewUser, User, UserChanges};
+
+use crate::events::DecodeError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    fn of(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{entity} {id} does not exist")]
+    NotFound { entity: &'static str, id: i64 },
+    #[error("{field} is already taken")]
+    Taken { field: &'static str },
+    #[error("{entity} {id} is no longer at version {expected}; read it again and retry")]
+    Conflict {
+        entity: &'static str,
+        id: i64,
+        expected: i64,
+    },
+    #[error("the database URL must start with postgres://, postgresql:// or sqlite:")]
+    UnsupportedUrl,
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored event at position {position} cannot be read")]
+    Corrupt {
+        position: i64,
+        #[source]
+        source: DecodeError,
+    },
+}
+
+/// Connection to one database, migrated and ready.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects, creating a SQLite file if needed, and runs migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of(url)?;
+        let options = match backend {
+            // One writer at a time is SQLite's model; a single connection
+            // serialises transactions instead of failing them with BUSY.
+            Backend::Sqlite => AnyPoolOptions::new().max_connections(1),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(max_connections),
+        };
+        let url = match backend {
+            Backend::Sqlite => sqlite_url(url)?,
+            Backend::Postgres => url.to_owned(),
+        };
+        let pool = options
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(&url)
+            .await?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+            sqlx::query("PRAGMA foreign_keys = ON")
+                .execute(&pool)
+                .await?;
+        }
+        migrations::run(&pool, backend).await?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers; for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// `sqlite:path` with the file (and its directory) created when missing.
+fn sqlite_url(url: &str) -> Result<String, StoreError> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let file = path.split('?').next().unwrap_or_default();
+    if file.is_empty() || file == ":memory:" {
+        return Ok(url.to_owned());
+    }
+    if let Some(dir) = std::path::Path::new(file).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+    }
+    // Validate through the driver's own parser before adding options.
+    sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    Ok(if url.contains('?') {
+        url.to_owned()
+    } else {
+        format!("{url}?mode=rwc")
+    })
+}
+
+/// Which unique constraint a database error violated, if any.
+fn unique_violation(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => Some(
+            db.constraint()
+                .map(str::to_owned)
+                .unwrap_or_else(|| db.message().to_owned()),
+        ),
+        _ => None,
+    }
+}
+
+fn count(row: &sqlx::any::AnyRow) -> Result<i64, sqlx::Error> {
+    row.try_get::<i64, _>(0)
+}
