@@ -52,9 +52,38 @@ pub struct Listening {
     pub grpc: Option<String>,
 }
 
+/// A directory removed when dropped; services run inside one so their
+/// embedded data (SQLite files, disk caches) never lands in the checkout.
+pub struct WorkDir(pub PathBuf);
+
+impl WorkDir {
+    pub fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let dir = std::env::temp_dir().join(format!("e2e-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create work dir");
+        Self(dir)
+    }
+}
+
+impl Default for WorkDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A running service process, killed if the test drops it.
 pub struct ServiceProcess {
     child: Child,
+    _workdir: WorkDir,
     pub listening: HashMap<String, Listening>,
     logs: mpsc::UnboundedReceiver<serde_json::Value>,
     seen: Vec<serde_json::Value>,
@@ -64,7 +93,9 @@ impl ServiceProcess {
     /// Starts `binary` with `env` added to a clean environment and waits
     /// until the services named in `expect` log where they listen.
     pub async fn start(binary_name: &str, env: &[(&str, &str)], expect: &[&str]) -> Self {
+        let workdir = WorkDir::new();
         let mut child = Command::new(binary(binary_name))
+            .current_dir(&workdir.0)
             .env_clear()
             .env("PLATFORM_LOG_FORMAT", "json")
             .envs(env.iter().copied())
@@ -103,6 +134,7 @@ impl ServiceProcess {
         }
         Self {
             child,
+            _workdir: workdir,
             listening,
             logs,
             seen,
@@ -154,7 +186,9 @@ impl ServiceProcess {
 /// Runs a binary that is expected to fail at start-up; returns its exit
 /// status and what it printed on stderr.
 pub async fn run_to_failure(binary_name: &str, env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let workdir = WorkDir::new();
     let mut child = Command::new(binary(binary_name))
+        .current_dir(&workdir.0)
         .env_clear()
         .envs(env.iter().copied())
         .stdin(Stdio::null())

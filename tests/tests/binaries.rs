@@ -153,3 +153,29 @@ async fn unreachable_consul_exits_nonzero_with_one_line_naming_it() {
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
     assert!(!stderr.contains("panicked"));
 }
+
+#[tokio::test]
+async fn unreachable_or_unsupported_database_exits_nonzero_with_one_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/users");
+    let (status, stderr) = run_to_failure("users", &[("USERS_DATABASE_URL", url.as_str())]).await;
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.starts_with("error: cannot open the users database"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+
+    let (status, stderr) = run_to_failure(
+        "users",
+        &[("USERS_DATABASE_URL", "mysql://localhost/users")],
+    )
+    .await;
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("must start with postgres://"), "{stderr}");
+}

@@ -16,6 +16,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
@@ -64,6 +66,8 @@ pub enum ServerError {
 }
 
 type HttpRoutes = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+type BackgroundTask =
+    Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 pub struct ServiceHostBuilder {
     config: ServiceConfig,
@@ -72,9 +76,24 @@ pub struct ServiceHostBuilder {
     grpc_names: Vec<&'static str>,
     checks: Vec<Arc<dyn ReadinessCheck>>,
     registry: Option<Arc<dyn Registry>>,
+    tasks: Vec<(&'static str, BackgroundTask)>,
 }
 
 impl ServiceHostBuilder {
+    /// Work that runs beside the servers (an outbox relay, a consumer). It
+    /// starts with the service and is told to stop, through the token,
+    /// after in-flight requests have drained; the host waits for it to
+    /// finish, up to the shutdown timeout.
+    pub fn task<F, Fut>(mut self, name: &'static str, task: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks
+            .push((name, Box::new(move |stop| Box::pin(task(stop)))));
+        self
+    }
+
     /// Adds the service's own HTTP routes.
     pub fn http(
         mut self,
@@ -146,6 +165,7 @@ impl ServiceHostBuilder {
             grpc: self.grpc,
             grpc_names: self.grpc_names,
             registry,
+            tasks: self.tasks,
         })
     }
 }
@@ -189,6 +209,7 @@ pub struct ServiceHost {
     grpc: Routes,
     grpc_names: Vec<&'static str>,
     registry: Arc<dyn Registry>,
+    tasks: Vec<(&'static str, BackgroundTask)>,
 }
 
 impl ServiceHost {
@@ -200,6 +221,7 @@ impl ServiceHost {
             grpc_names: Vec::new(),
             checks: Vec::new(),
             registry: None,
+            tasks: Vec::new(),
         }
     }
 
@@ -250,7 +272,7 @@ impl ServiceHost {
         let http_handle = http_server.handle();
         let mut http_task = tokio::spawn(http_server);
 
-        let grpc_stop = tokio_util::sync::CancellationToken::new();
+        let grpc_stop = CancellationToken::new();
         let (reporter, grpc_task) = match self.grpc_listener {
             Some((listener, _)) => {
                 let (reporter, task) = serve_grpc(
@@ -271,6 +293,12 @@ impl ServiceHost {
             ))
         });
         let mut grpc_task = grpc_task;
+        let tasks_stop = CancellationToken::new();
+        let background: Vec<_> = self
+            .tasks
+            .into_iter()
+            .map(|(task_name, task)| (task_name, tokio::spawn(task(tasks_stop.clone()))))
+            .collect();
 
         tracing::info!(
             service = name,
@@ -282,6 +310,7 @@ impl ServiceHost {
         if let Err(source) = self.registry.register(&registration).await {
             http_handle.stop(false).await;
             grpc_stop.cancel();
+            tasks_stop.cancel();
             return Err(ServerError::Register {
                 backend: self.registry.backend(),
                 source,
@@ -336,6 +365,16 @@ impl ServiceHost {
         }
         if let Some(task) = health_sync {
             task.abort();
+        }
+        tasks_stop.cancel();
+        for (task_name, task) in background {
+            if tokio::time::timeout(timeout, task).await.is_err() {
+                tracing::warn!(
+                    service = name,
+                    task = task_name,
+                    "background task did not stop within the shutdown timeout"
+                );
+            }
         }
 
         match unexpected {
@@ -477,13 +516,10 @@ fn describe_exit<E: std::fmt::Display>(
 
 /// Runs a service binary: installs telemetry, builds the service, serves
 /// until SIGTERM or SIGINT, drains, and flushes traces.
-pub async fn serve<E>(
+pub async fn serve(
     telemetry: &crate::telemetry::TelemetryConfig,
-    build: impl Future<Output = Result<ServiceHost, E>>,
-) -> anyhow::Result<()>
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
+    build: impl Future<Output = anyhow::Result<ServiceHost>>,
+) -> anyhow::Result<()> {
     let guard = crate::telemetry::init(telemetry)?;
     let result = async {
         let host = build.await?;

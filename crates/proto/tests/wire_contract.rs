@@ -14,6 +14,7 @@ fn user_fields_keep_their_numbers() {
         email: "a@b.c".into(),
         created_at: "t1".into(),
         updated_at: "t2".into(),
+        version: 0,
     };
     // tag = field_number << 3 | wire_type (0 varint, 2 length-delimited)
     let expected: Vec<u8> = [
@@ -48,6 +49,10 @@ fn update_request_from_an_old_client_still_decodes() {
     assert_eq!(decoded.id, 9);
     assert_eq!(decoded.username.as_deref(), Some("zz"));
     assert_eq!(decoded.email, None, "absent means unchanged");
+    assert_eq!(
+        decoded.expected_version, None,
+        "old clients do not ask for a version check"
+    );
 }
 
 #[test]
@@ -73,8 +78,9 @@ fn descriptor_set_describes_every_service_for_reflection() {
             .map(|m| m.name().to_owned())
             .collect()
     };
+    // The seed's five come first, in their original order.
     assert_eq!(
-        methods("UserService"),
+        methods("UserService")[..5],
         [
             "GetUser",
             "CreateUser",
@@ -83,6 +89,7 @@ fn descriptor_set_describes_every_service_for_reflection() {
             "ListUsers"
         ]
     );
+    assert!(methods("UserService").contains(&"VerifyCredentials".to_owned()));
     assert!(methods("PostService").contains(&"ListPostsByAuthor".to_owned()));
     assert!(methods("CommentService").contains(&"ListCommentsByPost".to_owned()));
     assert!(methods("CommentService").contains(&"ListCommentsByAuthor".to_owned()));

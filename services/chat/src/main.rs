@@ -8,5 +8,5 @@ async fn main() -> ExitCode {
 async fn run() -> anyhow::Result<()> {
     let config = chat::Config::from_env()?;
     let telemetry = config.service.telemetry.clone();
-    common::server::serve(&telemetry, async { chat::host(config).await?.build() }).await
+    common::server::serve(&telemetry, async { Ok(chat::host(config).await?.build()?) }).await
 }

@@ -8,5 +8,8 @@ async fn main() -> ExitCode {
 async fn run() -> anyhow::Result<()> {
     let config = gateway::Config::from_env()?;
     let telemetry = config.service.telemetry.clone();
-    common::server::serve(&telemetry, async { gateway::host(config).await?.build() }).await
+    common::server::serve(&telemetry, async {
+        Ok(gateway::host(config).await?.build()?)
+    })
+    .await
 }

@@ -9,7 +9,7 @@ async fn run() -> anyhow::Result<()> {
     let config = notifications::Config::from_env()?;
     let telemetry = config.service.telemetry.clone();
     common::server::serve(&telemetry, async {
-        notifications::host(config).await?.build()
+        Ok(notifications::host(config).await?.build()?)
     })
     .await
 }

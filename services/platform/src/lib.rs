@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use common::config::{ConfigError, Env};
 use common::discovery::{DiscoveryConfig, Registry, StaticRegistry};
-use common::server::{ServerError, ServiceHost, ServiceHostBuilder};
+use common::server::{ServiceHost, ServiceHostBuilder};
 use common::shutdown::CancellationToken;
 use common::telemetry::TelemetryConfig;
 use tokio::task::JoinSet;
@@ -24,7 +24,7 @@ pub enum PlatformError {
     Service {
         service: &'static str,
         #[source]
-        source: ServerError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("a service task panicked: {0}")]
     Panicked(String),
@@ -76,22 +76,31 @@ impl Platform {
             }
             DiscoveryConfig::Consul { .. } => None,
         };
-        let builders = [
-            ("users", users::host(config.users).await),
-            ("chat", chat::host(config.chat).await),
+        type Built = Result<ServiceHostBuilder, Box<dyn std::error::Error + Send + Sync>>;
+        fn boxed<E: std::error::Error + Send + Sync + 'static>(
+            built: Result<ServiceHostBuilder, E>,
+        ) -> Built {
+            built.map_err(Into::into)
+        }
+        let builders: [(&'static str, Built); 6] = [
+            ("users", boxed(users::host(config.users).await)),
+            ("chat", boxed(chat::host(config.chat).await)),
             (
                 "notifications",
-                notifications::host(config.notifications).await,
+                boxed(notifications::host(config.notifications).await),
             ),
-            ("search", search::host(config.search).await),
-            ("storage", storage::host(config.storage).await),
-            ("gateway", gateway::host(config.gateway).await),
+            ("search", boxed(search::host(config.search).await)),
+            ("storage", boxed(storage::host(config.storage).await)),
+            ("gateway", boxed(gateway::host(config.gateway).await)),
         ];
         let mut hosts = Vec::with_capacity(builders.len());
         for (service, builder) in builders {
-            let build = |builder: ServiceHostBuilder| match &shared {
-                Some(registry) => builder.registry(registry.clone()).build(),
-                None => builder.build(),
+            let build = |builder: ServiceHostBuilder| {
+                match &shared {
+                    Some(registry) => builder.registry(registry.clone()).build(),
+                    None => builder.build(),
+                }
+                .map_err(Into::into)
             };
             let host = builder
                 .and_then(build)
@@ -121,7 +130,10 @@ impl Platform {
         while let Some(joined) = running.join_next().await {
             let failure = match joined {
                 Ok((_, Ok(()))) => continue,
-                Ok((service, Err(source))) => PlatformError::Service { service, source },
+                Ok((service, Err(source))) => PlatformError::Service {
+                    service,
+                    source: source.into(),
+                },
                 Err(panic) => PlatformError::Panicked(panic.to_string()),
             };
             tracing::error!(error = %common::exit::chain(&failure), "service failed; stopping the platform");

@@ -1,15 +1,32 @@
-//! The users service: accounts, posts and comments; the platform's source of truth.
+//! The users service: accounts, posts and comments; the platform's source
+//! of truth.
 //!
-//! Configuration is read from `USERS_*` variables (see the README's
-//! configuration table); [`host`] assembles the service on the shared
-//! server host, which the binary and the all-in-one runner then serve.
+//! Every change is an event in the event store ([`store`]), applied to the
+//! read models and queued in the outbox in the same transaction; a relay
+//! publishes the outbox to the event bus. Single reads go through the
+//! multi-level cache ([`views`]). The gRPC API is in [`grpc`].
+//!
+//! Configuration is read from `USERS_*` variables (see the README).
 
 pub mod domain;
 pub mod events;
+pub mod grpc;
+pub mod password;
 pub mod store;
+pub mod views;
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use common::config::{ConfigError, Env, ServiceConfig, ServiceDefaults};
-use common::server::{ServerError, ServiceHost, ServiceHostBuilder};
+use common::health::ReadinessCheck;
+use common::server::{ServiceHost, ServiceHostBuilder};
+use platform_proto::posts::v1::comment_service_server::CommentServiceServer;
+use platform_proto::posts::v1::post_service_server::PostServiceServer;
+use platform_proto::users::v1::user_service_server::UserServiceServer;
+
+use crate::store::{Store, StoreError};
+use crate::views::Views;
 
 /// Prefix of this service's environment variables.
 pub const ENV_PREFIX: &str = "USERS";
@@ -20,9 +37,16 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     grpc_port: Some(50051),
 };
 
+/// Largest gRPC message accepted; the largest valid request (a post of
+/// 20,000 characters) is far below it.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub service: ServiceConfig,
+    /// `postgres://…` in production; a SQLite file by default.
+    pub database_url: String,
+    pub database_max_connections: u32,
 }
 
 impl Config {
@@ -33,11 +57,55 @@ impl Config {
     pub fn from_source(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             service: ServiceConfig::from_env(env, DEFAULTS)?,
+            database_url: env.get("DATABASE_URL", "sqlite://data/users.db".to_owned())?,
+            database_max_connections: env.get("DATABASE_MAX_CONNECTIONS", 10)?,
         })
     }
 }
 
-/// The service's routes, gRPC services and readiness checks on a host.
-pub async fn host(config: Config) -> Result<ServiceHostBuilder, ServerError> {
-    Ok(ServiceHost::builder(config.service))
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the users database")]
+    Store(#[from] StoreError),
+}
+
+struct DatabaseCheck(Store);
+
+#[async_trait]
+impl ReadinessCheck for DatabaseCheck {
+    fn name(&self) -> &str {
+        "database"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| common::exit::chain(&e))
+    }
+}
+
+/// The service's gRPC API, readiness checks and background work on a host.
+pub async fn host(config: Config) -> Result<ServiceHostBuilder, StartError> {
+    let store = Store::connect(&config.database_url, config.database_max_connections).await?;
+    let views = Views::new(store.clone());
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(platform_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .ok();
+    let mut builder = ServiceHost::builder(config.service)
+        .readiness_check(Arc::new(DatabaseCheck(store.clone())))
+        .grpc_service(
+            UserServiceServer::new(grpc::UserApi::new(store.clone(), views.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .grpc_service(
+            PostServiceServer::new(grpc::PostApi::new(store.clone(), views))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .grpc_service(
+            CommentServiceServer::new(grpc::CommentApi::new(store))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        );
+    if let Some(reflection) = reflection {
+        builder = builder.grpc_service(reflection);
+    }
+    Ok(builder)
 }

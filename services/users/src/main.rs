@@ -8,5 +8,8 @@ async fn main() -> ExitCode {
 async fn run() -> anyhow::Result<()> {
     let config = users::Config::from_env()?;
     let telemetry = config.service.telemetry.clone();
-    common::server::serve(&telemetry, async { users::host(config).await?.build() }).await
+    common::server::serve(&telemetry, async {
+        Ok(users::host(config).await?.build()?)
+    })
+    .await
 }

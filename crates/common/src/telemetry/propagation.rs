@@ -87,6 +87,17 @@ pub fn inject_metadata(metadata: &mut MetadataMap) {
     });
 }
 
+/// The current span's context as a W3C `traceparent` value, for carrying
+/// it through a store (an event's trace context) rather than a header.
+pub fn current_traceparent() -> Option<String> {
+    let mut headers = http::HeaderMap::new();
+    inject_http(&mut headers);
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// A tonic client interceptor that forwards the caller's trace context:
 /// `UserServiceClient::with_interceptor(channel, TraceContextInterceptor)`.
 #[derive(Clone, Copy, Debug, Default)]

@@ -1,0 +1,295 @@
+//! `users.v1.UserService`.
+
+use std::pin::Pin;
+
+use platform_proto::users::v1 as pb;
+use platform_proto::users::v1::user_service_server::UserService;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{invalid, store_status, total, unsigned, version};
+use crate::domain::{Email, FieldError, Page, Password, Username, parse_id};
+use crate::password;
+use crate::store::{NewUser, Store, StoredEvent, User, UserChanges};
+use crate::views::Views;
+
+/// Rows per page read while exporting: bounded memory whatever the table size.
+const DEFAULT_EXPORT_PAGE: u32 = 500;
+const MAX_EXPORT_PAGE: u32 = 1000;
+
+#[derive(Clone)]
+pub struct UserApi {
+    store: Store,
+    views: Views,
+}
+
+impl UserApi {
+    pub fn new(store: Store, views: Views) -> Self {
+        Self { store, views }
+    }
+}
+
+pub(crate) fn to_proto(user: User) -> pb::User {
+    pb::User {
+        id: unsigned(user.id),
+        username: user.username,
+        email: user.email,
+        created_at: user.created_at,
+        updated_at: user.updated_at,
+        version: unsigned(user.version),
+    }
+}
+
+fn event_to_proto(event: StoredEvent) -> pb::StoredEvent {
+    pb::StoredEvent {
+        position: unsigned(event.position),
+        event_id: event.event_id,
+        aggregate_type: event.aggregate_type,
+        aggregate_id: unsigned(event.aggregate_id),
+        version: unsigned(event.version),
+        event_type: event.event_type,
+        schema_version: u32::try_from(event.schema_version).unwrap_or_default(),
+        payload: event.payload,
+        occurred_at: event.occurred_at,
+    }
+}
+
+fn export_page(raw: u32) -> i64 {
+    i64::from(if raw == 0 {
+        DEFAULT_EXPORT_PAGE
+    } else {
+        raw.min(MAX_EXPORT_PAGE)
+    })
+}
+
+type ExportStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Streams pages fetched by `next_page(after)` through a channel of two
+/// pages' worth, so a slow client holds back the reader instead of the
+/// server buffering the table. A cancelled call closes the channel and the
+/// reader stops at its next send.
+fn export<T, F, Fut>(page: i64, mut next_page: F) -> ExportStream<T>
+where
+    T: Send + 'static,
+    F: FnMut(i64, i64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Vec<(i64, T)>, Status>> + Send,
+{
+    let capacity = usize::try_from(page).unwrap_or(1).max(1) * 2;
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+    tokio::spawn(async move {
+        let mut after = 0;
+        loop {
+            let rows = match next_page(after, page).await {
+                Ok(rows) => rows,
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
+            let done = i64::try_from(rows.len()).unwrap_or(0) < page;
+            for (key, item) in rows {
+                after = key;
+                if tx.send(Ok(item)).await.is_err() {
+                    return;
+                }
+            }
+            if done {
+                return;
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+fn traceparent() -> Option<String> {
+    common::telemetry::propagation::current_traceparent()
+}
+
+#[tonic::async_trait]
+impl UserService for UserApi {
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let id = parse_id("id", request.into_inner().id).map_err(invalid)?;
+        let user = self.views.user(id).await.map_err(store_status)?;
+        Ok(Response::new(to_proto(user)))
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let req = request.into_inner();
+        let username = Username::parse(&req.username).map_err(invalid)?;
+        let email = Email::parse(&req.email).map_err(invalid)?;
+        let password = Password::parse(&req.password).map_err(invalid)?;
+        let password_hash = password::hash(password).await.map_err(|e| {
+            tracing::error!(error = %e, "hashing failed");
+            Status::internal("could not secure the password")
+        })?;
+        let new = NewUser {
+            username,
+            email,
+            password_hash,
+        };
+        let user = self
+            .store
+            .create_user(new, traceparent().as_deref())
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(to_proto(user)))
+    }
+
+    async fn update_user(
+        &self,
+        request: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let req = request.into_inner();
+        let id = parse_id("id", req.id).map_err(invalid)?;
+        let changes = UserChanges {
+            username: req
+                .username
+                .as_deref()
+                .map(Username::parse)
+                .transpose()
+                .map_err(invalid)?,
+            email: req
+                .email
+                .as_deref()
+                .map(Email::parse)
+                .transpose()
+                .map_err(invalid)?,
+        };
+        let expected = version("expected_version", req.expected_version)?;
+        let user = self
+            .store
+            .update_user(id, changes, expected, traceparent().as_deref())
+            .await
+            .map_err(store_status)?;
+        self.views.invalidate_user(id).await;
+        Ok(Response::new(to_proto(user)))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let req = request.into_inner();
+        let id = parse_id("id", req.id).map_err(invalid)?;
+        let expected = version("expected_version", req.expected_version)?;
+        self.store
+            .delete_user(id, expected, traceparent().as_deref())
+            .await
+            .map_err(store_status)?;
+        self.views.invalidate_user(id).await;
+        Ok(Response::new(pb::DeleteUserResponse { success: true }))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let req = request.into_inner();
+        let page = Page::parse(req.page, req.per_page).map_err(invalid)?;
+        let (users, count) = self.store.list_users(page).await.map_err(store_status)?;
+        Ok(Response::new(pb::ListUsersResponse {
+            users: users.into_iter().map(to_proto).collect(),
+            total: total(count),
+        }))
+    }
+
+    async fn verify_credentials(
+        &self,
+        request: Request<pb::VerifyCredentialsRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let req = request.into_inner();
+        if req.login.is_empty() || req.login.len() > Email::MAX {
+            return Err(invalid(FieldError::new(
+                "login",
+                "must be 1 to 254 characters",
+            )));
+        }
+        if req.password.chars().count() > Password::MAX {
+            return Err(Status::unauthenticated("invalid credentials"));
+        }
+        let found = self
+            .store
+            .credentials(&req.login)
+            .await
+            .map_err(store_status)?;
+        let (user, hash) = match found {
+            Some(c) => (Some(c.user), Some(c.password_hash)),
+            None => (None, None),
+        };
+        let ok = password::verify(req.password, hash)
+            .await
+            .map_err(|_| Status::internal("could not check the password"))?;
+        match (ok, user) {
+            (true, Some(user)) => Ok(Response::new(to_proto(user))),
+            _ => Err(Status::unauthenticated("invalid credentials")),
+        }
+    }
+
+    type ExportUsersStream = ExportStream<pb::User>;
+
+    async fn export_users(
+        &self,
+        request: Request<pb::ExportUsersRequest>,
+    ) -> Result<Response<Self::ExportUsersStream>, Status> {
+        let page = export_page(request.into_inner().page_size);
+        let store = self.store.clone();
+        Ok(Response::new(export(page, move |after, limit| {
+            let store = store.clone();
+            async move {
+                let users = store
+                    .users_after(after, limit)
+                    .await
+                    .map_err(store_status)?;
+                Ok(users.into_iter().map(|u| (u.id, to_proto(u))).collect())
+            }
+        })))
+    }
+
+    type ExportEventsStream = ExportStream<pb::StoredEvent>;
+
+    async fn export_events(
+        &self,
+        request: Request<pb::ExportEventsRequest>,
+    ) -> Result<Response<Self::ExportEventsStream>, Status> {
+        let req = request.into_inner();
+        let start = i64::try_from(req.after_position)
+            .map_err(|_| invalid(FieldError::new("after_position", "is out of range")))?;
+        let page = export_page(req.page_size);
+        let store = self.store.clone();
+        Ok(Response::new(export(page, move |after, limit| {
+            let store = store.clone();
+            async move {
+                let events = store
+                    .events_after(after.max(start), limit)
+                    .await
+                    .map_err(store_status)?;
+                Ok(events
+                    .into_iter()
+                    .map(|e| (e.position, event_to_proto(e)))
+                    .collect())
+            }
+        })))
+    }
+
+    async fn rebuild_read_models(
+        &self,
+        _request: Request<pb::RebuildReadModelsRequest>,
+    ) -> Result<Response<pb::RebuildReadModelsResponse>, Status> {
+        let applied = self
+            .store
+            .rebuild_read_models()
+            .await
+            .map_err(store_status)?;
+        self.views.invalidate_all().await;
+        tracing::info!(applied, "read models rebuilt from the event log");
+        Ok(Response::new(pb::RebuildReadModelsResponse {
+            events_applied: applied,
+        }))
+    }
+}
