@@ -6,11 +6,13 @@
 //! - [`health`]: liveness and readiness;
 //! - [`shutdown`]: signals and cancellation;
 //! - [`discovery`]: the service registry (Consul or static);
+//! - [`events`]: CloudEvents over Kafka or an in-process bus;
 //! - [`server`]: the host that serves one service's HTTP and gRPC APIs with
 //!   all of the above and shuts it down cleanly.
 
 pub mod config;
 pub mod discovery;
+pub mod events;
 pub mod exit;
 pub mod health;
 pub mod metrics;

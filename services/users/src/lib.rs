@@ -11,20 +11,24 @@
 pub mod domain;
 pub mod events;
 pub mod grpc;
+pub mod outbox;
 pub mod password;
 pub mod store;
 pub mod views;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use common::config::{ConfigError, Env, ServiceConfig, ServiceDefaults};
+use common::events::{EventBusConfig, EventBusError};
 use common::health::ReadinessCheck;
 use common::server::{ServiceHost, ServiceHostBuilder};
 use platform_proto::posts::v1::comment_service_server::CommentServiceServer;
 use platform_proto::posts::v1::post_service_server::PostServiceServer;
 use platform_proto::users::v1::user_service_server::UserServiceServer;
 
+use crate::outbox::{OutboxRelay, RelayConfig};
 use crate::store::{Store, StoreError};
 use crate::views::Views;
 
@@ -47,6 +51,9 @@ pub struct Config {
     /// `postgres://…` in production; a SQLite file by default.
     pub database_url: String,
     pub database_max_connections: u32,
+    /// Kafka when `KAFKA_BROKERS` is set, otherwise the in-process bus.
+    pub events: EventBusConfig,
+    pub relay: RelayConfig,
 }
 
 impl Config {
@@ -55,10 +62,18 @@ impl Config {
     }
 
     pub fn from_source(env: &Env) -> Result<Self, ConfigError> {
+        let service = ServiceConfig::from_env(env, DEFAULTS)?;
         Ok(Self {
-            service: ServiceConfig::from_env(env, DEFAULTS)?,
             database_url: env.get("DATABASE_URL", "sqlite://data/users.db".to_owned())?,
             database_max_connections: env.get("DATABASE_MAX_CONNECTIONS", 10)?,
+            events: EventBusConfig::from_env(env)?,
+            relay: RelayConfig {
+                batch: env.get("OUTBOX_BATCH", 256)?,
+                idle_poll: env.get("OUTBOX_POLL", Duration::from_millis(50))?,
+                lease: Duration::from_secs(10),
+                holder: service.instance_id.clone(),
+            },
+            service,
         })
     }
 }
@@ -67,6 +82,8 @@ impl Config {
 pub enum StartError {
     #[error("cannot open the users database")]
     Store(#[from] StoreError),
+    #[error("cannot connect to the event bus")]
+    Events(#[from] EventBusError),
 }
 
 struct DatabaseCheck(Store);
@@ -86,12 +103,15 @@ impl ReadinessCheck for DatabaseCheck {
 pub async fn host(config: Config) -> Result<ServiceHostBuilder, StartError> {
     let store = Store::connect(&config.database_url, config.database_max_connections).await?;
     let views = Views::new(store.clone());
+    let bus = config.events.connect()?;
+    let relay = OutboxRelay::new(store.clone(), bus, config.relay);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(platform_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .ok();
     let mut builder = ServiceHost::builder(config.service)
         .readiness_check(Arc::new(DatabaseCheck(store.clone())))
+        .task("outbox-relay", move |stop| relay.run(stop))
         .grpc_service(
             UserServiceServer::new(grpc::UserApi::new(store.clone(), views.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),

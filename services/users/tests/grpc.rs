@@ -35,11 +35,12 @@ impl Running {
 }
 
 async fn spawn(database_url: String) -> Running {
-    let config = users::Config {
-        service: ServiceConfig::ephemeral("users", true),
-        database_url,
-        database_max_connections: 4,
-    };
+    let mut config = users::Config::from_source(&common::config::Env::from_map(
+        "USERS",
+        [("USERS_DATABASE_URL", database_url)],
+    ))
+    .unwrap();
+    config.service = ServiceConfig::ephemeral("users", true);
     let host = users::host(config).await.unwrap().build().unwrap();
     let addr = host.grpc_addr().unwrap();
     let stop = CancellationToken::new();

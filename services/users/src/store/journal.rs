@@ -311,6 +311,36 @@ impl Store {
         Ok(())
     }
 
+    /// Takes or renews the relay lease for `holder`; true when it holds it.
+    pub async fn try_lead(
+        &self,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let until = now + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let result = sqlx::query(
+            "UPDATE relay_lease SET holder = $1, expires_at_ms = $2 \
+             WHERE id = 1 AND (holder = $1 OR expires_at_ms < $3)",
+        )
+        .bind(holder)
+        .bind(until)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Gives the lease up (on shutdown), so another replica need not wait
+    /// for it to expire.
+    pub async fn release_lead(&self, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE relay_lease SET expires_at_ms = 0 WHERE id = 1 AND holder = $1")
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Age in milliseconds of the oldest unsent event, 0 when none wait.
     pub async fn outbox_lag_ms(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT MIN(created_at_ms) FROM outbox WHERE sent_at_ms IS NULL")

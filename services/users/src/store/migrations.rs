@@ -13,17 +13,31 @@ use super::Backend;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-const POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "event store",
-    include_str!("../../migrations/postgres/0001_event_store.sql"),
-)];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "event store",
+        include_str!("../../migrations/postgres/0001_event_store.sql"),
+    ),
+    (
+        2,
+        "relay lease",
+        include_str!("../../migrations/postgres/0002_relay_lease.sql"),
+    ),
+];
 
-const SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "event store",
-    include_str!("../../migrations/sqlite/0001_event_store.sql"),
-)];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "event store",
+        include_str!("../../migrations/sqlite/0001_event_store.sql"),
+    ),
+    (
+        2,
+        "relay lease",
+        include_str!("../../migrations/sqlite/0002_relay_lease.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded(&'static [(i64, &'static str, &'static str)]);

@@ -1,0 +1,148 @@
+//! The outbox relay: publishes committed events from the outbox table to
+//! the event bus, then marks them sent.
+//!
+//! A crash between commit and publish leaves events unsent, and the next
+//! run publishes them; a crash between publish and marking publishes them
+//! again, with the same CloudEvent id, which idempotent consumers ignore.
+//! Nothing committed is lost. One replica relays at a time (a lease in the
+//! database), so events leave in commit order and each aggregate's events
+//! stay in version order under their key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::events::{CloudEvent, EventBus, EventBusError};
+use common::shutdown::CancellationToken;
+
+use crate::store::{Store, StoreError, StoredEvent};
+
+/// `source` attribute of every event this service publishes.
+pub const SOURCE: &str = "/users";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("cannot read or update the outbox")]
+    Store(#[from] StoreError),
+    #[error("cannot publish an outbox event")]
+    Publish(#[from] EventBusError),
+}
+
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// Events published per round.
+    pub batch: i64,
+    /// Pause when the outbox is empty.
+    pub idle_poll: Duration,
+    /// How long a lease lasts without renewal.
+    pub lease: Duration,
+    /// This replica's name in the lease.
+    pub holder: String,
+}
+
+pub struct OutboxRelay {
+    store: Store,
+    bus: Arc<dyn EventBus>,
+    config: RelayConfig,
+}
+
+pub fn cloud_event(event: &StoredEvent) -> CloudEvent {
+    CloudEvent {
+        id: event.event_id.clone(),
+        source: SOURCE.to_owned(),
+        event_type: event.event_type.clone(),
+        subject: event.aggregate_id.to_string(),
+        time: event.occurred_at.clone(),
+        aggregate_version: u64::try_from(event.version).unwrap_or_default(),
+        schema_version: u32::try_from(event.schema_version).unwrap_or(1),
+        traceparent: event.traceparent.clone(),
+        data: event.payload.clone().into_bytes(),
+    }
+}
+
+impl OutboxRelay {
+    pub fn new(store: Store, bus: Arc<dyn EventBus>, config: RelayConfig) -> Self {
+        Self { store, bus, config }
+    }
+
+    /// Publishes one batch; returns how many events were marked sent.
+    ///
+    /// The batch is handed to the bus at once (the Kafka producer keeps
+    /// order per partition) and marked sent up to the first failure;
+    /// anything after it is retried next round.
+    pub async fn relay_once(&self) -> Result<usize, RelayError> {
+        let pending = self.store.pending_outbox(self.config.batch).await?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let events: Vec<CloudEvent> = pending.iter().map(|e| cloud_event(&e.event)).collect();
+        let results = futures_util::future::join_all(
+            pending
+                .iter()
+                .zip(&events)
+                .map(|(entry, event)| self.bus.publish(&entry.topic, event)),
+        )
+        .await;
+        let mut sent = Vec::with_capacity(pending.len());
+        let mut failure = None;
+        for (entry, result) in pending.iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    metrics::counter!("outbox_published_total", "topic" => entry.topic.clone())
+                        .increment(1);
+                    sent.push(entry.event.position);
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        self.store.mark_sent(&sent).await?;
+        match failure {
+            Some(error) => {
+                metrics::counter!("outbox_publish_failures_total").increment(1);
+                Err(error.into())
+            }
+            None => Ok(sent.len()),
+        }
+    }
+
+    /// Relays until `stop` is cancelled, while holding the lease.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let round = async {
+                if !self
+                    .store
+                    .try_lead(&self.config.holder, self.config.lease)
+                    .await?
+                {
+                    return Ok(0);
+                }
+                self.relay_once().await
+            };
+            let pause = match round.await {
+                Ok(n) if i64::try_from(n).unwrap_or(0) >= self.config.batch => Duration::ZERO,
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    self.config.idle_poll
+                }
+                Err(error) => {
+                    tracing::warn!(error = %common::exit::chain(&error), "outbox relay round failed; retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    backoff
+                }
+            };
+            if let Ok(lag) = self.store.outbox_lag_ms().await {
+                metrics::gauge!("outbox_lag_seconds").set(lag as f64 / 1000.0);
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+        if let Err(error) = self.store.release_lead(&self.config.holder).await {
+            tracing::warn!(error = %common::exit::chain(&error), "could not release the relay lease");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The outbox relay against a real Kafka-protocol broker (librdkafka's mock
+//! cluster) and the in-process bus.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::events::{EventBus, KafkaBus, KafkaConfig, MemoryBus};
+use rdkafka::mocking::MockCluster;
+use users::domain::{Email, Username};
+use users::events::{POSTS_TOPIC, USERS_TOPIC};
+use users::outbox::{OutboxRelay, RelayConfig};
+use users::store::{NewUser, Store, UserChanges};
+
+fn relay_config() -> RelayConfig {
+    RelayConfig {
+        batch: 100,
+        idle_poll: Duration::from_millis(20),
+        lease: Duration::from_secs(5),
+        holder: "test".into(),
+    }
+}
+
+fn new_user(name: &str) -> NewUser {
+    NewUser {
+        username: Username::parse(name).unwrap(),
+        email: Email::parse(&format!("{name}@example.com")).unwrap(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+    }
+}
+
+/// Three users with a few updates each, and a post: 10 events.
+async fn write_history(store: &Store) {
+    for name in ["ann", "bob", "cat"] {
+        let user = store.create_user(new_user(name), None).await.unwrap();
+        for n in 0..2 {
+            let changes = UserChanges {
+                username: Some(Username::parse(&format!("{name}_{n}")).unwrap()),
+                ..UserChanges::default()
+            };
+            store
+                .update_user(user.id, changes, None, None)
+                .await
+                .unwrap();
+        }
+    }
+    store
+        .create_post(1, "hello".into(), "world".into(), None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn relay_publishes_cloud_events_to_the_in_process_bus_and_marks_them_sent() {
+    let dir = support::TempDir::new();
+    let store = Store::connect(&support::sqlite_url(&dir), 1).await.unwrap();
+    write_history(&store).await;
+    let bus = MemoryBus::default();
+    let relay = OutboxRelay::new(store.clone(), Arc::new(bus.clone()), relay_config());
+    assert_eq!(relay.relay_once().await.unwrap(), 10);
+    assert_eq!(
+        relay.relay_once().await.unwrap(),
+        0,
+        "nothing is sent twice"
+    );
+
+    let users = bus.published(USERS_TOPIC);
+    assert_eq!(users.len(), 9);
+    let first = &users[0];
+    assert_eq!(
+        (
+            first.event_type.as_str(),
+            first.subject.as_str(),
+            first.aggregate_version
+        ),
+        ("UserCreated", "1", 1)
+    );
+    assert_eq!(first.source, "/users");
+    let payload: serde_json::Value = serde_json::from_slice(&first.data).unwrap();
+    assert_eq!(payload["username"], "ann");
+    assert_eq!(bus.published(POSTS_TOPIC).len(), 1);
+    assert!(store.pending_outbox(10).await.unwrap().is_empty());
+}
+
+/// Reads `topic` with a fresh consumer group until `expected` distinct event
+/// ids have arrived, as an idempotent consumer would: duplicates (same id)
+/// are counted but ignored. Returns, per aggregate, the versions applied.
+async fn consume_idempotently(
+    bus: &KafkaBus,
+    topic: &str,
+    expected: usize,
+) -> (BTreeMap<String, Vec<u64>>, usize) {
+    let mut sub = bus
+        .subscribe(topic, &format!("checker-{}", uuid::Uuid::new_v4()))
+        .await
+        .unwrap();
+    let mut seen = HashSet::new();
+    let mut applied: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut duplicates = 0;
+    while seen.len() < expected {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), sub.next())
+            .await
+            .expect("events arrive")
+            .unwrap();
+        if seen.insert(delivery.event.id.clone()) {
+            applied
+                .entry(delivery.event.subject.clone())
+                .or_default()
+                .push(delivery.event.aggregate_version);
+        } else {
+            duplicates += 1;
+        }
+        sub.commit(&delivery).await.unwrap();
+    }
+    (applied, duplicates)
+}
+
+#[tokio::test]
+async fn events_survive_a_refusing_broker_and_a_lost_acknowledgement_exactly_once_per_id_in_order()
+{
+    let dir = support::TempDir::new();
+    let store = Store::connect(&support::sqlite_url(&dir), 1).await.unwrap();
+    let cluster = MockCluster::new(1).unwrap();
+    let bus = KafkaBus::new(KafkaConfig {
+        brokers: cluster.bootstrap_servers(),
+        client_id: "relay-test".into(),
+        message_timeout: Duration::from_secs(2),
+        session_timeout: Duration::from_secs(6),
+    })
+    .unwrap();
+    let bus: Arc<dyn EventBus> = Arc::new(bus);
+    let relay = OutboxRelay::new(store.clone(), bus.clone(), relay_config());
+
+    // Committed, then the broker refuses: nothing is marked sent.
+    write_history(&store).await;
+    cluster.broker_down(1).unwrap();
+    assert!(
+        relay.relay_once().await.is_err(),
+        "publishing to a down broker fails"
+    );
+    assert_eq!(
+        store.pending_outbox(100).await.unwrap().len(),
+        10,
+        "unsent events stay in the outbox"
+    );
+
+    // Recovery: everything goes out.
+    cluster.broker_up(1).unwrap();
+    let mut sent = 0;
+    for _ in 0..20 {
+        match relay.relay_once().await {
+            Ok(n) => sent += n,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+        if store.pending_outbox(100).await.unwrap().is_empty() {
+            break;
+        }
+    }
+    assert!(store.pending_outbox(100).await.unwrap().is_empty());
+    assert!(sent >= 10);
+
+    // A crash after publishing but before marking: the relay publishes the
+    // same events again on restart.
+    let pool = sqlx::AnyPool::connect(&support::sqlite_url(&dir))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE outbox SET sent_at_ms = NULL WHERE position > 5")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let restarted = OutboxRelay::new(store.clone(), bus.clone(), relay_config());
+    assert_eq!(restarted.relay_once().await.unwrap(), 5);
+
+    let kafka = KafkaBus::new(KafkaConfig {
+        brokers: cluster.bootstrap_servers(),
+        client_id: "checker".into(),
+        message_timeout: Duration::from_secs(5),
+        session_timeout: Duration::from_secs(6),
+    })
+    .unwrap();
+    let (users, duplicates) = consume_idempotently(&kafka, USERS_TOPIC, 9).await;
+    assert_eq!(users.len(), 3, "three user aggregates");
+    for (subject, versions) in &users {
+        assert_eq!(
+            versions,
+            &[1, 2, 3],
+            "user {subject}: every version once, in order"
+        );
+    }
+    assert!(
+        duplicates > 0,
+        "the lost acknowledgement really caused redelivery"
+    );
+    let (posts, _) = consume_idempotently(&kafka, POSTS_TOPIC, 1).await;
+    assert_eq!(posts.values().next().unwrap(), &[1]);
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_relays_and_a_released_lease_passes_on() {
+    let dir = support::TempDir::new();
+    let store = Store::connect(&support::sqlite_url(&dir), 1).await.unwrap();
+    assert!(
+        store
+            .try_lead("replica-a", Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .try_lead("replica-b", Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .try_lead("replica-a", Duration::from_secs(30))
+            .await
+            .unwrap(),
+        "renewal"
+    );
+    store.release_lead("replica-a").await.unwrap();
+    assert!(
+        store
+            .try_lead("replica-b", Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+}
