@@ -25,10 +25,10 @@ fn event(subject: &str, version: u64) -> CloudEvent {
 }
 
 /// Both backends; the mock cluster lives as long as the returned guard.
-fn buses() -> (
-    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    Vec<(&'static str, Arc<dyn EventBus>)>,
-) {
+type Cluster = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+type Buses = Vec<(&'static str, Arc<dyn EventBus>)>;
+
+fn buses() -> (Cluster, Buses) {
     let cluster = MockCluster::new(1).unwrap();
     let kafka = KafkaBus::new(KafkaConfig {
         brokers: cluster.bootstrap_servers(),
