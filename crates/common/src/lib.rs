@@ -1,5 +1,6 @@
 //! What every platform service shares.
 //!
+//! - [`cache`]: the multi-level cache (moka, Redis, disk);
 //! - [`config`]: typed settings from `<SERVICE>_*` / `PLATFORM_*` variables;
 //! - [`telemetry`]: logs, OpenTelemetry traces and trace-context propagation;
 //! - [`metrics`]: the Prometheus recorder and HTTP/gRPC request metrics;
@@ -10,6 +11,7 @@
 //! - [`server`]: the host that serves one service's HTTP and gRPC APIs with
 //!   all of the above and shuts it down cleanly.
 
+pub mod cache;
 pub mod config;
 pub mod discovery;
 pub mod events;

@@ -1,0 +1,155 @@
+//! L2 in Redis, and the invalidation channel between replicas.
+//!
+//! Values live at `cache:<name>:<key>` with a TTL. Invalidations are
+//! published on `cache:<name>:invalidate`; each replica's subscriber drops
+//! the key from its own L1 and disk. Redis errors are misses and are
+//! logged: a cache outage slows requests down but never fails them.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+
+use super::Inner;
+
+/// Invalidation message meaning "every key".
+pub(super) const EVERYTHING: &str = "*";
+
+#[derive(Clone)]
+pub struct RedisLevel {
+    client: Client,
+    subscriber: SubscriberClient,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to Redis at {url}")]
+pub struct RedisConnectError {
+    url: String,
+    #[source]
+    source: fred::error::Error,
+}
+
+fn value_key(name: &str, key: &str) -> String {
+    format!("cache:{name}:{key}")
+}
+
+fn channel(name: &str) -> String {
+    format!("cache:{name}:invalidate")
+}
+
+impl RedisLevel {
+    /// Connects a command client and a subscriber; fails if Redis does not
+    /// answer within a few seconds.
+    pub async fn connect(url: &str) -> Result<Self, RedisConnectError> {
+        let err = |source| RedisConnectError {
+            url: url.to_owned(),
+            source,
+        };
+        let config = Config::from_url(url).map_err(err)?;
+        let builder = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(3);
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .clone();
+        let client = builder.build().map_err(err)?;
+        let subscriber = builder.build_subscriber_client().map_err(err)?;
+        for c in [&client as &dyn ClientLikeInit, &subscriber] {
+            c.start().await.map_err(err)?;
+        }
+        Ok(Self { client, subscriber })
+    }
+
+    pub async fn ping(&self) -> Result<(), fred::error::Error> {
+        self.client.ping::<()>(None).await
+    }
+
+    pub(super) async fn get(&self, name: &str, key: &str) -> Option<Vec<u8>> {
+        match self
+            .client
+            .get::<Option<Vec<u8>>, _>(value_key(name, key))
+            .await
+        {
+            Ok(value) => value,
+            Err(error) => {
+                tracing::warn!(%error, "redis cache read failed");
+                None
+            }
+        }
+    }
+
+    pub(super) async fn set(&self, name: &str, key: &str, value: &[u8], ttl: Duration) {
+        let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let result: Result<(), _> = self
+            .client
+            .set(
+                value_key(name, key),
+                value,
+                Some(Expiration::EX(seconds)),
+                None,
+                false,
+            )
+            .await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "redis cache write failed");
+        }
+    }
+
+    pub(super) async fn delete_and_announce(&self, name: &str, key: &str) {
+        if let Err(error) = self.client.del::<(), _>(value_key(name, key)).await {
+            tracing::warn!(%error, "redis cache delete failed");
+        }
+        self.announce(name, key).await;
+    }
+
+    pub(super) async fn announce(&self, name: &str, key: &str) {
+        if let Err(error) = self.client.publish::<(), _, _>(channel(name), key).await {
+            tracing::warn!(%error, "cache invalidation broadcast failed");
+        }
+    }
+
+    /// Applies invalidations from every replica (this one included) to the
+    /// local levels, until the cache is dropped.
+    pub(super) fn follow_invalidations(&self, name: &'static str, cache: Weak<Inner>) {
+        let subscriber = self.subscriber.clone();
+        let mut messages = subscriber.message_rx();
+        tokio::spawn(async move {
+            // Resubscribes after a reconnect.
+            let _resubscribe = subscriber.manage_subscriptions();
+            if let Err(error) = subscriber.subscribe(channel(name)).await {
+                tracing::warn!(%error, cache = name, "cannot subscribe to cache invalidations");
+            }
+            while let Ok(message) = messages.recv().await {
+                let Some(cache) = cache.upgrade() else { break };
+                let Some(key) = message.value.as_str() else {
+                    continue;
+                };
+                if key == EVERYTHING {
+                    cache.forget_all_locally().await;
+                } else {
+                    cache.forget_locally(&key).await;
+                }
+            }
+        });
+    }
+}
+
+/// Starting both clients the same way.
+trait ClientLikeInit {
+    fn start(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), fred::error::Error>> + Send + '_>,
+    >;
+}
+
+impl<C: ClientLike> ClientLikeInit for C {
+    fn start(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), fred::error::Error>> + Send + '_>,
+    > {
+        Box::pin(async move { self.init().await.map(|_| ()) })
+    }
+}

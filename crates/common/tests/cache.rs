@@ -1,0 +1,210 @@
+//! Contract tests for the multi-level cache, with and without the Redis
+//! level (Redis is the machine's server: `TEST_REDIS_URL`, default
+//! `redis://127.0.0.1:6379`; a missing server fails the test).
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::cache::{CacheConfig, MultilevelCache, RedisLevel};
+
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cache-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A name no other test (or earlier run) uses, for keys and channels.
+fn unique_name() -> &'static str {
+    Box::leak(format!("t{}", uuid::Uuid::new_v4().simple()).into_boxed_str())
+}
+
+fn config(name: &'static str, dir: PathBuf) -> CacheConfig {
+    CacheConfig {
+        name,
+        l1_capacity: 1000,
+        l1_ttl: Duration::from_secs(60),
+        l2_ttl: Duration::from_secs(60),
+        l3_ttl: Duration::from_secs(60),
+        disk_dir: Some(dir),
+    }
+}
+
+async fn redis() -> RedisLevel {
+    let url = redis_url();
+    RedisLevel::connect(&url).await.unwrap_or_else(|e| {
+        panic!("Redis at {url} must be running for this test (make test starts it): {e}")
+    })
+}
+
+/// Both configurations of the contract: (label, cache).
+async fn caches(name: &'static str) -> Vec<(&'static str, MultilevelCache)> {
+    vec![
+        (
+            "l1+disk",
+            MultilevelCache::new(config(name, temp_dir()), None).await,
+        ),
+        (
+            "l1+redis+disk",
+            MultilevelCache::new(config(unique_name(), temp_dir()), Some(redis().await)).await,
+        ),
+    ]
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("backend down")]
+struct Down;
+
+fn counting_loader(
+    calls: &Arc<AtomicUsize>,
+    value: &'static str,
+) -> impl Fn() -> std::future::Ready<Result<String, Down>> {
+    let calls = calls.clone();
+    move || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(value.to_owned()))
+    }
+}
+
+#[tokio::test]
+async fn a_value_is_loaded_once_then_served_from_cache() {
+    for (label, cache) in caches(unique_name()).await {
+        let calls = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let v: String = cache
+                .get_or_load("user:1", counting_loader(&calls, "ann"))
+                .await
+                .unwrap();
+            assert_eq!(v, "ann", "{label}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{label}");
+    }
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_misses_load_once() {
+    for (label, cache) in caches(unique_name()).await {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let cache = cache.clone();
+            let calls = calls.clone();
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_load("post:9", || {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        async {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            Ok::<_, Down>("slow".to_owned())
+                        }
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), "slow");
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "{label}: one load for 100 callers"
+        );
+    }
+}
+
+#[tokio::test]
+async fn errors_are_not_cached_and_invalidation_forces_a_reload() {
+    for (label, cache) in caches(unique_name()).await {
+        let failed: Result<String, _> = cache.get_or_load("k", || async { Err(Down) }).await;
+        assert!(failed.is_err(), "{label}");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let v: String = cache
+            .get_or_load("k", counting_loader(&calls, "v1"))
+            .await
+            .unwrap();
+        assert_eq!(v, "v1", "{label}: the failure was not remembered");
+
+        cache.invalidate("k").await;
+        let v: String = cache
+            .get_or_load("k", counting_loader(&calls, "v2"))
+            .await
+            .unwrap();
+        assert_eq!(v, "v2", "{label}");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+}
+
+#[tokio::test]
+async fn the_disk_level_survives_a_restart() {
+    common::metrics::install().unwrap();
+    let dir = temp_dir();
+    let name = unique_name();
+    let calls = Arc::new(AtomicUsize::new(0));
+    {
+        let cache = MultilevelCache::new(config(name, dir.clone()), None).await;
+        let _: String = cache
+            .get_or_load("user:3", counting_loader(&calls, "kept"))
+            .await
+            .unwrap();
+    }
+    let restarted = MultilevelCache::new(config(name, dir.clone()), None).await;
+    let v: String = restarted
+        .get_or_load("user:3", counting_loader(&calls, "reloaded"))
+        .await
+        .unwrap();
+    assert_eq!(v, "kept");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let text = common::metrics::render();
+    assert!(
+        text.lines().any(|l| l.starts_with("cache_hits_total")
+            && l.contains(&format!("cache=\"{name}\""))
+            && l.contains("level=\"l3\"")),
+        "L3 hits are counted"
+    );
+}
+
+#[tokio::test]
+async fn an_update_on_one_replica_is_not_served_stale_by_another() {
+    common::metrics::install().unwrap();
+    let name = unique_name();
+    let a = MultilevelCache::new(config(name, temp_dir()), Some(redis().await)).await;
+    let b = MultilevelCache::new(config(name, temp_dir()), Some(redis().await)).await;
+    // Subscriptions are set up in the background.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let v: String = a
+        .get_or_load("user:5", counting_loader(&calls, "old"))
+        .await
+        .unwrap();
+    assert_eq!(v, "old");
+    let v: String = b
+        .get_or_load("user:5", counting_loader(&calls, "unused"))
+        .await
+        .unwrap();
+    assert_eq!(v, "old", "replica B is served from the shared L2");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // Replica A writes and invalidates; B must reload within moments.
+    a.invalidate("user:5").await;
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = b
+            .get_or_load("user:5", counting_loader(&calls, "new"))
+            .await
+            .unwrap();
+        if seen == "new" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, "new", "B's L1 entry was dropped by the invalidation");
+}
