@@ -153,7 +153,16 @@ macro_rules! from_str_value {
         }
     )*};
 }
-from_str_value!(String, u16, u32, u64, i64, usize, SocketAddr);
+from_str_value!(
+    String,
+    u16,
+    u32,
+    u64,
+    i64,
+    usize,
+    SocketAddr,
+    std::path::PathBuf
+);
 
 impl FromEnvValue for bool {
     fn from_env_value(raw: &str) -> Result<Self, String> {

@@ -16,10 +16,12 @@ pub mod password;
 pub mod store;
 pub mod views;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::cache::{CacheConfig, MultilevelCache, RedisConnectError, RedisLevel};
 use common::config::{ConfigError, Env, ServiceConfig, ServiceDefaults};
 use common::events::{EventBusConfig, EventBusError};
 use common::health::ReadinessCheck;
@@ -54,6 +56,9 @@ pub struct Config {
     /// Kafka when `KAFKA_BROKERS` is set, otherwise the in-process bus.
     pub events: EventBusConfig,
     pub relay: RelayConfig,
+    /// Redis for the shared cache level; none means L1 + disk only.
+    pub redis_url: Option<String>,
+    pub cache: CacheConfig,
 }
 
 impl Config {
@@ -73,6 +78,17 @@ impl Config {
                 lease: Duration::from_secs(10),
                 holder: service.instance_id.clone(),
             },
+            redis_url: env
+                .shared_optional::<String>("REDIS_URL")?
+                .filter(|u| !u.is_empty()),
+            cache: CacheConfig {
+                name: "users",
+                l1_capacity: env.get("CACHE_L1_CAPACITY", 10_000)?,
+                l1_ttl: env.get("CACHE_L1_TTL", Duration::from_secs(5))?,
+                l2_ttl: env.get("CACHE_L2_TTL", Duration::from_secs(300))?,
+                l3_ttl: env.get("CACHE_L3_TTL", Duration::from_secs(3600))?,
+                disk_dir: Some(env.get("CACHE_DIR", PathBuf::from("data/cache/users"))?),
+            },
             service,
         })
     }
@@ -84,6 +100,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot connect to the event bus")]
     Events(#[from] EventBusError),
+    #[error("cannot connect the cache to Redis")]
+    Redis(#[from] RedisConnectError),
 }
 
 struct DatabaseCheck(Store);
@@ -99,10 +117,28 @@ impl ReadinessCheck for DatabaseCheck {
     }
 }
 
+struct RedisCheck(RedisLevel);
+
+#[async_trait]
+impl ReadinessCheck for RedisCheck {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
+    }
+}
+
 /// The service's gRPC API, readiness checks and background work on a host.
 pub async fn host(config: Config) -> Result<ServiceHostBuilder, StartError> {
     let store = Store::connect(&config.database_url, config.database_max_connections).await?;
-    let views = Views::new(store.clone());
+    let redis = match &config.redis_url {
+        Some(url) => Some(RedisLevel::connect(url).await?),
+        None => None,
+    };
+    let cache = MultilevelCache::new(config.cache, redis.clone()).await;
+    let views = Views::new(store.clone(), cache);
     let bus = config.events.connect()?;
     let relay = OutboxRelay::new(store.clone(), bus, config.relay);
     let reflection = tonic_reflection::server::Builder::configure()
@@ -124,6 +160,9 @@ pub async fn host(config: Config) -> Result<ServiceHostBuilder, StartError> {
             CommentServiceServer::new(grpc::CommentApi::new(store))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
+    if let Some(redis) = redis {
+        builder = builder.readiness_check(Arc::new(RedisCheck(redis)));
+    }
     if let Some(reflection) = reflection {
         builder = builder.grpc_service(reflection);
     }

@@ -35,12 +35,20 @@ impl Running {
 }
 
 async fn spawn(database_url: String) -> Running {
+    spawn_with(database_url, None).await
+}
+
+async fn spawn_with(database_url: String, redis_url: Option<String>) -> Running {
     let mut config = users::Config::from_source(&common::config::Env::from_map(
         "USERS",
         [("USERS_DATABASE_URL", database_url)],
     ))
     .unwrap();
     config.service = ServiceConfig::ephemeral("users", true);
+    config.redis_url = redis_url;
+    let cache_dir =
+        std::env::temp_dir().join(format!("users-cache-{}", uuid::Uuid::new_v4().simple()));
+    config.cache.disk_dir = Some(cache_dir);
     let host = users::host(config).await.unwrap().build().unwrap();
     let addr = host.grpc_addr().unwrap();
     let stop = CancellationToken::new();
@@ -491,4 +499,61 @@ async fn export_streams_every_user_in_pages_and_survives_a_cancelled_stream() {
         .into_inner();
     assert_eq!(rebuilt.events_applied, 25);
     svc.stop().await;
+}
+
+#[tokio::test]
+async fn an_update_through_replica_a_is_not_served_stale_by_replica_b() {
+    let database = support::fresh_postgres_url().await;
+    let redis =
+        std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let a = spawn_with(database.clone(), Some(redis.clone())).await;
+    let b = spawn_with(database, Some(redis)).await;
+    let ann = a
+        .users()
+        .create_user(sign_up("ann"))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // B caches the user (L1, and L2 in Redis).
+    let first = b
+        .users()
+        .get_user(pb::GetUserRequest { id: ann.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.username, "ann");
+    let again = b
+        .users()
+        .get_user(pb::GetUserRequest { id: ann.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, first);
+
+    a.users()
+        .update_user(pb::UpdateUserRequest {
+            id: ann.id,
+            username: Some("anne".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = b
+            .users()
+            .get_user(pb::GetUserRequest { id: ann.id })
+            .await
+            .unwrap()
+            .into_inner()
+            .username;
+        if seen == "anne" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, "anne", "B dropped its cached copy when A wrote");
+    a.stop().await;
+    b.stop().await;
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use redis::RedisLevel;
+pub use redis::{RedisConnectError, RedisLevel};
 
 use disk::DiskLevel;
 

@@ -27,7 +27,12 @@ pub(crate) fn invalid(error: FieldError) -> Status {
 }
 
 pub(crate) fn store_status(error: StoreError) -> Status {
-    match &error {
+    status_for(&error)
+}
+
+fn status_for(error: &StoreError) -> Status {
+    match error {
+        StoreError::Shared(inner) => status_for(inner),
         StoreError::NotFound { .. } => Status::not_found(error.to_string()),
         StoreError::Taken { field } => Status::with_error_details(
             Code::AlreadyExists,
@@ -36,7 +41,7 @@ pub(crate) fn store_status(error: StoreError) -> Status {
         ),
         StoreError::Conflict { .. } => Status::aborted(error.to_string()),
         _ => {
-            tracing::error!(error = %common::exit::chain(&error), "storage failure");
+            tracing::error!(error = %common::exit::chain(error), "storage failure");
             Status::unavailable("storage is unavailable; retry later")
         }
     }

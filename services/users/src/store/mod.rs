@@ -59,6 +59,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The same failure, shared by every caller of one coalesced cache load.
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
     #[error("stored event at position {position} cannot be read")]
     Corrupt {
         position: i64,

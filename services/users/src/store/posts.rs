@@ -8,7 +8,7 @@ use super::{Store, StoreError, count};
 use crate::domain::Page;
 use crate::events::{CommentState, Deleted, DomainEvent, PostState};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Post {
     pub id: i64,
     pub title: String,

@@ -8,7 +8,7 @@ use super::{Store, StoreError, count};
 use crate::domain::{Email, Page, Username};
 use crate::events::{Deleted, DomainEvent, UserState};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct User {
     pub id: i64,
     pub username: String,
