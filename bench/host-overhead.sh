@@ -4,7 +4,9 @@
 # the same worker count. The difference is the host's middleware: request
 # metrics (counter + three histograms), a tracing span per request and W3C
 # trace-context extraction. The service runs twice: with the default log
-# level (`info`: a span per request) and with `warn` (request spans off).
+# level (`info`) and with `warn`. With no OTLP endpoint configured, a
+# request gets a span only when it carries `traceparent`; the
+# `service-info-traced` row sends one, so it pays for the span.
 #
 # Both servers get one HTTP worker; wrk gets one thread, so server and load
 # generator each have a core of this 2-core machine. Rounds alternate A B A B
@@ -37,14 +39,18 @@ for url in http://127.0.0.1:18081/health/live http://127.0.0.1:18082/health/live
   for _ in $(seq 1 100); do curl -fs "$url" >/dev/null && break; sleep 0.1; done
 done
 
-run() { # name url -> "req/s p99"
-  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$2" |
-    awk -v name="$1" '/Requests\/sec/ {rps=$2} / 99%/ {p99=$2} END {printf "%s %s %s\n", name, rps, p99}'
+run() { # name url [wrk args] -> "req/s p99"
+  local name=$1 url=$2
+  shift 2
+  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" |
+    awk -v name="$name" '/Requests\/sec/ {rps=$2} / 99%/ {p99=$2} END {printf "%s %s %s\n", name, rps, p99}'
 }
 
 echo "round name req_per_s p99"
 for round in $(seq 1 "$ROUNDS"); do
   echo "$round $(run service-info http://127.0.0.1:18081/health/live)"
+  echo "$round $(run service-info-traced http://127.0.0.1:18081/health/live \
+    -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01')"
   echo "$round $(run service-warn http://127.0.0.1:18082/health/live)"
   echo "$round $(run bare http://127.0.0.1:19000/health/live)"
 done

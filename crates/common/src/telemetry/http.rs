@@ -9,11 +9,15 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::propagation::extract_actix;
 
-/// Middleware for `App::wrap(from_fn(trace_http_request))`.
+/// Middleware for `App::wrap(from_fn(trace_http_request))`. Skips the
+/// span when it could never be seen (see [`super::exporting`]).
 pub async fn trace_http_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    if !super::exporting() && !req.headers().contains_key("traceparent") {
+        return next.call(req).await;
+    }
     let span = tracing::info_span!(
         "http.request",
         otel.kind = "server",

@@ -10,6 +10,21 @@
 pub mod http;
 pub mod propagation;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans leave the process (an OTLP endpoint is configured).
+///
+/// Request spans cost several microseconds each. When nothing exports them
+/// and the caller sent no trace context, nobody can ever see them, so the
+/// request middlewares skip them; a request that carries `traceparent`
+/// always gets its span, so context still flows to downstream calls and
+/// events.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
@@ -137,6 +152,7 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
             .try_init(),
     };
     installed.map_err(|_| TelemetryError::AlreadyInstalled)?;
+    EXPORTING.store(config.otlp_endpoint.is_some(), Ordering::Relaxed);
     Ok(TelemetryGuard { provider })
 }
 

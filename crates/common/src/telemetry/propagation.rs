@@ -113,9 +113,13 @@ impl tonic::service::Interceptor for TraceContextInterceptor {
     }
 }
 
-/// The server span of one gRPC call, a child of the caller's context; for
+/// The server span of one gRPC call, a child of the caller's context (none
+/// when it could never be seen; see [`super::exporting`]); for
 /// `tonic::transport::Server::builder().trace_fn(grpc_server_span)`.
 pub fn grpc_server_span(request: &http::Request<()>) -> tracing::Span {
+    if !super::exporting() && !request.headers().contains_key("traceparent") {
+        return tracing::Span::none();
+    }
     let span = tracing::info_span!(
         "grpc.request",
         otel.kind = "server",
@@ -208,6 +212,18 @@ mod tests {
                 .to_str()
                 .unwrap();
             assert_eq!(trace_id_of(sent), TRACE_ID);
+        });
+    }
+
+    #[test]
+    fn unexported_requests_without_context_get_no_span() {
+        with_tracing(|| {
+            let request = http::Request::builder()
+                .uri("/users.v1.UserService/GetUser")
+                .body(())
+                .unwrap();
+            assert!(!crate::telemetry::exporting());
+            assert!(grpc_server_span(&request).is_none());
         });
     }
 
