@@ -1,0 +1,92 @@
+//! Events across processes: the users binary publishes through its outbox
+//! to a Kafka-protocol broker running as its own process
+//! (`kafka-mock-cluster`), and a consumer group in this test reads them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::events::{EventBus, KafkaBus, KafkaConfig};
+use e2e::{ServiceProcess, random_ports};
+use platform_proto::users::v1 as pb;
+use platform_proto::users::v1::user_service_client::UserServiceClient;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::test]
+async fn a_sign_up_reaches_kafka_as_a_cloud_event_with_its_trace() {
+    let mut broker = tokio::process::Command::new(e2e::binary("kafka-mock-cluster"))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start kafka-mock-cluster");
+    let mut lines = BufReader::new(broker.stdout.take().unwrap()).lines();
+    let brokers = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("broker prints its address")
+        .unwrap()
+        .expect("an address line");
+
+    let mut env = random_ports("USERS");
+    env.push(("USERS_KAFKA_BROKERS".into(), brokers.clone()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let users = ServiceProcess::start("users", &env, &["users"]).await;
+    let grpc = users.listening["users"].grpc.clone().unwrap();
+
+    let channel = tonic::transport::Endpoint::from_shared(grpc)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = UserServiceClient::new(channel);
+    let mut request = tonic::Request::new(pb::CreateUserRequest {
+        username: "ann".into(),
+        email: "ann@example.com".into(),
+        password: "correct horse battery".into(),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    let ann = client.create_user(request).await.unwrap().into_inner();
+
+    let consumer = KafkaBus::new(KafkaConfig {
+        brokers,
+        client_id: "e2e".into(),
+        message_timeout: Duration::from_secs(5),
+        session_timeout: Duration::from_secs(6),
+    })
+    .unwrap();
+    let mut sub = consumer
+        .subscribe("users.events", "e2e-check")
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .expect("the event arrives")
+        .unwrap();
+    let event = delivery.event;
+    assert_eq!(event.event_type, "UserCreated");
+    assert_eq!(event.source, "/users");
+    assert_eq!(event.subject, ann.id.to_string());
+    assert_eq!(event.aggregate_version, 1);
+    let trace = event
+        .traceparent
+        .expect("trace context travels with the event");
+    assert_eq!(
+        &trace[3..35],
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "same trace as the request"
+    );
+    let payload: serde_json::Value = serde_json::from_slice(&event.data).unwrap();
+    assert_eq!(payload["username"], "ann");
+    assert!(
+        payload.get("password").is_none()
+            && !String::from_utf8_lossy(&event.data).contains("argon2")
+    );
+
+    let status = users.terminate().await;
+    assert!(status.success());
+}
