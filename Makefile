@@ -40,6 +40,7 @@ test: test-prereqs
 test-prereqs:
 	bash scripts/ensure-tools.sh
 	bash scripts/ensure-services.sh
+	bash scripts/drop-test-databases.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

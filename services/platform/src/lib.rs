@@ -5,12 +5,14 @@
 //! shared. With static discovery (the default) the services share one
 //! in-process registry and find each other at the ports they actually bound,
 //! so even `*_HTTP_ADDR=127.0.0.1:0` works. With `PLATFORM_DISCOVERY_URL`
-//! pointing at Consul, each registers there as usual.
+//! pointing at Consul, each registers there as usual. Without Kafka the
+//! services share one in-process event bus.
 
 use std::sync::Arc;
 
 use common::config::{ConfigError, Env};
 use common::discovery::{DiscoveryConfig, Registry, StaticRegistry};
+use common::events::{EventBus, EventBusConfig, MemoryBus};
 use common::server::{ServiceHost, ServiceHostBuilder};
 use common::shutdown::CancellationToken;
 use common::telemetry::TelemetryConfig;
@@ -82,8 +84,17 @@ impl Platform {
         ) -> Built {
             built.map_err(Into::into)
         }
+        // Likewise one in-process event bus, so events published by one
+        // service reach consumers in the others.
+        let bus: Option<Arc<dyn EventBus>> = match &config.users.events {
+            EventBusConfig::Memory => Some(Arc::new(MemoryBus::default())),
+            EventBusConfig::Kafka(_) => None,
+        };
         let builders: [(&'static str, Built); 6] = [
-            ("users", boxed(users::host(config.users).await)),
+            (
+                "users",
+                boxed(users::host_with_bus(config.users, bus.clone()).await),
+            ),
             ("chat", boxed(chat::host(config.chat).await)),
             (
                 "notifications",

@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::cache::{CacheConfig, MultilevelCache, RedisConnectError, RedisLevel};
 use common::config::{ConfigError, Env, ServiceConfig, ServiceDefaults};
-use common::events::{EventBusConfig, EventBusError};
+use common::events::{EventBus, EventBusConfig, EventBusError};
 use common::health::ReadinessCheck;
 use common::server::{ServiceHost, ServiceHostBuilder};
 use platform_proto::posts::v1::comment_service_server::CommentServiceServer;
@@ -132,6 +132,15 @@ impl ReadinessCheck for RedisCheck {
 
 /// The service's gRPC API, readiness checks and background work on a host.
 pub async fn host(config: Config) -> Result<ServiceHostBuilder, StartError> {
+    host_with_bus(config, None).await
+}
+
+/// Like [`host`], publishing to `bus` instead of the configured one: the
+/// all-in-one runner gives every service the same in-process bus.
+pub async fn host_with_bus(
+    config: Config,
+    bus: Option<Arc<dyn EventBus>>,
+) -> Result<ServiceHostBuilder, StartError> {
     let store = Store::connect(&config.database_url, config.database_max_connections).await?;
     let redis = match &config.redis_url {
         Some(url) => Some(RedisLevel::connect(url).await?),
@@ -139,7 +148,10 @@ pub async fn host(config: Config) -> Result<ServiceHostBuilder, StartError> {
     };
     let cache = MultilevelCache::new(config.cache, redis.clone()).await;
     let views = Views::new(store.clone(), cache);
-    let bus = config.events.connect()?;
+    let bus = match bus {
+        Some(bus) => bus,
+        None => config.events.connect()?,
+    };
     let relay = OutboxRelay::new(store.clone(), bus, config.relay);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(platform_proto::FILE_DESCRIPTOR_SET)
