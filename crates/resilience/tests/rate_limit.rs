@@ -1,0 +1,105 @@
+//! Contract tests for the rate limiters: in process, and in the machine's
+//! Redis (`TEST_REDIS_URL`, default `redis://127.0.0.1:6379`; a missing
+//! server fails the test).
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::*;
+use resilience::clock::SystemClock;
+use resilience::rate_limit::{MemoryLimiter, Quota, RateLimiter, RedisLimiter};
+
+async fn limiters() -> Vec<(&'static str, Arc<dyn RateLimiter>)> {
+    let url =
+        std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let client = Builder::from_config(Config::from_url(&url).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap_or_else(|e| {
+        panic!("Redis at {url} must be running for this test (make test starts it): {e}")
+    });
+    let prefix = format!("ratelimit-test:{}:", uuid::Uuid::new_v4().simple());
+    vec![
+        (
+            "memory",
+            Arc::new(MemoryLimiter::new(Arc::new(SystemClock))),
+        ),
+        ("redis", Arc::new(RedisLimiter::new(client, prefix))),
+    ]
+}
+
+#[tokio::test]
+async fn exactly_limit_requests_pass_and_other_clients_are_unaffected() {
+    for (backend, limiter) in limiters().await {
+        let quota = Quota::per_minute(10);
+        let mut passed = 0;
+        let mut last = None;
+        for _ in 0..25 {
+            let decision = limiter.check("client-a", quota).await.unwrap();
+            if decision.allowed {
+                passed += 1;
+            }
+            last = Some(decision);
+        }
+        assert_eq!(passed, 10, "{backend}");
+        let rejected = last.unwrap();
+        assert_eq!(rejected.remaining, 0);
+        let retry = rejected.retry_after.unwrap();
+        assert!(
+            retry > Duration::from_secs(5) && retry <= Duration::from_secs(6),
+            "{backend}: {retry:?}"
+        );
+
+        let other = limiter.check("client-b", quota).await.unwrap();
+        assert!(other.allowed, "{backend}");
+        assert_eq!(other.remaining, 9);
+        assert_eq!(other.limit, 10);
+    }
+}
+
+#[tokio::test]
+async fn the_quota_refills_at_the_sustained_rate() {
+    for (backend, limiter) in limiters().await {
+        let quota = Quota::per_second(4); // one every 250 ms
+        for _ in 0..4 {
+            assert!(
+                limiter.check("refill", quota).await.unwrap().allowed,
+                "{backend}"
+            );
+        }
+        assert!(
+            !limiter.check("refill", quota).await.unwrap().allowed,
+            "{backend}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            limiter.check("refill", quota).await.unwrap().allowed,
+            "{backend}: one refilled"
+        );
+        assert!(
+            !limiter.check("refill", quota).await.unwrap().allowed,
+            "{backend}: only one"
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_never_exceed_the_quota() {
+    for (backend, limiter) in limiters().await {
+        let quota = Quota::per_minute(50);
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let limiter = limiter.clone();
+            tasks.push(tokio::spawn(async move {
+                limiter.check("burst", quota).await.unwrap().allowed
+            }));
+        }
+        let mut passed = 0;
+        for task in tasks {
+            passed += usize::from(task.await.unwrap());
+        }
+        assert_eq!(passed, 50, "{backend}");
+    }
+}
