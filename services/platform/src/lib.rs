@@ -102,7 +102,10 @@ impl Platform {
             ),
             ("search", boxed(search::host(config.search).await)),
             ("storage", boxed(storage::host(config.storage).await)),
-            ("gateway", boxed(gateway::host(config.gateway).await)),
+            (
+                "gateway",
+                boxed(gateway::host_with_registry(config.gateway, shared.clone()).await),
+            ),
         ];
         let mut hosts = Vec::with_capacity(builders.len());
         for (service, builder) in builders {

@@ -1,0 +1,110 @@
+//! Per-request plumbing: the request id and the authenticated user.
+
+use std::future::{Ready, ready};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, FromRequest, HttpMessage, HttpRequest, web};
+
+use crate::jwt::TokenSigner;
+use crate::problem::ApiError;
+use crate::upstream::CallContext;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A caller's id is kept if it is short and plain (it ends up in logs and
+/// upstream metadata); anything else is replaced by a fresh one.
+fn acceptable(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Middleware: accepts or generates `X-Request-Id` and echoes it.
+pub async fn request_id(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| acceptable(v))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    req.extensions_mut().insert(CallContext {
+        request_id: id.clone(),
+    });
+    let mut response = next.call(req).await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    Ok(response)
+}
+
+impl FromRequest for CallContext {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let ctx = req
+            .extensions()
+            .get::<CallContext>()
+            .cloned()
+            .unwrap_or_else(|| CallContext {
+                request_id: uuid::Uuid::new_v4().to_string(),
+            });
+        ready(Ok(ctx))
+    }
+}
+
+/// The user a valid `Authorization: Bearer` token names.
+#[derive(Clone, Copy, Debug)]
+pub struct AuthUser(pub u64);
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req))
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
+    let unauthorized = |why: &str| ApiError::Unauthorized(why.to_owned());
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("an Authorization: Bearer token is required"))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <token>'"))?;
+    let signer = req
+        .app_data::<web::Data<TokenSigner>>()
+        .ok_or_else(|| unauthorized("authentication is not configured"))?;
+    let claims = signer
+        .verify(token.trim())
+        .map_err(|e| unauthorized(&e.to_string()))?;
+    claims
+        .sub
+        .parse()
+        .map(AuthUser)
+        .map_err(|_| unauthorized("the token names no user"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_must_be_plain() {
+        assert!(super::acceptable("abc-123_x.y:z"));
+        assert!(!super::acceptable(""));
+        assert!(!super::acceptable("a\r\nSet-Cookie: x"));
+        assert!(!super::acceptable(&"x".repeat(129)));
+    }
+}

@@ -1,0 +1,231 @@
+//! Users and sign-in, translated to the users service's gRPC API.
+
+use actix_web::middleware::from_fn;
+use actix_web::{HttpResponse, web};
+use platform_proto::users::v1 as pb;
+use platform_proto::users::v1::user_service_client::UserServiceClient;
+use serde::{Deserialize, Serialize};
+
+use crate::Gateway;
+use crate::problem::ApiError;
+use crate::request::{AuthUser, request_id};
+use crate::upstream::CallContext;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .wrap(from_fn(request_id))
+            .route("/users", web::post().to(sign_up))
+            .route("/users", web::get().to(list))
+            .route("/users/{id}", web::get().to(get))
+            .route("/users/{id}", web::patch().to(update))
+            .route("/users/{id}", web::delete().to(delete))
+            .route("/auth/login", web::post().to(login)),
+    );
+}
+
+#[derive(Serialize)]
+struct User {
+    id: u64,
+    username: String,
+    email: String,
+    created_at: String,
+    updated_at: String,
+    version: u64,
+}
+
+impl From<pb::User> for User {
+    fn from(u: pb::User) -> Self {
+        Self {
+            id: u.id,
+            username: u.username,
+            email: u.email,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+            version: u.version,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignUp {
+    username: String,
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    login: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Changes {
+    username: Option<String>,
+    email: Option<String>,
+    expected_version: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    page: Option<i32>,
+    per_page: Option<i32>,
+}
+
+#[derive(Serialize)]
+struct UserList {
+    users: Vec<User>,
+    total: i32,
+    page: i32,
+    per_page: i32,
+}
+
+#[derive(Serialize)]
+struct Token {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+}
+
+async fn sign_up(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    body: web::Json<SignUp>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let message = pb::CreateUserRequest {
+        username: body.username,
+        email: body.email,
+        password: body.password,
+    };
+    let user = gw
+        .users
+        .call(&ctx, false, message, |ch, req| async move {
+            UserServiceClient::new(ch).create_user(req).await
+        })
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/users/{}", user.id)))
+        .json(User::from(user)))
+}
+
+async fn login(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    body: web::Json<Login>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let message = pb::VerifyCredentialsRequest {
+        login: body.login,
+        password: body.password,
+    };
+    let user = gw
+        .users
+        .call(&ctx, true, message, |ch, req| async move {
+            UserServiceClient::new(ch).verify_credentials(req).await
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(Token {
+        access_token: gw.signer.issue(user.id),
+        token_type: "Bearer",
+        expires_in: gw.signer.ttl().as_secs(),
+    }))
+}
+
+async fn get(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::GetUserRequest { id: *id };
+    let user = gw
+        .users
+        .call(&ctx, true, message, |ch, req| async move {
+            UserServiceClient::new(ch).get_user(req).await
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(User::from(user)))
+}
+
+async fn list(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::ListUsersRequest {
+        page: query.page.unwrap_or(1),
+        per_page: query.per_page.unwrap_or(0),
+    };
+    let page = message.page.max(1);
+    let list = gw
+        .users
+        .call(&ctx, true, message, |ch, req| async move {
+            UserServiceClient::new(ch).list_users(req).await
+        })
+        .await?;
+    let per_page = query.per_page.unwrap_or(0);
+    Ok(HttpResponse::Ok().json(UserList {
+        per_page: if per_page <= 0 { 20 } else { per_page.min(100) },
+        page,
+        total: list.total,
+        users: list.users.into_iter().map(User::from).collect(),
+    }))
+}
+
+fn owner_only(auth: AuthUser, id: u64) -> Result<(), ApiError> {
+    if auth.0 == id {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "only the account's owner may change it".into(),
+        ))
+    }
+}
+
+async fn update(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    auth: AuthUser,
+    id: web::Path<u64>,
+    body: web::Json<Changes>,
+) -> Result<HttpResponse, ApiError> {
+    owner_only(auth, *id)?;
+    let body = body.into_inner();
+    let message = pb::UpdateUserRequest {
+        id: *id,
+        username: body.username,
+        email: body.email,
+        expected_version: body.expected_version,
+    };
+    let user = gw
+        .users
+        .call(&ctx, false, message, |ch, req| async move {
+            UserServiceClient::new(ch).update_user(req).await
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(User::from(user)))
+}
+
+async fn delete(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    auth: AuthUser,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    owner_only(auth, *id)?;
+    let message = pb::DeleteUserRequest {
+        id: *id,
+        expected_version: None,
+    };
+    gw.users
+        .call(&ctx, false, message, |ch, req| async move {
+            UserServiceClient::new(ch).delete_user(req).await
+        })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,462 @@
+//! The REST API through a real gateway and a real users service on random
+//! ports, sharing a static registry.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::config::{Env, ServiceConfig};
+use common::discovery::{Registry, StaticRegistry};
+use common::server::ServerError;
+use common::shutdown::CancellationToken;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn run(host: common::server::ServiceHost) -> Running {
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(host.run_until_stopped(stop.clone().cancelled_owned()));
+    Running { stop, task }
+}
+
+struct Platform {
+    base: String,
+    client: reqwest::Client,
+    registry: Arc<dyn Registry>,
+    users: Option<Running>,
+    gateway: Running,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn start_users(registry: &Arc<dyn Registry>, dir: &std::path::Path) -> Running {
+    let mut config = users::Config::from_source(&Env::from_map(
+        "USERS",
+        [(
+            "USERS_DATABASE_URL",
+            format!("sqlite://{}/users.db", dir.display()),
+        )],
+    ))
+    .unwrap();
+    config.service = ServiceConfig::ephemeral("users", true);
+    config.cache.disk_dir = Some(dir.join("cache"));
+    let host = users::host(config)
+        .await
+        .unwrap()
+        .registry(registry.clone())
+        .build()
+        .unwrap();
+    let running = run(host);
+    // Registration happens as the host starts.
+    for _ in 0..100 {
+        if !registry
+            .healthy_instances("users")
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    running
+}
+
+async fn platform() -> Platform {
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("gateway-test-{}", uuid::Uuid::new_v4().simple())),
+    );
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let registry: Arc<dyn Registry> = Arc::new(StaticRegistry::new(vec![]));
+    let users = start_users(&registry, &dir.0).await;
+    let mut config = gateway::Config::from_source(&Env::from_map(
+        "GATEWAY",
+        [
+            (
+                "GATEWAY_JWT_SECRET",
+                "0123456789abcdef0123456789abcdef-test",
+            ),
+            ("GATEWAY_UPSTREAM_TIMEOUT", "2s"),
+            ("GATEWAY_BREAKER_MIN_CALLS", "4"),
+            ("GATEWAY_BREAKER_OPEN_FOR", "1s"),
+        ],
+    ))
+    .unwrap();
+    config.service = ServiceConfig::ephemeral("gateway", false);
+    let host = gateway::host_with_registry(config, Some(registry.clone()))
+        .await
+        .unwrap()
+        .build()
+        .unwrap();
+    let base = format!("http://{}", host.http_addr());
+    Platform {
+        base,
+        client: reqwest::Client::new(),
+        registry,
+        users: Some(users),
+        gateway: run(host),
+        _dir: dir,
+    }
+}
+
+impl Platform {
+    async fn sign_up(&self, name: &str) -> Value {
+        let res = self
+            .client
+            .post(format!("{}/api/v1/users", self.base))
+            .json(&json!({ "username": name, "email": format!("{name}@example.com"), "password": "correct horse battery" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        res.json().await.unwrap()
+    }
+
+    async fn login(&self, name: &str) -> String {
+        let res = self
+            .client
+            .post(format!("{}/api/v1/auth/login", self.base))
+            .json(&json!({ "login": name, "password": "correct horse battery" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["token_type"], "Bearer");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn patch(&self, id: u64, token: Option<&str>, body: Value) -> reqwest::Response {
+        let mut req = self
+            .client
+            .patch(format!("{}/api/v1/users/{id}", self.base))
+            .json(&body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn stop(mut self) {
+        self.gateway.stop().await;
+        if let Some(users) = self.users.take() {
+            users.stop().await;
+        }
+    }
+}
+
+async fn problem(res: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(res.status(), status);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16());
+    body
+}
+
+#[tokio::test]
+async fn sign_up_login_read_update_delete() {
+    let p = platform().await;
+    let ann = p.sign_up("ann").await;
+    let id = ann["id"].as_u64().unwrap();
+    assert!(ann.get("password").is_none());
+    let token = p.login("ANN@example.com").await;
+
+    let got: Value = p
+        .client
+        .get(format!("{}/api/v1/users/{id}", p.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["username"], "ann");
+
+    let res = p
+        .patch(
+            id,
+            Some(&token),
+            json!({ "username": "anne", "expected_version": 1 }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let updated: Value = res.json().await.unwrap();
+    assert_eq!(
+        (updated["username"].as_str(), updated["version"].as_u64()),
+        (Some("anne"), Some(2))
+    );
+
+    let stale = p
+        .patch(
+            id,
+            Some(&token),
+            json!({ "username": "annie", "expected_version": 1 }),
+        )
+        .await;
+    problem(stale, StatusCode::CONFLICT, "version_conflict").await;
+
+    p.sign_up("bob").await;
+    let list: Value = p
+        .client
+        .get(format!("{}/api/v1/users?page=1&per_page=1000", p.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (list["total"].as_i64(), list["per_page"].as_i64()),
+        (Some(2), Some(100))
+    );
+
+    let res = p
+        .client
+        .delete(format!("{}/api/v1/users/{id}", p.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let gone = p
+        .client
+        .get(format!("{}/api/v1/users/{id}", p.base))
+        .send()
+        .await
+        .unwrap();
+    problem(gone, StatusCode::NOT_FOUND, "not_found").await;
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_owner_may_change_an_account() {
+    let p = platform().await;
+    let ann = p.sign_up("ann").await["id"].as_u64().unwrap();
+    p.sign_up("bob").await;
+    let bob_token = p.login("bob").await;
+    let res = p
+        .patch(ann, Some(&bob_token), json!({ "username": "hacked" }))
+        .await;
+    problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    let res = p
+        .client
+        .delete(format!("{}/api/v1/users/{ann}", p.base))
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .unwrap();
+    problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_with_401() {
+    let p = platform().await;
+    let ann = p.sign_up("ann").await["id"].as_u64().unwrap();
+    let token = p.login("ann").await;
+    let (head, rest) = token.split_once('.').unwrap();
+    let (_, sig) = rest.split_once('.').unwrap();
+    let forged_claims = base64_url(&format!(r#"{{"sub":"{ann}","exp":99999999999,"iat":0}}"#));
+    let none_header = base64_url(r#"{"alg":"none","typ":"JWT"}"#);
+    let other_key = gateway::jwt::TokenSigner::new(
+        b"another key that is long enough!!",
+        Duration::from_secs(60),
+    )
+    .issue(ann);
+    let expired = gateway::jwt::TokenSigner::new(
+        b"0123456789abcdef0123456789abcdef-test",
+        Duration::from_secs(60),
+    )
+    .issue_at(ann, 1_000_000);
+    for bad in [
+        format!("{head}.{forged_claims}.{sig}"),
+        format!("{none_header}.{forged_claims}."),
+        other_key,
+        expired,
+        "garbage".to_owned(),
+    ] {
+        let res = p
+            .patch(ann, Some(&bad), json!({ "username": "x_y_z" }))
+            .await;
+        assert_eq!(res.headers()["www-authenticate"], "Bearer");
+        problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    let res = p.patch(ann, None, json!({ "username": "x_y_z" })).await;
+    problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let wrong = p
+        .client
+        .post(format!("{}/api/v1/auth/login", p.base))
+        .json(&json!({ "login": "ann", "password": "not the password" }))
+        .send()
+        .await
+        .unwrap();
+    problem(wrong, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    p.stop().await;
+}
+
+fn base64_url(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_problem() {
+    let p = platform().await;
+    let url = format!("{}/api/v1/users", p.base);
+    let malformed = p
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{\"username\":")
+        .send()
+        .await
+        .unwrap();
+    problem(malformed, StatusCode::BAD_REQUEST, "invalid_json").await;
+    let text = p
+        .client
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    problem(
+        text,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    let huge =
+        json!({ "username": "x".repeat(100_000), "email": "a@b.co", "password": "pppppppp" });
+    let too_big = p.client.post(&url).json(&huge).send().await.unwrap();
+    problem(too_big, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    let unknown = json!({ "username": "ann", "email": "ann@example.com", "password": "pppppppp", "admin": true });
+    problem(
+        p.client.post(&url).json(&unknown).send().await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+    )
+    .await;
+    let bad_email = json!({ "username": "ann", "email": "nope", "password": "pppppppp" });
+    let body = problem(
+        p.client.post(&url).json(&bad_email).send().await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+    )
+    .await;
+    assert_eq!(body["field"], "email");
+    problem(
+        p.client.get(format!("{url}/abc")).send().await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_path",
+    )
+    .await;
+    problem(
+        p.client
+            .get(format!("{url}/99999999999999999999999"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_path",
+    )
+    .await;
+    problem(
+        p.client
+            .get(format!("{url}?page=99999999999999"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    )
+    .await;
+    p.sign_up("ann").await;
+    let dup = json!({ "username": "ANN", "email": "other@example.com", "password": "pppppppp" });
+    let body = problem(
+        p.client.post(&url).json(&dup).send().await.unwrap(),
+        StatusCode::CONFLICT,
+        "already_exists",
+    )
+    .await;
+    assert_eq!(body["field"], "username");
+
+    // Request ids: a plain one is echoed, an injection attempt is replaced.
+    let res = p
+        .client
+        .get(format!("{url}/1"))
+        .header("x-request-id", "req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "req-42");
+    let res = p
+        .client
+        .get(format!("{url}/1"))
+        .header("x-request-id", "a b<script>")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(res.headers()["x-request-id"], "a b<script>");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_upstream_gets_a_fast_503_and_traffic_resumes_when_it_returns() {
+    let mut p = platform().await;
+    let ann = p.sign_up("ann").await["id"].as_u64().unwrap();
+    let url = format!("{}/api/v1/users/{ann}", p.base);
+    p.users.take().unwrap().stop().await;
+
+    for _ in 0..6 {
+        let started = std::time::Instant::now();
+        let res = p.client.get(&url).send().await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(3), "no hang");
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(res.headers().contains_key("retry-after"));
+        problem(res, StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable").await;
+    }
+    // The breaker is open now: the answer comes without trying the upstream.
+    let started = std::time::Instant::now();
+    let res = p.client.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_millis(100));
+
+    // A new users instance (same database) registers; traffic resumes once
+    // the breaker's open period ends, without restarting the gateway.
+    let dir = p._dir.0.clone();
+    for stale in p.registry.healthy_instances("users").await.unwrap() {
+        p.registry.deregister(&stale.id).await.unwrap();
+    }
+    p.users = Some(start_users(&p.registry, &dir).await);
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..50 {
+        status = p.client.get(&url).send().await.unwrap().status();
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, StatusCode::OK);
+    p.stop().await;
+}
