@@ -29,6 +29,7 @@ fn unique_name() -> &'static str {
 fn config(name: &'static str, dir: PathBuf) -> CacheConfig {
     CacheConfig {
         name,
+        namespace: name.to_owned(),
         l1_capacity: 1000,
         l1_ttl: Duration::from_secs(60),
         l2_ttl: Duration::from_secs(60),

@@ -38,8 +38,10 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
         .build()
         .unwrap();
     let addr = host.http_addr();
-    let running = tokio::spawn(host.run_until_stopped(async {
-        common::shutdown::signal().await;
+    // Handlers are installed now, before any request, not on first poll.
+    let sigterm = common::shutdown::signal();
+    let running = tokio::spawn(host.run_until_stopped(async move {
+        sigterm.await;
     }));
 
     let in_flight = tokio::spawn(async move {

@@ -83,6 +83,7 @@ impl Config {
                 .filter(|u| !u.is_empty()),
             cache: CacheConfig {
                 name: "users",
+                namespace: env.get("CACHE_NAMESPACE", "users".to_owned())?,
                 l1_capacity: env.get("CACHE_L1_CAPACITY", 10_000)?,
                 l1_ttl: env.get("CACHE_L1_TTL", Duration::from_secs(5))?,
                 l2_ttl: env.get("CACHE_L2_TTL", Duration::from_secs(300))?,

@@ -35,10 +35,14 @@ impl Running {
 }
 
 async fn spawn(database_url: String) -> Running {
-    spawn_with(database_url, None).await
+    spawn_with(database_url, None, None).await
 }
 
-async fn spawn_with(database_url: String, redis_url: Option<String>) -> Running {
+async fn spawn_with(
+    database_url: String,
+    redis_url: Option<String>,
+    namespace: Option<String>,
+) -> Running {
     let mut config = users::Config::from_source(&common::config::Env::from_map(
         "USERS",
         [("USERS_DATABASE_URL", database_url)],
@@ -49,6 +53,9 @@ async fn spawn_with(database_url: String, redis_url: Option<String>) -> Running 
     let cache_dir =
         std::env::temp_dir().join(format!("users-cache-{}", uuid::Uuid::new_v4().simple()));
     config.cache.disk_dir = Some(cache_dir);
+    if let Some(namespace) = namespace {
+        config.cache.namespace = namespace;
+    }
     let host = users::host(config).await.unwrap().build().unwrap();
     let addr = host.grpc_addr().unwrap();
     let stop = CancellationToken::new();
@@ -506,8 +513,16 @@ async fn an_update_through_replica_a_is_not_served_stale_by_replica_b() {
     let database = support::fresh_postgres_url().await;
     let redis =
         std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let a = spawn_with(database.clone(), Some(redis.clone())).await;
-    let b = spawn_with(database, Some(redis)).await;
+    // Both replicas share one cache namespace, unique to this test run, so
+    // entries left in Redis by earlier runs cannot answer.
+    let namespace = format!("users-test-{}", uuid::Uuid::new_v4().simple());
+    let a = spawn_with(
+        database.clone(),
+        Some(redis.clone()),
+        Some(namespace.clone()),
+    )
+    .await;
+    let b = spawn_with(database, Some(redis), Some(namespace)).await;
     let ann = a
         .users()
         .create_user(sign_up("ann"))

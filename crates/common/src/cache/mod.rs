@@ -30,9 +30,12 @@ use disk::DiskLevel;
 
 #[derive(Clone, Debug)]
 pub struct CacheConfig {
-    /// Name in metrics, Redis keys (`cache:<name>:<key>`) and the
-    /// invalidation channel.
+    /// Name in metrics (the `cache` label).
     pub name: &'static str,
+    /// Prefix of Redis keys (`cache:<namespace>:<key>`) and of the
+    /// invalidation channel: deployments sharing one Redis use different
+    /// namespaces.
+    pub namespace: String,
     pub l1_capacity: u64,
     pub l1_ttl: Duration,
     pub l2_ttl: Duration,
@@ -77,7 +80,10 @@ impl MultilevelCache {
             inner: Arc::new(Inner { config, l1, l2, l3 }),
         };
         if let Some(l2) = &cache.inner.l2 {
-            l2.follow_invalidations(cache.inner.config.name, Arc::downgrade(&cache.inner));
+            l2.follow_invalidations(
+                cache.inner.config.namespace.clone(),
+                Arc::downgrade(&cache.inner),
+            );
         }
         cache
     }
@@ -117,7 +123,7 @@ impl MultilevelCache {
                 }
                 let value = load().await?;
                 let bytes = serialise(&value);
-                inner.fill_lower_levels(name, &owned_key, &bytes).await;
+                inner.fill_lower_levels(&owned_key, &bytes).await;
                 Ok::<_, E>(Arc::new(bytes))
             })
             .await?;
@@ -137,7 +143,8 @@ impl MultilevelCache {
     pub async fn invalidate(&self, key: &str) {
         self.inner.forget_locally(key).await;
         if let Some(l2) = &self.inner.l2 {
-            l2.delete_and_announce(self.name(), key).await;
+            l2.delete_and_announce(&self.inner.config.namespace, key)
+                .await;
         }
     }
 
@@ -146,7 +153,8 @@ impl MultilevelCache {
     pub async fn invalidate_all(&self) {
         self.inner.forget_all_locally().await;
         if let Some(l2) = &self.inner.l2 {
-            l2.announce(self.name(), redis::EVERYTHING).await;
+            l2.announce(&self.inner.config.namespace, redis::EVERYTHING)
+                .await;
         }
     }
 }
@@ -154,8 +162,9 @@ impl MultilevelCache {
 impl Inner {
     /// L2, then L3 (copying an L3 hit up to L2).
     async fn lower_levels(&self, name: &'static str, key: &str) -> Option<Vec<u8>> {
+        let namespace = &self.config.namespace;
         if let Some(l2) = &self.l2 {
-            if let Some(bytes) = l2.get(name, key).await {
+            if let Some(bytes) = l2.get(namespace, key).await {
                 hit(name, "l2");
                 return Some(bytes);
             }
@@ -165,7 +174,7 @@ impl Inner {
             if let Some(bytes) = l3.get(key).await {
                 hit(name, "l3");
                 if let Some(l2) = &self.l2 {
-                    l2.set(name, key, &bytes, self.config.l2_ttl).await;
+                    l2.set(namespace, key, &bytes, self.config.l2_ttl).await;
                 }
                 return Some(bytes);
             }
@@ -174,9 +183,10 @@ impl Inner {
         None
     }
 
-    async fn fill_lower_levels(&self, name: &'static str, key: &str, bytes: &[u8]) {
+    async fn fill_lower_levels(&self, key: &str, bytes: &[u8]) {
         if let Some(l2) = &self.l2 {
-            l2.set(name, key, bytes, self.config.l2_ttl).await;
+            l2.set(&self.config.namespace, key, bytes, self.config.l2_ttl)
+                .await;
         }
         if let Some(l3) = &self.l3 {
             l3.set(key, bytes).await;

@@ -111,13 +111,13 @@ impl RedisLevel {
 
     /// Applies invalidations from every replica (this one included) to the
     /// local levels, until the cache is dropped.
-    pub(super) fn follow_invalidations(&self, name: &'static str, cache: Weak<Inner>) {
+    pub(super) fn follow_invalidations(&self, name: String, cache: Weak<Inner>) {
         let subscriber = self.subscriber.clone();
         let mut messages = subscriber.message_rx();
         tokio::spawn(async move {
             // Resubscribes after a reconnect.
             let _resubscribe = subscriber.manage_subscriptions();
-            if let Err(error) = subscriber.subscribe(channel(name)).await {
+            if let Err(error) = subscriber.subscribe(channel(&name)).await {
                 tracing::warn!(%error, cache = name, "cannot subscribe to cache invalidations");
             }
             while let Ok(message) = messages.recv().await {
