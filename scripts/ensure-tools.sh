@@ -4,9 +4,11 @@
 # tools from crates.io into $CARGO_INSTALL_ROOT (or ~/.cargo).
 set -euo pipefail
 
-# Debian packages the build or the tests need (none yet: protoc is vendored
-# from crates.io). Later capabilities add theirs here.
-APT_PACKAGES=()
+# Debian packages the tests need: redis-server (the gateway's rate-limit
+# tests start a private one to stop mid-test) and psql (test database
+# clean-up). protoc is vendored from crates.io; librdkafka is built from
+# its crate.
+APT_PACKAGES=(redis-server postgresql-client)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

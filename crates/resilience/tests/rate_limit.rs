@@ -86,6 +86,25 @@ async fn the_quota_refills_at_the_sustained_rate() {
 }
 
 #[tokio::test]
+async fn a_reset_key_starts_from_a_full_bucket() {
+    for (backend, limiter) in limiters().await {
+        let quota = Quota::per_minute(2);
+        for _ in 0..2 {
+            assert!(limiter.check("reset", quota).await.unwrap().allowed);
+        }
+        assert!(
+            !limiter.check("reset", quota).await.unwrap().allowed,
+            "{backend}"
+        );
+        limiter.reset("reset").await.unwrap();
+        assert!(
+            limiter.check("reset", quota).await.unwrap().allowed,
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn concurrent_requests_never_exceed_the_quota() {
     for (backend, limiter) in limiters().await {
         let quota = Quota::per_minute(50);

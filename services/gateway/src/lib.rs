@@ -9,6 +9,7 @@
 
 pub mod jwt;
 pub mod problem;
+pub mod ratelimit;
 pub mod request;
 pub mod routes;
 pub mod upstream;
@@ -19,11 +20,14 @@ use std::time::Duration;
 use actix_web::web;
 use common::config::{ConfigError, Env, Secret, ServiceConfig, ServiceDefaults};
 use common::discovery::Registry;
-use common::server::{ServerError, ServiceHost, ServiceHostBuilder};
+use common::server::{ServiceHost, ServiceHostBuilder};
 use resilience::breaker::BreakerConfig;
 use resilience::clock::SystemClock;
+use resilience::rate_limit::{MemoryLimiter, Quota, RedisLimiter};
 
 use crate::jwt::TokenSigner;
+use crate::ratelimit::{DynamicRateLimiter, OnRedisError};
+use crate::routes::admin::AdminToken;
 use crate::upstream::Upstream;
 
 /// Prefix of this service's environment variables.
@@ -50,6 +54,13 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub max_body_bytes: usize,
     pub breaker: BreakerConfig,
+    /// Default per-client quota.
+    pub rate_limit: Quota,
+    /// Redis shared by all replicas for rate limits; none means in process.
+    pub redis_url: Option<String>,
+    pub on_redis_error: OnRedisError,
+    /// Enables `/admin/*` when set.
+    pub admin_token: Option<Secret>,
 }
 
 impl Config {
@@ -93,6 +104,27 @@ impl Config {
             )),
         };
         let defaults = BreakerConfig::default();
+        let on_redis_error: String = env.get("RATE_LIMIT_ON_REDIS_ERROR", "local".to_owned())?;
+        let on_redis_error = match on_redis_error.as_str() {
+            "local" => OnRedisError::Local,
+            "open" => OnRedisError::Open,
+            "closed" => OnRedisError::Closed,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: env.var_name("RATE_LIMIT_ON_REDIS_ERROR"),
+                    value: on_redis_error,
+                    reason: "expected local, open or closed".into(),
+                });
+            }
+        };
+        let limit: u32 = env.get("RATE_LIMIT_REQUESTS", 100)?;
+        if limit == 0 {
+            return Err(ConfigError::Invalid {
+                var: env.var_name("RATE_LIMIT_REQUESTS"),
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
         Ok(Self {
             service: ServiceConfig::from_env(env, DEFAULTS)?,
             jwt_secret,
@@ -105,6 +137,17 @@ impl Config {
                 slow_call: env.get("BREAKER_SLOW_CALL", defaults.slow_call)?,
                 ..defaults
             },
+            rate_limit: Quota {
+                limit,
+                period: env.get("RATE_LIMIT_PERIOD", Duration::from_secs(60))?,
+            },
+            redis_url: env
+                .shared_optional::<String>("REDIS_URL")?
+                .filter(|u| !u.is_empty()),
+            on_redis_error,
+            admin_token: env
+                .optional::<Secret>("ADMIN_TOKEN")?
+                .filter(|t| !t.expose().is_empty()),
         })
     }
 }
@@ -115,9 +158,47 @@ pub struct Gateway {
     pub signer: Arc<TokenSigner>,
 }
 
+/// A Redis client that connects (and reconnects) in the background: the
+/// gateway starts even while Redis is down and limits in process until it
+/// answers.
+fn redis_client(url: &str) -> Result<fred::prelude::Client, GatewayStartError> {
+    use fred::prelude::*;
+    let config =
+        fred::prelude::Config::from_url(url).map_err(|source| GatewayStartError::Redis {
+            url: url.to_owned(),
+            source,
+        })?;
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(1);
+            c.internal_command_timeout = Duration::from_secs(1);
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_millis(250);
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 500))
+        .build()
+        .map_err(|source| GatewayStartError::Redis {
+            url: url.to_owned(),
+            source,
+        })?;
+    drop(client.connect());
+    Ok(client)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayStartError {
+    #[error("invalid Redis configuration {url}")]
+    Redis {
+        url: String,
+        #[source]
+        source: fred::error::Error,
+    },
+}
+
 /// The gateway's routes on a host, finding upstreams in the configured
 /// registry.
-pub async fn host(config: Config) -> Result<ServiceHostBuilder, ServerError> {
+pub async fn host(config: Config) -> Result<ServiceHostBuilder, GatewayStartError> {
     host_with_registry(config, None).await
 }
 
@@ -126,7 +207,7 @@ pub async fn host(config: Config) -> Result<ServiceHostBuilder, ServerError> {
 pub async fn host_with_registry(
     config: Config,
     registry: Option<Arc<dyn Registry>>,
-) -> Result<ServiceHostBuilder, ServerError> {
+) -> Result<ServiceHostBuilder, GatewayStartError> {
     let registry = registry.unwrap_or_else(|| config.service.discovery.connect());
     let clock = Arc::new(SystemClock);
     let signer = Arc::new(TokenSigner::new(
@@ -145,11 +226,26 @@ pub async fn host_with_registry(
     });
     let signer = web::Data::from(signer);
     let max_body = config.max_body_bytes;
+    let redis = match &config.redis_url {
+        Some(url) => Some(RedisLimiter::new(redis_client(url)?, "ratelimit:")),
+        None => None,
+    };
+    let limiter = web::Data::new(Arc::new(DynamicRateLimiter::new(
+        config.rate_limit,
+        redis,
+        MemoryLimiter::new(Arc::new(SystemClock)),
+        config.on_redis_error,
+    )));
+    let admin = web::Data::new(AdminToken(config.admin_token.clone()));
     Ok(ServiceHost::builder(config.service)
         .registry(registry)
         .http(move |cfg| {
-            cfg.app_data(gateway.clone()).app_data(signer.clone());
+            cfg.app_data(gateway.clone())
+                .app_data(signer.clone())
+                .app_data(limiter.clone())
+                .app_data(admin.clone());
             routes::extractor_config(cfg, max_body);
             routes::configure(cfg);
+            routes::admin::configure(cfg);
         }))
 }

@@ -3,175 +3,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use common::config::{Env, ServiceConfig};
-use common::discovery::{Registry, StaticRegistry};
-use common::server::ServerError;
-use common::shutdown::CancellationToken;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-struct Running {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), ServerError>>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-fn run(host: common::server::ServiceHost) -> Running {
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(host.run_until_stopped(stop.clone().cancelled_owned()));
-    Running { stop, task }
-}
-
-struct Platform {
-    base: String,
-    client: reqwest::Client,
-    registry: Arc<dyn Registry>,
-    users: Option<Running>,
-    gateway: Running,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn start_users(registry: &Arc<dyn Registry>, dir: &std::path::Path) -> Running {
-    let mut config = users::Config::from_source(&Env::from_map(
-        "USERS",
-        [(
-            "USERS_DATABASE_URL",
-            format!("sqlite://{}/users.db", dir.display()),
-        )],
-    ))
-    .unwrap();
-    config.service = ServiceConfig::ephemeral("users", true);
-    config.cache.disk_dir = Some(dir.join("cache"));
-    let host = users::host(config)
-        .await
-        .unwrap()
-        .registry(registry.clone())
-        .build()
-        .unwrap();
-    let running = run(host);
-    // Registration happens as the host starts.
-    for _ in 0..100 {
-        if !registry
-            .healthy_instances("users")
-            .await
-            .unwrap()
-            .is_empty()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    running
-}
-
-async fn platform() -> Platform {
-    let dir = TempDir(
-        std::env::temp_dir().join(format!("gateway-test-{}", uuid::Uuid::new_v4().simple())),
-    );
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let registry: Arc<dyn Registry> = Arc::new(StaticRegistry::new(vec![]));
-    let users = start_users(&registry, &dir.0).await;
-    let mut config = gateway::Config::from_source(&Env::from_map(
-        "GATEWAY",
-        [
-            (
-                "GATEWAY_JWT_SECRET",
-                "0123456789abcdef0123456789abcdef-test",
-            ),
-            ("GATEWAY_UPSTREAM_TIMEOUT", "2s"),
-            ("GATEWAY_BREAKER_MIN_CALLS", "4"),
-            ("GATEWAY_BREAKER_OPEN_FOR", "1s"),
-        ],
-    ))
-    .unwrap();
-    config.service = ServiceConfig::ephemeral("gateway", false);
-    let host = gateway::host_with_registry(config, Some(registry.clone()))
-        .await
-        .unwrap()
-        .build()
-        .unwrap();
-    let base = format!("http://{}", host.http_addr());
-    Platform {
-        base,
-        client: reqwest::Client::new(),
-        registry,
-        users: Some(users),
-        gateway: run(host),
-        _dir: dir,
-    }
-}
-
-impl Platform {
-    async fn sign_up(&self, name: &str) -> Value {
-        let res = self
-            .client
-            .post(format!("{}/api/v1/users", self.base))
-            .json(&json!({ "username": name, "email": format!("{name}@example.com"), "password": "correct horse battery" }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::CREATED);
-        res.json().await.unwrap()
-    }
-
-    async fn login(&self, name: &str) -> String {
-        let res = self
-            .client
-            .post(format!("{}/api/v1/auth/login", self.base))
-            .json(&json!({ "login": name, "password": "correct horse battery" }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        let body: Value = res.json().await.unwrap();
-        assert_eq!(body["token_type"], "Bearer");
-        body["access_token"].as_str().unwrap().to_owned()
-    }
-
-    async fn patch(&self, id: u64, token: Option<&str>, body: Value) -> reqwest::Response {
-        let mut req = self
-            .client
-            .patch(format!("{}/api/v1/users/{id}", self.base))
-            .json(&body);
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        req.send().await.unwrap()
-    }
-
-    async fn stop(mut self) {
-        self.gateway.stop().await;
-        if let Some(users) = self.users.take() {
-            users.stop().await;
-        }
-    }
-}
-
-async fn problem(res: reqwest::Response, status: StatusCode, code: &str) -> Value {
-    assert_eq!(res.status(), status);
-    assert_eq!(res.headers()["content-type"], "application/problem+json");
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["status"], status.as_u16());
-    body
-}
+use support::{base64_url, platform, problem, start_users};
 
 #[tokio::test]
 async fn sign_up_login_read_update_delete() {
@@ -314,11 +152,6 @@ async fn bad_tokens_are_refused_with_401() {
     p.stop().await;
 }
 
-fn base64_url(s: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
-}
-
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_problem() {
     let p = platform().await;
@@ -444,7 +277,7 @@ async fn a_dead_upstream_gets_a_fast_503_and_traffic_resumes_when_it_returns() {
 
     // A new users instance (same database) registers; traffic resumes once
     // the breaker's open period ends, without restarting the gateway.
-    let dir = p._dir.0.clone();
+    let dir = p.dir.0.clone();
     for stale in p.registry.healthy_instances("users").await.unwrap() {
         p.registry.deregister(&stale.id).await.unwrap();
     }

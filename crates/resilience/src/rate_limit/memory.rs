@@ -72,4 +72,13 @@ impl RateLimiter for MemoryLimiter {
         }
         Ok(decision)
     }
+
+    async fn reset(&self, key: &str) -> Result<(), LimiterError> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tats
+            .remove(key);
+        Ok(())
+    }
 }

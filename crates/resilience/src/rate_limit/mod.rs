@@ -71,6 +71,9 @@ pub struct LimiterError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 pub trait RateLimiter: Send + Sync + 'static {
     /// Takes one request from `key`'s quota if it has one.
     async fn check(&self, key: &str, quota: Quota) -> Result<Decision, LimiterError>;
+
+    /// Forgets `key`'s history: its next request starts from a full bucket.
+    async fn reset(&self, key: &str) -> Result<(), LimiterError>;
 }
 
 /// GCRA on microsecond timestamps: given the stored theoretical arrival

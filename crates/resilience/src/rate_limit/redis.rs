@@ -74,4 +74,11 @@ impl RateLimiter for RedisLimiter {
             retry_after: (allowed != 1).then(|| micros(retry_after)),
         })
     }
+
+    async fn reset(&self, key: &str) -> Result<(), LimiterError> {
+        self.client
+            .del::<(), _>(format!("{}{key}", self.prefix))
+            .await
+            .map_err(|e| LimiterError(Box::new(e)))
+    }
 }

@@ -1,5 +1,6 @@
 //! The REST API under `/api/v1`.
 
+pub mod admin;
 mod users;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};

@@ -8,12 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::Gateway;
 use crate::problem::ApiError;
+use crate::ratelimit::limit_rate;
 use crate::request::{AuthUser, request_id};
 use crate::upstream::CallContext;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
+            .wrap(from_fn(limit_rate))
             .wrap(from_fn(request_id))
             .route("/users", web::post().to(sign_up))
             .route("/users", web::get().to(list))

@@ -1,0 +1,214 @@
+//! Per-client rate limiting: the seed's DynamicRateLimiter, done right.
+//!
+//! Each request is charged to a key, `user:<id>` for a valid bearer token
+//! and `ip:<address>` otherwise, against a default quota or a per-key
+//! override set at run time through the admin API. Decisions are GCRA
+//! (no burst at window edges), made atomically in Redis when configured so
+//! every gateway replica shares the count, else in process. When Redis
+//! fails, the configured [`OnRedisError`] policy applies and the
+//! `gateway_ratelimit_redis_errors_total` counter says so.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpResponse, ResponseError, web};
+use resilience::rate_limit::{Decision, MemoryLimiter, Quota, RateLimiter, RedisLimiter};
+
+use crate::jwt::TokenSigner;
+use crate::problem::ApiError;
+
+/// What to do while Redis does not answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnRedisError {
+    /// Limit in process, per replica (the default).
+    Local,
+    /// Let every request through.
+    Open,
+    /// Refuse every request with 503.
+    Closed,
+}
+
+pub struct DynamicRateLimiter {
+    default: Quota,
+    overrides: RwLock<HashMap<String, Quota>>,
+    redis: Option<RedisLimiter>,
+    local: MemoryLimiter,
+    on_redis_error: OnRedisError,
+}
+
+pub enum Verdict {
+    Decided(Decision),
+    /// Fail-closed while Redis is down.
+    Unavailable,
+    /// Fail-open while Redis is down: no decision, no headers.
+    Unlimited,
+}
+
+impl DynamicRateLimiter {
+    pub fn new(
+        default: Quota,
+        redis: Option<RedisLimiter>,
+        local: MemoryLimiter,
+        on_redis_error: OnRedisError,
+    ) -> Self {
+        Self {
+            default,
+            overrides: RwLock::new(HashMap::new()),
+            redis,
+            local,
+            on_redis_error,
+        }
+    }
+
+    /// Gives `key` its own quota from now on, starting from a full bucket
+    /// (a client already over the old limit would otherwise carry its debt,
+    /// measured at the old rate, into the new one).
+    pub async fn set_override(&self, key: &str, quota: Quota) {
+        self.overrides
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_owned(), quota);
+        let _ = self.local.reset(key).await;
+        if let Some(redis) = &self.redis
+            && let Err(error) = redis.reset(key).await
+        {
+            tracing::warn!(error = %common::exit::chain(&error), key, "could not reset the rate limit state in Redis");
+        }
+    }
+
+    pub fn remove_override(&self, key: &str) -> bool {
+        self.overrides
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
+            .is_some()
+    }
+
+    pub fn overrides(&self) -> HashMap<String, Quota> {
+        self.overrides
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn quota(&self, key: &str) -> Quota {
+        self.overrides
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
+            .unwrap_or(self.default)
+    }
+
+    pub async fn check(&self, key: &str) -> Verdict {
+        let quota = self.quota(key);
+        let Some(redis) = &self.redis else {
+            return self.local_verdict(key, quota).await;
+        };
+        match redis.check(key, quota).await {
+            Ok(decision) => Verdict::Decided(decision),
+            Err(error) => {
+                metrics::counter!("gateway_ratelimit_redis_errors_total").increment(1);
+                tracing::warn!(error = %common::exit::chain(&error), policy = ?self.on_redis_error, "rate limiter cannot reach Redis");
+                match self.on_redis_error {
+                    OnRedisError::Local => self.local_verdict(key, quota).await,
+                    OnRedisError::Open => Verdict::Unlimited,
+                    OnRedisError::Closed => Verdict::Unavailable,
+                }
+            }
+        }
+    }
+
+    async fn local_verdict(&self, key: &str, quota: Quota) -> Verdict {
+        match self.local.check(key, quota).await {
+            Ok(decision) => Verdict::Decided(decision),
+            // The in-process limiter cannot fail.
+            Err(_) => Verdict::Unlimited,
+        }
+    }
+}
+
+/// The key a request is charged to.
+fn client_key(req: &ServiceRequest) -> String {
+    let user = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .zip(req.app_data::<web::Data<TokenSigner>>())
+        .and_then(|(token, signer)| signer.verify(token.trim()).ok());
+    match user {
+        Some(claims) => format!("user:{}", claims.sub),
+        None => format!(
+            "ip:{}",
+            req.peer_addr()
+                .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
+        ),
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).to_string()
+}
+
+fn set_headers(headers: &mut actix_web::http::header::HeaderMap, decision: &Decision) {
+    let reset = seconds(decision.reset_after);
+    let pairs = [
+        ("x-ratelimit-limit", decision.limit.to_string()),
+        ("x-ratelimit-remaining", decision.remaining.to_string()),
+        ("x-ratelimit-reset", reset.clone()),
+        ("ratelimit-limit", decision.limit.to_string()),
+        ("ratelimit-remaining", decision.remaining.to_string()),
+        ("ratelimit-reset", reset),
+    ];
+    for (name, value) in pairs {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+/// Middleware: charges the request, answers 429 when over quota, and adds
+/// the rate-limit headers to every response.
+pub async fn limit_rate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let Some(limiter) = req
+        .app_data::<web::Data<Arc<DynamicRateLimiter>>>()
+        .cloned()
+    else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let key = client_key(&req);
+    let decision = match limiter.check(&key).await {
+        Verdict::Decided(decision) => decision,
+        Verdict::Unlimited => return Ok(next.call(req).await?.map_into_left_body()),
+        Verdict::Unavailable => {
+            let error = ApiError::Unavailable {
+                service: "rate limiter",
+                retry_after: Duration::from_secs(1),
+            };
+            return Ok(req
+                .into_response(error.error_response())
+                .map_into_right_body());
+        }
+    };
+    if !decision.allowed {
+        metrics::counter!("gateway_ratelimit_rejections_total").increment(1);
+        let error = ApiError::TooManyRequests {
+            retry_after: decision.retry_after.unwrap_or(Duration::from_secs(1)),
+        };
+        let mut response: HttpResponse = error.error_response();
+        set_headers(response.headers_mut(), &decision);
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    let mut response = next.call(req).await?;
+    set_headers(response.headers_mut(), &decision);
+    Ok(response.map_into_left_body())
+}

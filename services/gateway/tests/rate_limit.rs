@@ -1,0 +1,224 @@
+//! Rate limiting through a real gateway against a real Redis: a private
+//! `redis-server` per test (so it can be stopped mid-test without touching
+//! the machine's shared one).
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use support::{Platform, platform_with, problem};
+
+struct PrivateRedis {
+    child: Child,
+    url: String,
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn private_redis() -> PrivateRedis {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("redis-server must be installed for this test (make test checks): {e}")
+        });
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    PrivateRedis {
+        child,
+        url: format!("redis://127.0.0.1:{port}"),
+    }
+}
+
+const ADMIN: &str = "admin-token-for-tests";
+
+async fn limited(redis: &PrivateRedis, limit: &str) -> Platform {
+    platform_with(&[
+        ("GATEWAY_RATE_LIMIT_REQUESTS", limit),
+        ("GATEWAY_RATE_LIMIT_PERIOD", "60s"),
+        ("GATEWAY_REDIS_URL", redis.url.as_str()),
+        ("GATEWAY_ADMIN_TOKEN", ADMIN),
+    ])
+    .await
+}
+
+/// Sends GETs until one is refused; returns how many passed.
+async fn passes(p: &Platform, token: Option<&str>) -> usize {
+    for n in 0..1000 {
+        let mut req = p.client.get(format!("{}/api/v1/users/1", p.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let res = req.send().await.unwrap();
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(res.headers()["x-ratelimit-remaining"], "0");
+            assert_eq!(res.headers()["ratelimit-remaining"], "0");
+            let retry: u64 = res.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=60).contains(&retry), "{retry}");
+            problem(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+            return n;
+        }
+        assert!(res.headers().contains_key("x-ratelimit-limit"));
+    }
+    panic!("never limited");
+}
+
+#[tokio::test]
+async fn exactly_limit_requests_pass_per_client_and_others_are_unaffected() {
+    let redis = private_redis().await;
+    let p = limited(&redis, "6").await;
+    // Sign-up and login are two of the anonymous client's six.
+    p.sign_up("ann").await;
+    let token = p.login("ann").await;
+    assert_eq!(passes(&p, None).await, 4, "anonymous: 6 in all");
+    assert_eq!(
+        passes(&p, Some(&token)).await,
+        6,
+        "the signed-in user has a quota of their own"
+    );
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_time_override_takes_effect_and_needs_the_admin_token() {
+    let redis = private_redis().await;
+    let p = limited(&redis, "3").await;
+    let url = format!("{}/admin/rate-limits/ip:127.0.0.1", p.base);
+    let body = json!({ "limit": 10, "period_seconds": 60 });
+    let res = p.client.put(&url).json(&body).send().await.unwrap();
+    problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let res = p
+        .client
+        .put(&url)
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+
+    assert_eq!(passes(&p, None).await, 3);
+    let res = p
+        .client
+        .put(&url)
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // The override's bigger bucket applies to the same key at once.
+    let res = p
+        .client
+        .get(format!("{}/api/v1/users/1", p.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-ratelimit-limit"], "10");
+    assert_ne!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    let listed: serde_json::Value = p
+        .client
+        .get(format!("{}/admin/rate-limits", p.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["overrides"][0]["key"], "ip:127.0.0.1");
+    let bad = p
+        .client
+        .put(format!("{}/admin/rate-limits/ip:127.0.0.1", p.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({ "limit": 0, "period_seconds": 60 }))
+        .send()
+        .await
+        .unwrap();
+    problem(bad, StatusCode::BAD_REQUEST, "invalid_quota").await;
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn redis_stopped_mid_test_falls_back_and_requests_are_still_answered() {
+    let mut redis = private_redis().await;
+    let p = limited(&redis, "1000").await;
+    let res = p
+        .client
+        .get(format!("{}/api/v1/users/1", p.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-ratelimit-limit"], "1000");
+
+    redis.child.kill().unwrap();
+    redis.child.wait().unwrap();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let res = p
+            .client
+            .get(format!("{}/api/v1/users/1", p.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "no hang while Redis is down"
+        );
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "still answered");
+        assert_eq!(
+            res.headers()["x-ratelimit-limit"],
+            "1000",
+            "limited in process"
+        );
+    }
+    let metrics = p
+        .client
+        .get(format!("{}/metrics", p.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let errors = metrics
+        .lines()
+        .find(|l| l.starts_with("gateway_ratelimit_redis_errors_total"))
+        .expect("the fallback is visible in metrics");
+    assert!(!errors.ends_with(" 0"), "{errors}");
+    p.stop().await;
+}
