@@ -8,11 +8,13 @@ set -euo pipefail
 # tests start a private one to stop mid-test) and psql (test database
 # clean-up). protoc is vendored from crates.io; librdkafka is built from
 # its crate.
-APT_PACKAGES=(redis-server postgresql-client)
+# Each entry is command:package; the package is installed only when the
+# command is missing.
+NEEDED=(redis-server:redis-server psql:postgresql-client)
 
 missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+for entry in "${NEEDED[@]}"; do
+  command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
 done
 if ((${#missing[@]})); then
   echo "installing Debian packages: ${missing[*]}"
