@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1`.
 
 pub mod admin;
+mod posts;
 mod users;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
@@ -9,6 +10,24 @@ use actix_web::{HttpRequest, web};
 use crate::problem::ApiError;
 
 pub use users::configure;
+
+/// `?page=&per_page=` of every listing; the users service clamps.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Paging {
+    pub page: Option<i32>,
+    pub per_page: Option<i32>,
+}
+
+impl Paging {
+    /// What the users service will apply: 0 or absent means 20, at most 100.
+    pub fn effective_per_page(&self) -> i32 {
+        match self.per_page.unwrap_or(0) {
+            p if p <= 0 => 20,
+            p => p.min(100),
+        }
+    }
+}
 
 /// Body, path and query errors as problem details instead of actix-web's
 /// plain-text defaults.

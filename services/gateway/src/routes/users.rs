@@ -6,6 +6,7 @@ use platform_proto::users::v1 as pb;
 use platform_proto::users::v1::user_service_client::UserServiceClient;
 use serde::{Deserialize, Serialize};
 
+use super::Paging;
 use crate::Gateway;
 use crate::problem::ApiError;
 use crate::ratelimit::limit_rate;
@@ -22,7 +23,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/users/{id}", web::get().to(get))
             .route("/users/{id}", web::patch().to(update))
             .route("/users/{id}", web::delete().to(delete))
-            .route("/auth/login", web::post().to(login)),
+            .route("/auth/login", web::post().to(login))
+            .configure(super::posts::configure),
     );
 }
 
@@ -70,13 +72,6 @@ struct Changes {
     username: Option<String>,
     email: Option<String>,
     expected_version: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    page: Option<i32>,
-    per_page: Option<i32>,
 }
 
 #[derive(Serialize)]
@@ -157,7 +152,7 @@ async fn get(
 async fn list(
     gw: web::Data<Gateway>,
     ctx: CallContext,
-    query: web::Query<ListQuery>,
+    query: web::Query<Paging>,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::ListUsersRequest {
         page: query.page.unwrap_or(1),
@@ -170,16 +165,15 @@ async fn list(
             UserServiceClient::new(ch).list_users(req).await
         })
         .await?;
-    let per_page = query.per_page.unwrap_or(0);
     Ok(HttpResponse::Ok().json(UserList {
-        per_page: if per_page <= 0 { 20 } else { per_page.min(100) },
+        per_page: query.effective_per_page(),
         page,
         total: list.total,
         users: list.users.into_iter().map(User::from).collect(),
     }))
 }
 
-fn owner_only(auth: AuthUser, id: u64) -> Result<(), ApiError> {
+pub(super) fn owner_only(auth: AuthUser, id: u64) -> Result<(), ApiError> {
     if auth.0 == id {
         Ok(())
     } else {

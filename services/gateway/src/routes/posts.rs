@@ -1,0 +1,354 @@
+//! Posts and comments, translated to the users service's gRPC API. Only
+//! the author may change or delete a post or a comment.
+
+use actix_web::{HttpResponse, web};
+use platform_proto::posts::v1 as pb;
+use platform_proto::posts::v1::comment_service_client::CommentServiceClient;
+use platform_proto::posts::v1::post_service_client::PostServiceClient;
+use serde::{Deserialize, Serialize};
+
+use super::Paging;
+use super::users::owner_only;
+use crate::Gateway;
+use crate::problem::ApiError;
+use crate::request::AuthUser;
+use crate::upstream::CallContext;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/posts", web::post().to(create_post))
+        .route("/posts/{id}", web::get().to(get_post))
+        .route("/posts/{id}", web::patch().to(update_post))
+        .route("/posts/{id}", web::delete().to(delete_post))
+        .route("/posts/{id}/comments", web::post().to(create_comment))
+        .route("/posts/{id}/comments", web::get().to(comments_of_post))
+        .route("/users/{id}/posts", web::get().to(posts_of_user))
+        .route("/users/{id}/comments", web::get().to(comments_of_user))
+        .route("/comments/{id}", web::get().to(get_comment))
+        .route("/comments/{id}", web::patch().to(update_comment))
+        .route("/comments/{id}", web::delete().to(delete_comment));
+}
+
+#[derive(Serialize)]
+struct Post {
+    id: u64,
+    title: String,
+    content: String,
+    author_id: u64,
+    created_at: String,
+    updated_at: String,
+    version: u64,
+}
+
+impl From<pb::Post> for Post {
+    fn from(p: pb::Post) -> Self {
+        Self {
+            id: p.id,
+            title: p.title,
+            content: p.content,
+            author_id: p.author_id,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+            version: p.version,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Comment {
+    id: u64,
+    content: String,
+    author_id: u64,
+    post_id: u64,
+    created_at: String,
+    version: u64,
+}
+
+impl From<pb::Comment> for Comment {
+    fn from(c: pb::Comment) -> Self {
+        Self {
+            id: c.id,
+            content: c.content,
+            author_id: c.author_id,
+            post_id: c.post_id,
+            created_at: c.created_at,
+            version: c.version,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Page<T> {
+    items: Vec<T>,
+    total: i32,
+    page: i32,
+    per_page: i32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPost {
+    title: String,
+    content: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostChanges {
+    title: Option<String>,
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommentBody {
+    content: String,
+}
+
+async fn fetch_post(gw: &Gateway, ctx: &CallContext, id: u64) -> Result<pb::Post, ApiError> {
+    gw.users
+        .call(ctx, true, pb::GetPostRequest { id }, |ch, req| async move {
+            PostServiceClient::new(ch).get_post(req).await
+        })
+        .await
+}
+
+async fn fetch_comment(gw: &Gateway, ctx: &CallContext, id: u64) -> Result<pb::Comment, ApiError> {
+    gw.users
+        .call(
+            ctx,
+            true,
+            pb::GetCommentRequest { id },
+            |ch, req| async move { CommentServiceClient::new(ch).get_comment(req).await },
+        )
+        .await
+}
+
+async fn create_post(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    auth: AuthUser,
+    body: web::Json<NewPost>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let message = pb::CreatePostRequest {
+        title: body.title,
+        content: body.content,
+        author_id: auth.0,
+    };
+    let post = gw
+        .users
+        .call(&ctx, false, message, |ch, req| async move {
+            PostServiceClient::new(ch).create_post(req).await
+        })
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/posts/{}", post.id)))
+        .json(Post::from(post)))
+}
+
+async fn get_post(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(Post::from(fetch_post(&gw, &ctx, *id).await?)))
+}
+
+async fn update_post(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    auth: AuthUser,
+    id: web::Path<u64>,
+    body: web::Json<PostChanges>,
+) -> Result<HttpResponse, ApiError> {
+    // The author never changes, so checking before writing is race-free.
+    owner_only(auth, fetch_post(&gw, &ctx, *id).await?.author_id)?;
+    let body = body.into_inner();
+    let message = pb::UpdatePostRequest {
+        id: *id,
+        title: body.title,
+        content: body.content,
+    };
+    let post = gw
+        .users
+        .call(&ctx, false, message, |ch, req| async move {
+            PostServiceClient::new(ch).update_post(req).await
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(Post::from(post)))
+}
+
+async fn delete_post(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    auth: AuthUser,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    owner_only(auth, fetch_post(&gw, &ctx, *id).await?.author_id)?;
+    gw.users
+        .call(
+            &ctx,
+            false,
+            pb::DeletePostRequest { id: *id },
+            |ch, req| async move { PostServiceClient::new(ch).delete_post(req).await },
+        )
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn posts_of_user(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    id: web::Path<u64>,
+    query: web::Query<Paging>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::ListPostsByAuthorRequest {
+        author_id: *id,
+        page: query.page.unwrap_or(1),
+        per_page: query.per_page.unwrap_or(0),
+    };
+    let list = gw
+        .users
+        .call(&ctx, true, message, |ch, req| async move {
+            PostServiceClient::new(ch).list_posts_by_author(req).await
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(Page {
+        items: list.posts.into_iter().map(Post::from).collect::<Vec<_>>(),
+        total: list.total,
+        page: query.page.unwrap_or(1).max(1),
+        per_page: query.effective_per_page(),
+    }))
+}
+
+async fn create_comment(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    auth: AuthUser,
+    id: web::Path<u64>,
+    body: web::Json<CommentBody>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::CreateCommentRequest {
+        content: body.into_inner().content,
+        author_id: auth.0,
+        post_id: *id,
+    };
+    let comment = gw
+        .users
+        .call(&ctx, false, message, |ch, req| async move {
+            CommentServiceClient::new(ch).create_comment(req).await
+        })
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/comments/{}", comment.id)))
+        .json(Comment::from(comment)))
+}
+
+async fn comments_of_post(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    id: web::Path<u64>,
+    query: web::Query<Paging>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::ListCommentsByPostRequest {
+        post_id: *id,
+        page: query.page.unwrap_or(1),
+        per_page: query.per_page.unwrap_or(0),
+    };
+    let list = gw
+        .users
+        .call(&ctx, true, message, |ch, req| async move {
+            CommentServiceClient::new(ch)
+                .list_comments_by_post(req)
+                .await
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(Page {
+        items: list
+            .comments
+            .into_iter()
+            .map(Comment::from)
+            .collect::<Vec<_>>(),
+        total: list.total,
+        page: query.page.unwrap_or(1).max(1),
+        per_page: query.effective_per_page(),
+    }))
+}
+
+async fn comments_of_user(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    id: web::Path<u64>,
+    query: web::Query<Paging>,
+) -> Result<HttpResponse, ApiError> {
+    let message = pb::ListCommentsByAuthorRequest {
+        author_id: *id,
+        page: query.page.unwrap_or(1),
+        per_page: query.per_page.unwrap_or(0),
+    };
+    let list = gw
+        .users
+        .call(&ctx, true, message, |ch, req| async move {
+            CommentServiceClient::new(ch)
+                .list_comments_by_author(req)
+                .await
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(Page {
+        items: list
+            .comments
+            .into_iter()
+            .map(Comment::from)
+            .collect::<Vec<_>>(),
+        total: list.total,
+        page: query.page.unwrap_or(1).max(1),
+        per_page: query.effective_per_page(),
+    }))
+}
+
+async fn get_comment(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(Comment::from(fetch_comment(&gw, &ctx, *id).await?)))
+}
+
+async fn update_comment(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    auth: AuthUser,
+    id: web::Path<u64>,
+    body: web::Json<CommentBody>,
+) -> Result<HttpResponse, ApiError> {
+    owner_only(auth, fetch_comment(&gw, &ctx, *id).await?.author_id)?;
+    let message = pb::UpdateCommentRequest {
+        id: *id,
+        content: body.into_inner().content,
+    };
+    let comment = gw
+        .users
+        .call(&ctx, false, message, |ch, req| async move {
+            CommentServiceClient::new(ch).update_comment(req).await
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(Comment::from(comment)))
+}
+
+async fn delete_comment(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    auth: AuthUser,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    owner_only(auth, fetch_comment(&gw, &ctx, *id).await?.author_id)?;
+    gw.users
+        .call(
+            &ctx,
+            false,
+            pb::DeleteCommentRequest { id: *id },
+            |ch, req| async move { CommentServiceClient::new(ch).delete_comment(req).await },
+        )
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
