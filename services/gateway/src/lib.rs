@@ -13,6 +13,7 @@ pub mod ratelimit;
 pub mod request;
 pub mod routes;
 pub mod upstream;
+pub mod versioning;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +62,8 @@ pub struct Config {
     pub on_redis_error: OnRedisError,
     /// Enables `/admin/*` when set.
     pub admin_token: Option<Secret>,
+    /// `Sunset` of API v1, an HTTP date.
+    pub v1_sunset: String,
 }
 
 impl Config {
@@ -148,6 +151,7 @@ impl Config {
             admin_token: env
                 .optional::<Secret>("ADMIN_TOKEN")?
                 .filter(|t| !t.expose().is_empty()),
+            v1_sunset: env.get("V1_SUNSET", "Tue, 30 Nov 2027 00:00:00 GMT".to_owned())?,
         })
     }
 }
@@ -237,13 +241,15 @@ pub async fn host_with_registry(
         config.on_redis_error,
     )));
     let admin = web::Data::new(AdminToken(config.admin_token.clone()));
+    let sunset = web::Data::new(versioning::V1Sunset(config.v1_sunset.clone()));
     Ok(ServiceHost::builder(config.service)
         .registry(registry)
         .http(move |cfg| {
             cfg.app_data(gateway.clone())
                 .app_data(signer.clone())
                 .app_data(limiter.clone())
-                .app_data(admin.clone());
+                .app_data(admin.clone())
+                .app_data(sunset.clone());
             routes::extractor_config(cfg, max_body);
             routes::configure(cfg);
             routes::admin::configure(cfg);

@@ -147,6 +147,7 @@ async fn user_rpcs_happy_path() {
             .list_users(pb::ListUsersRequest {
                 page: 0,
                 per_page: 10_000,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -283,6 +284,7 @@ async fn every_error_status_is_the_documented_one() {
             .list_users(pb::ListUsersRequest {
                 page: -1,
                 per_page: 5,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -494,6 +496,7 @@ async fn export_streams_every_user_in_pages_and_survives_a_cancelled_stream() {
         .list_users(pb::ListUsersRequest {
             page: 1,
             per_page: 5,
+            ..Default::default()
         })
         .await
         .unwrap()

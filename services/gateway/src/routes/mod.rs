@@ -3,13 +3,82 @@
 pub mod admin;
 mod posts;
 mod users;
+mod v2;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{HttpRequest, web};
 
 use crate::problem::ApiError;
 
-pub use users::configure;
+use actix_web::middleware::from_fn;
+use actix_web::{HttpResponse, web as aw};
+
+use crate::Gateway;
+use crate::ratelimit::limit_rate;
+use crate::request::request_id;
+use crate::upstream::CallContext;
+use crate::versioning::{self, ApiVersion, V1Sunset};
+
+/// Every public route: `/api/v1`, `/api/v2`, the unversioned `/api`
+/// (version from `Accept`), and a clear answer for unknown versions.
+pub fn configure(cfg: &mut aw::ServiceConfig) {
+    users::configure(cfg);
+    cfg.service(
+        aw::scope("/api/v2")
+            .wrap(from_fn(limit_rate))
+            .wrap(from_fn(request_id))
+            .route("/users", aw::get().to(v2::list_users))
+            .route("/users/{id}", aw::get().to(v2::get_user)),
+    )
+    .service(
+        aw::scope("/api")
+            .wrap(from_fn(limit_rate))
+            .wrap(from_fn(request_id))
+            .route("/users", aw::get().to(negotiated_list))
+            .route("/users/{id}", aw::get().to(negotiated_get))
+            .route("/{version}/{tail:.*}", aw::to(versioning::unknown_version)),
+    );
+}
+
+fn deprecated_v1(mut response: HttpResponse, sunset: &V1Sunset) -> HttpResponse {
+    versioning::mark_deprecated(response.headers_mut(), &sunset.0);
+    response
+}
+
+async fn negotiated_list(
+    req: actix_web::HttpRequest,
+    gw: aw::Data<Gateway>,
+    ctx: CallContext,
+    sunset: aw::Data<V1Sunset>,
+) -> Result<HttpResponse, ApiError> {
+    let invalid = |e: actix_web::error::QueryPayloadError| {
+        ApiError::bad_request("invalid_query", format!("invalid query string: {e}"))
+    };
+    match versioning::negotiate(&req)? {
+        ApiVersion::V1 => {
+            let query = aw::Query::<Paging>::from_query(req.query_string()).map_err(invalid)?;
+            Ok(deprecated_v1(users::list(gw, ctx, query).await?, &sunset))
+        }
+        ApiVersion::V2 => {
+            let query =
+                aw::Query::<v2::CursorQuery>::from_query(req.query_string()).map_err(invalid)?;
+            v2::list_users(gw, ctx, query).await
+        }
+    }
+}
+
+async fn negotiated_get(
+    req: actix_web::HttpRequest,
+    gw: aw::Data<Gateway>,
+    ctx: CallContext,
+    sunset: aw::Data<V1Sunset>,
+    id: aw::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    match versioning::negotiate(&req)? {
+        ApiVersion::V1 => Ok(deprecated_v1(users::get(gw, ctx, id).await?, &sunset)),
+        ApiVersion::V2 => v2::get_user(gw, ctx, id).await,
+    }
+}
 
 /// `?page=&per_page=` of every listing; the users service clamps.
 #[derive(serde::Deserialize)]

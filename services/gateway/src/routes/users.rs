@@ -12,10 +12,12 @@ use crate::problem::ApiError;
 use crate::ratelimit::limit_rate;
 use crate::request::{AuthUser, request_id};
 use crate::upstream::CallContext;
+use crate::versioning::deprecate_v1;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
+            .wrap(from_fn(deprecate_v1))
             .wrap(from_fn(limit_rate))
             .wrap(from_fn(request_id))
             .route("/users", web::post().to(sign_up))
@@ -29,7 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Serialize)]
-struct User {
+pub(super) struct User {
     id: u64,
     username: String,
     email: String,
@@ -134,7 +136,7 @@ async fn login(
     }))
 }
 
-async fn get(
+pub(super) async fn get(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     id: web::Path<u64>,
@@ -149,7 +151,7 @@ async fn get(
     Ok(HttpResponse::Ok().json(User::from(user)))
 }
 
-async fn list(
+pub(super) async fn list(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     query: web::Query<Paging>,
@@ -157,6 +159,7 @@ async fn list(
     let message = pb::ListUsersRequest {
         page: query.page.unwrap_or(1),
         per_page: query.per_page.unwrap_or(0),
+        after_id: None,
     };
     let page = message.page.max(1);
     let list = gw

@@ -192,7 +192,19 @@ impl UserService for UserApi {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let req = request.into_inner();
         let page = Page::parse(req.page, req.per_page).map_err(invalid)?;
-        let (users, count) = self.store.list_users(page).await.map_err(store_status)?;
+        let (users, count) = match req.after_id {
+            Some(after) => {
+                let after = i64::try_from(after)
+                    .map_err(|_| invalid(FieldError::new("after_id", "is out of range")))?;
+                let users = self
+                    .store
+                    .users_after(after, page.limit())
+                    .await
+                    .map_err(store_status)?;
+                (users, self.store.count_users().await.map_err(store_status)?)
+            }
+            None => self.store.list_users(page).await.map_err(store_status)?,
+        };
         Ok(Response::new(pb::ListUsersResponse {
             users: users.into_iter().map(to_proto).collect(),
             total: total(count),

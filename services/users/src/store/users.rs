@@ -198,13 +198,15 @@ impl Store {
         .bind(page.offset())
         .fetch_all(&self.pool)
         .await?;
-        let total = count(
-            &sqlx::query("SELECT COUNT(*) FROM users")
-                .fetch_one(&self.pool)
-                .await?,
-        )?;
         let users = rows.iter().map(User::from_row).collect::<Result<_, _>>()?;
-        Ok((users, total))
+        Ok((users, self.count_users().await?))
+    }
+
+    pub async fn count_users(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count(&row)?)
     }
 
     /// Users with id greater than `after`, at most `limit`: the keyset

@@ -1,0 +1,137 @@
+//! API versions by path and by `Accept`, and v1's deprecation headers.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::{platform, problem};
+
+const V2: &str = "application/vnd.platform.v2+json";
+
+#[tokio::test]
+async fn v2_pages_with_cursors_inside_an_envelope() {
+    let p = platform().await;
+    for name in ["ann", "bob", "cat", "dan", "eve"] {
+        p.sign_up(name).await;
+    }
+    let mut names = Vec::new();
+    let mut url = format!("{}/api/v2/users?limit=2", p.base);
+    let mut pages = 0;
+    loop {
+        let res = p.client.get(&url).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(!res.headers().contains_key("deprecation"), "v2 is current");
+        let body: Value = res.json().await.unwrap();
+        pages += 1;
+        for user in body["data"].as_array().unwrap() {
+            names.push(user["username"].as_str().unwrap().to_owned());
+        }
+        match body.get("next_cursor").and_then(Value::as_str) {
+            Some(cursor) => url = format!("{}/api/v2/users?limit=2&cursor={cursor}", p.base),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["ann", "bob", "cat", "dan", "eve"]);
+    assert_eq!(pages, 3);
+
+    let one: Value = p
+        .client
+        .get(format!("{}/api/v2/users/1", p.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["data"]["username"], "ann");
+    let bad = p
+        .client
+        .get(format!("{}/api/v2/users?cursor=bm9wZQ", p.base))
+        .send()
+        .await
+        .unwrap();
+    problem(bad, StatusCode::BAD_REQUEST, "invalid_cursor").await;
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn v1_answers_carry_deprecation_sunset_and_successor() {
+    let p = platform().await;
+    p.sign_up("ann").await;
+    let res = p
+        .client
+        .get(format!("{}/api/v1/users/1", p.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["deprecation"], "@1795910400");
+    assert_eq!(res.headers()["sunset"], "Tue, 30 Nov 2027 00:00:00 GMT");
+    assert_eq!(
+        res.headers()["link"],
+        "</api/v2>; rel=\"successor-version\""
+    );
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["username"], "ann", "v1 bodies are bare, not enveloped");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn unversioned_paths_follow_the_accept_header() {
+    let p = platform().await;
+    p.sign_up("ann").await;
+    let v2: Value = p
+        .client
+        .get(format!("{}/api/users/1", p.base))
+        .header("accept", V2)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v2["data"]["username"], "ann");
+
+    let v1 = p
+        .client
+        .get(format!("{}/api/users/1", p.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        v1.headers().contains_key("deprecation"),
+        "no Accept version means v1"
+    );
+    assert_eq!(v1.json::<Value>().await.unwrap()["username"], "ann");
+
+    let list: Value = p
+        .client
+        .get(format!("{}/api/users?limit=1", p.base))
+        .header("accept", format!("text/html, {V2};q=0.9"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+
+    let unknown = p
+        .client
+        .get(format!("{}/api/users/1", p.base))
+        .header("accept", "application/vnd.platform.v9+json")
+        .send()
+        .await
+        .unwrap();
+    problem(unknown, StatusCode::NOT_ACCEPTABLE, "unsupported_version").await;
+    let v3 = p
+        .client
+        .get(format!("{}/api/v3/users/1", p.base))
+        .send()
+        .await
+        .unwrap();
+    problem(v3, StatusCode::NOT_FOUND, "unsupported_version").await;
+    p.stop().await;
+}
