@@ -8,6 +8,7 @@
 //! README).
 
 pub mod jwt;
+pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
 pub mod request;

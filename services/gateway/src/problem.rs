@@ -54,16 +54,21 @@ pub enum ApiError {
     BadGateway { service: &'static str },
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// RFC 9457 problem details, as every error is returned.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
     #[serde(rename = "type")]
-    kind: &'static str,
-    title: &'a str,
-    status: u16,
-    code: &'a str,
-    detail: String,
+    #[schema(example = "about:blank")]
+    pub kind: &'static str,
+    pub title: String,
+    pub status: u16,
+    /// Stable, machine-readable error code.
+    #[schema(example = "invalid_field")]
+    pub code: String,
+    pub detail: String,
+    /// The offending field, for field errors.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -165,11 +170,11 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         let body = Problem {
             kind: "about:blank",
-            title: status.canonical_reason().unwrap_or("Error"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
-            code: self.code(),
+            code: self.code().to_owned(),
             detail: self.to_string(),
-            field: self.field(),
+            field: self.field().map(str::to_owned),
         };
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");

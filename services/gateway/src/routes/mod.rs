@@ -1,9 +1,9 @@
 //! The REST API under `/api/v1`.
 
 pub mod admin;
-mod posts;
-mod users;
-mod v2;
+pub(crate) mod posts;
+pub(crate) mod users;
+pub(crate) mod v2;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{HttpRequest, web};
@@ -22,6 +22,7 @@ use crate::versioning::{self, ApiVersion, V1Sunset};
 /// Every public route: `/api/v1`, `/api/v2`, the unversioned `/api`
 /// (version from `Accept`), and a clear answer for unknown versions.
 pub fn configure(cfg: &mut aw::ServiceConfig) {
+    cfg.route("/openapi.json", aw::get().to(crate::openapi::serve));
     users::configure(cfg);
     cfg.service(
         aw::scope("/api/v2")

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::Paging;
 use super::users::owner_only;
 use crate::Gateway;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Problem};
 use crate::request::AuthUser;
 use crate::upstream::CallContext;
 
@@ -28,8 +28,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/comments/{id}", web::delete().to(delete_comment));
 }
 
-#[derive(Serialize)]
-struct Post {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Post {
     id: u64,
     title: String,
     content: String,
@@ -53,8 +53,8 @@ impl From<pb::Post> for Post {
     }
 }
 
-#[derive(Serialize)]
-struct Comment {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Comment {
     id: u64,
     content: String,
     author_id: u64,
@@ -76,31 +76,31 @@ impl From<pb::Comment> for Comment {
     }
 }
 
-#[derive(Serialize)]
-struct Page<T> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Page<T> {
     items: Vec<T>,
     total: i32,
     page: i32,
     per_page: i32,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewPost {
+pub(super) struct NewPost {
     title: String,
     content: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PostChanges {
+pub(super) struct PostChanges {
     title: Option<String>,
     content: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CommentBody {
+pub(super) struct CommentBody {
     content: String,
 }
 
@@ -123,7 +123,9 @@ async fn fetch_comment(gw: &Gateway, ctx: &CallContext, id: u64) -> Result<pb::C
         .await
 }
 
-async fn create_post(
+#[utoipa::path(post, path = "/api/v1/posts", tag = "posts", request_body = NewPost, security(("bearer" = [])),
+    responses((status = 201, body = Post), (status = 400, body = Problem), (status = 401, body = Problem)))]
+pub(super) async fn create_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     auth: AuthUser,
@@ -146,7 +148,9 @@ async fn create_post(
         .json(Post::from(post)))
 }
 
-async fn get_post(
+#[utoipa::path(get, path = "/api/v1/posts/{id}", tag = "posts", params(("id" = u64, Path)),
+    responses((status = 200, body = Post), (status = 404, body = Problem)))]
+pub(super) async fn get_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     id: web::Path<u64>,
@@ -154,7 +158,9 @@ async fn get_post(
     Ok(HttpResponse::Ok().json(Post::from(fetch_post(&gw, &ctx, *id).await?)))
 }
 
-async fn update_post(
+#[utoipa::path(patch, path = "/api/v1/posts/{id}", tag = "posts", params(("id" = u64, Path)), request_body = PostChanges, security(("bearer" = [])),
+    responses((status = 200, body = Post), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub(super) async fn update_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     auth: AuthUser,
@@ -178,7 +184,9 @@ async fn update_post(
     Ok(HttpResponse::Ok().json(Post::from(post)))
 }
 
-async fn delete_post(
+#[utoipa::path(delete, path = "/api/v1/posts/{id}", tag = "posts", params(("id" = u64, Path)), security(("bearer" = [])),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub(super) async fn delete_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     auth: AuthUser,
@@ -196,7 +204,9 @@ async fn delete_post(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn posts_of_user(
+#[utoipa::path(get, path = "/api/v1/users/{id}/posts", tag = "posts", params(("id" = u64, Path), ("page" = Option<i32>, Query), ("per_page" = Option<i32>, Query)),
+    responses((status = 200, body = Page<Post>)))]
+pub(super) async fn posts_of_user(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     id: web::Path<u64>,
@@ -221,7 +231,9 @@ async fn posts_of_user(
     }))
 }
 
-async fn create_comment(
+#[utoipa::path(post, path = "/api/v1/posts/{id}/comments", tag = "comments", params(("id" = u64, Path)), request_body = CommentBody, security(("bearer" = [])),
+    responses((status = 201, body = Comment), (status = 404, body = Problem)))]
+pub(super) async fn create_comment(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     auth: AuthUser,
@@ -244,7 +256,9 @@ async fn create_comment(
         .json(Comment::from(comment)))
 }
 
-async fn comments_of_post(
+#[utoipa::path(get, path = "/api/v1/posts/{id}/comments", tag = "comments", params(("id" = u64, Path), ("page" = Option<i32>, Query), ("per_page" = Option<i32>, Query)),
+    responses((status = 200, body = Page<Comment>)))]
+pub(super) async fn comments_of_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     id: web::Path<u64>,
@@ -275,7 +289,9 @@ async fn comments_of_post(
     }))
 }
 
-async fn comments_of_user(
+#[utoipa::path(get, path = "/api/v1/users/{id}/comments", tag = "comments", params(("id" = u64, Path), ("page" = Option<i32>, Query), ("per_page" = Option<i32>, Query)),
+    responses((status = 200, body = Page<Comment>)))]
+pub(super) async fn comments_of_user(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     id: web::Path<u64>,
@@ -306,7 +322,9 @@ async fn comments_of_user(
     }))
 }
 
-async fn get_comment(
+#[utoipa::path(get, path = "/api/v1/comments/{id}", tag = "comments", params(("id" = u64, Path)),
+    responses((status = 200, body = Comment), (status = 404, body = Problem)))]
+pub(super) async fn get_comment(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     id: web::Path<u64>,
@@ -314,7 +332,9 @@ async fn get_comment(
     Ok(HttpResponse::Ok().json(Comment::from(fetch_comment(&gw, &ctx, *id).await?)))
 }
 
-async fn update_comment(
+#[utoipa::path(patch, path = "/api/v1/comments/{id}", tag = "comments", params(("id" = u64, Path)), request_body = CommentBody, security(("bearer" = [])),
+    responses((status = 200, body = Comment), (status = 403, body = Problem)))]
+pub(super) async fn update_comment(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     auth: AuthUser,
@@ -335,7 +355,9 @@ async fn update_comment(
     Ok(HttpResponse::Ok().json(Comment::from(comment)))
 }
 
-async fn delete_comment(
+#[utoipa::path(delete, path = "/api/v1/comments/{id}", tag = "comments", params(("id" = u64, Path)), security(("bearer" = [])),
+    responses((status = 204), (status = 403, body = Problem)))]
+pub(super) async fn delete_comment(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     auth: AuthUser,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Paging;
 use crate::Gateway;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Problem};
 use crate::ratelimit::limit_rate;
 use crate::request::{AuthUser, request_id};
 use crate::upstream::CallContext;
@@ -30,7 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct User {
     id: u64,
     username: String,
@@ -53,45 +53,48 @@ impl From<pb::User> for User {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SignUp {
+pub(super) struct SignUp {
     username: String,
     email: String,
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Login {
+pub(super) struct Login {
     login: String,
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Changes {
+pub(super) struct Changes {
     username: Option<String>,
     email: Option<String>,
     expected_version: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct UserList {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct UserList {
     users: Vec<User>,
     total: i32,
     page: i32,
     per_page: i32,
 }
 
-#[derive(Serialize)]
-struct Token {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Token {
     access_token: String,
     token_type: &'static str,
     expires_in: u64,
 }
 
-async fn sign_up(
+/// Sign up.
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = SignUp,
+    responses((status = 201, body = User), (status = 400, body = Problem), (status = 409, body = Problem)))]
+pub(super) async fn sign_up(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     body: web::Json<SignUp>,
@@ -113,7 +116,10 @@ async fn sign_up(
         .json(User::from(user)))
 }
 
-async fn login(
+/// Exchange a username or email and a password for an access token.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Login,
+    responses((status = 200, body = Token), (status = 401, body = Problem)))]
+pub(super) async fn login(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     body: web::Json<Login>,
@@ -136,6 +142,9 @@ async fn login(
     }))
 }
 
+/// One user.
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = u64, Path)),
+    responses((status = 200, body = User), (status = 404, body = Problem)))]
 pub(super) async fn get(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -151,6 +160,10 @@ pub(super) async fn get(
     Ok(HttpResponse::Ok().json(User::from(user)))
 }
 
+/// A page of users; `per_page` is at most 100.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    params(("page" = Option<i32>, Query), ("per_page" = Option<i32>, Query)),
+    responses((status = 200, body = UserList), (status = 400, body = Problem)))]
 pub(super) async fn list(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -186,7 +199,11 @@ pub(super) fn owner_only(auth: AuthUser, id: u64) -> Result<(), ApiError> {
     }
 }
 
-async fn update(
+/// Update your own account.
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = u64, Path)), request_body = Changes,
+    security(("bearer" = [])),
+    responses((status = 200, body = User), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)))]
+pub(super) async fn update(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     auth: AuthUser,
@@ -210,7 +227,11 @@ async fn update(
     Ok(HttpResponse::Ok().json(User::from(user)))
 }
 
-async fn delete(
+/// Delete your own account.
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = u64, Path)),
+    security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub(super) async fn delete(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     auth: AuthUser,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::users::User;
 use crate::Gateway;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Problem};
 use crate::upstream::CallContext;
 
 const DEFAULT_LIMIT: u32 = 20;
@@ -24,8 +24,8 @@ pub(super) struct CursorQuery {
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Envelope<T> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Envelope<T> {
     data: T,
     #[serde(skip_serializing_if = "Option::is_none")]
     next_cursor: Option<String>,
@@ -46,6 +46,10 @@ fn decode_cursor(cursor: &str) -> Result<u64, ApiError> {
         })
 }
 
+/// A page of users after the cursor, oldest first.
+#[utoipa::path(get, path = "/api/v2/users", tag = "users (v2)",
+    params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = Envelope<Vec<User>>), (status = 400, body = Problem)))]
 pub(super) async fn list_users(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -78,6 +82,9 @@ pub(super) async fn list_users(
     }))
 }
 
+/// One user, in an envelope.
+#[utoipa::path(get, path = "/api/v2/users/{id}", tag = "users (v2)", params(("id" = u64, Path)),
+    responses((status = 200, body = Envelope<User>), (status = 404, body = Problem)))]
 pub(super) async fn get_user(
     gw: web::Data<Gateway>,
     ctx: CallContext,
