@@ -10,6 +10,7 @@
 pub mod jwt;
 pub mod openapi;
 pub mod problem;
+pub mod proxy;
 pub mod ratelimit;
 pub mod request;
 pub mod routes;
@@ -65,6 +66,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// `Sunset` of API v1, an HTTP date.
     pub v1_sunset: String,
+    /// HTTP pass-through: public path prefix → service name.
+    pub passthrough: Vec<(String, String)>,
 }
 
 impl Config {
@@ -153,8 +156,46 @@ impl Config {
                 .optional::<Secret>("ADMIN_TOKEN")?
                 .filter(|t| !t.expose().is_empty()),
             v1_sunset: env.get("V1_SUNSET", "Tue, 30 Nov 2027 00:00:00 GMT".to_owned())?,
+            passthrough: parse_passthrough(env)?,
         })
     }
+}
+
+/// `GATEWAY_PASSTHROUGH`: `prefix=service` pairs, comma-separated, e.g.
+/// `/api/v1/echo=echo`. Prefixes must start with `/` and may not shadow
+/// the REST API's own routes.
+fn parse_passthrough(env: &Env) -> Result<Vec<(String, String)>, ConfigError> {
+    let raw: String = env.get("PASSTHROUGH", String::new())?;
+    let invalid = |reason: &str| ConfigError::Invalid {
+        var: env.var_name("PASSTHROUGH"),
+        value: raw.clone(),
+        reason: reason.to_owned(),
+    };
+    let mut routes = Vec::new();
+    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (prefix, service) = entry
+            .split_once('=')
+            .ok_or_else(|| invalid("expected prefix=service"))?;
+        let prefix = prefix.trim_end_matches('/');
+        let reserved = [
+            "/api/v1/users",
+            "/api/v1/auth",
+            "/api/v1/posts",
+            "/api/v1/comments",
+            "/api/v2",
+            "/admin",
+        ];
+        if !prefix.starts_with('/')
+            || service.is_empty()
+            || reserved.iter().any(|r| prefix.starts_with(r))
+        {
+            return Err(invalid(
+                "prefixes start with / and may not shadow the REST API",
+            ));
+        }
+        routes.push((prefix.to_owned(), service.to_owned()));
+    }
+    Ok(routes)
 }
 
 /// What the request handlers share.
@@ -243,6 +284,29 @@ pub async fn host_with_registry(
     )));
     let admin = web::Data::new(AdminToken(config.admin_token.clone()));
     let sunset = web::Data::new(versioning::V1Sunset(config.v1_sunset.clone()));
+    let passthrough = web::Data::new(proxy::Passthrough {
+        client: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .pool_max_idle_per_host(256)
+            .build()
+            .unwrap_or_default(),
+        routes: config
+            .passthrough
+            .iter()
+            .map(|(prefix, service)| {
+                let service: &'static str = Box::leak(service.clone().into_boxed_str());
+                let upstream = Upstream::new(
+                    service,
+                    registry.as_ref(),
+                    config.breaker.clone(),
+                    Arc::new(SystemClock),
+                    config.upstream_timeout,
+                );
+                (prefix.clone(), Arc::new(upstream))
+            })
+            .collect(),
+    });
+    let prefixes: Vec<String> = config.passthrough.iter().map(|(p, _)| p.clone()).collect();
     Ok(ServiceHost::builder(config.service)
         .registry(registry)
         .http(move |cfg| {
@@ -250,7 +314,18 @@ pub async fn host_with_registry(
                 .app_data(signer.clone())
                 .app_data(limiter.clone())
                 .app_data(admin.clone())
-                .app_data(sunset.clone());
+                .app_data(sunset.clone())
+                .app_data(passthrough.clone());
+            // Before the REST scopes: a scope that matches a prefix answers
+            // 404 itself rather than passing the request on.
+            for prefix in &prefixes {
+                cfg.service(
+                    web::resource(format!("{prefix}/{{tail:.*}}"))
+                        .wrap(actix_web::middleware::from_fn(ratelimit::limit_rate))
+                        .wrap(actix_web::middleware::from_fn(request::request_id))
+                        .to(proxy::forward),
+                );
+            }
             routes::extractor_config(cfg, max_body);
             routes::configure(cfg);
             routes::admin::configure(cfg);

@@ -107,6 +107,28 @@ impl Upstream {
         Some(channel)
     }
 
+    /// The next healthy instance's HTTP `host:port`, round robin.
+    pub fn pick_http(&self) -> Option<String> {
+        let instances = self.instances.borrow();
+        if instances.is_empty() {
+            return None;
+        }
+        let instance = &instances[self.next.fetch_add(1, Ordering::Relaxed) % instances.len()];
+        Some(instance.http_authority())
+    }
+
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
     /// Makes the call `call(channel, request)`. `idempotent` calls are
     /// retried on upstream failures while the deadline allows.
     pub async fn call<M, T, F, Fut>(
