@@ -1,7 +1,8 @@
 //! The baseline for the service-host overhead benchmark: actix-web serving
 //! the same `/health/live` answer as a platform service, with the same
 //! worker count, but without the host's middleware (request metrics,
-//! tracing spans, trace-context extraction).
+//! tracing spans, trace-context extraction). Any other path gets the same
+//! small body, which makes it the upstream of the gateway-vs-nginx run.
 //!
 //! `bare-http <addr> <workers>`
 
