@@ -331,3 +331,67 @@ pub async fn host_with_registry(
             routes::admin::configure(cfg);
         }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_source(&Env::from_map("GATEWAY", vars.iter().copied()))
+    }
+
+    #[test]
+    fn production_requires_a_long_enough_signing_key() {
+        let err = config(&[("GATEWAY_ENVIRONMENT", "production")]).unwrap_err();
+        assert!(err.to_string().starts_with("GATEWAY_JWT_SECRET:"), "{err}");
+        let err = config(&[("GATEWAY_JWT_SECRET", "short")]).unwrap_err();
+        assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+        assert!(
+            !err.to_string().contains("short"),
+            "the secret is never echoed"
+        );
+        let ok = config(&[
+            ("PLATFORM_ENVIRONMENT", "production"),
+            ("GATEWAY_JWT_SECRET", &"k".repeat(32)),
+        ])
+        .unwrap();
+        assert_eq!(ok.jwt_secret.expose().len(), 32);
+    }
+
+    #[test]
+    fn development_gets_a_random_key_per_process() {
+        let a = config(&[]).unwrap();
+        let b = config(&[]).unwrap();
+        assert_ne!(a.jwt_secret, b.jwt_secret);
+        assert!(a.jwt_secret.expose().len() >= MIN_SECRET_BYTES);
+    }
+
+    #[test]
+    fn passthrough_routes_may_not_shadow_the_rest_api() {
+        let ok = config(&[("GATEWAY_PASSTHROUGH", "/api/v1/chat=chat, /files/=storage")]).unwrap();
+        assert_eq!(
+            ok.passthrough,
+            [
+                ("/api/v1/chat".to_owned(), "chat".to_owned()),
+                ("/files".to_owned(), "storage".to_owned())
+            ]
+        );
+        for bad in ["/api/v1/users=evil", "chat", "nochat=chat", "/x="] {
+            let err = config(&[("GATEWAY_PASSTHROUGH", bad)]).unwrap_err();
+            assert!(
+                err.to_string().starts_with("GATEWAY_PASSTHROUGH:"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_redis_failure_policy_is_rejected() {
+        let err = config(&[("GATEWAY_RATE_LIMIT_ON_REDIS_ERROR", "maybe")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("GATEWAY_RATE_LIMIT_ON_REDIS_ERROR:")
+        );
+        assert!(config(&[("GATEWAY_RATE_LIMIT_REQUESTS", "0")]).is_err());
+    }
+}

@@ -102,21 +102,24 @@ impl Paging {
 /// Body, path and query errors as problem details instead of actix-web's
 /// plain-text defaults.
 pub fn extractor_config(cfg: &mut web::ServiceConfig, max_body: usize) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(max_body)
-            .error_handler(move |error, _req: &HttpRequest| json_error(error, max_body).into()),
-    )
-    .app_data(
-        web::PathConfig::default().error_handler(|error: PathError, _| {
-            ApiError::bad_request("invalid_path", format!("invalid path parameter: {error}")).into()
-        }),
-    )
-    .app_data(
-        web::QueryConfig::default().error_handler(|error: QueryPayloadError, _| {
-            ApiError::bad_request("invalid_query", format!("invalid query string: {error}")).into()
-        }),
-    );
+    cfg.app_data(web::PayloadConfig::new(max_body))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(max_body)
+                .error_handler(move |error, _req: &HttpRequest| json_error(error, max_body).into()),
+        )
+        .app_data(
+            web::PathConfig::default().error_handler(|error: PathError, _| {
+                ApiError::bad_request("invalid_path", format!("invalid path parameter: {error}"))
+                    .into()
+            }),
+        )
+        .app_data(
+            web::QueryConfig::default().error_handler(|error: QueryPayloadError, _| {
+                ApiError::bad_request("invalid_query", format!("invalid query string: {error}"))
+                    .into()
+            }),
+        );
 }
 
 fn json_error(error: JsonPayloadError, limit: usize) -> ApiError {
