@@ -290,23 +290,22 @@ pub async fn host_with_registry(
             .pool_max_idle_per_host(256)
             .build()
             .unwrap_or_default(),
-        routes: config
-            .passthrough
-            .iter()
-            .map(|(prefix, service)| {
-                let service: &'static str = Box::leak(service.clone().into_boxed_str());
-                let upstream = Upstream::new(
-                    service,
-                    registry.as_ref(),
-                    config.breaker.clone(),
-                    Arc::new(SystemClock),
-                    config.upstream_timeout,
-                );
-                (prefix.clone(), Arc::new(upstream))
-            })
-            .collect(),
     });
-    let prefixes: Vec<String> = config.passthrough.iter().map(|(p, _)| p.clone()).collect();
+    let passthrough_routes: Vec<(String, Arc<Upstream>)> = config
+        .passthrough
+        .iter()
+        .map(|(prefix, service)| {
+            let service: &'static str = Box::leak(service.clone().into_boxed_str());
+            let upstream = Upstream::new(
+                service,
+                registry.as_ref(),
+                config.breaker.clone(),
+                Arc::new(SystemClock),
+                config.upstream_timeout,
+            );
+            (prefix.clone(), Arc::new(upstream))
+        })
+        .collect();
     Ok(ServiceHost::builder(config.service)
         .registry(registry)
         .http(move |cfg| {
@@ -318,12 +317,15 @@ pub async fn host_with_registry(
                 .app_data(passthrough.clone());
             // Before the REST scopes: a scope that matches a prefix answers
             // 404 itself rather than passing the request on.
-            for prefix in &prefixes {
+            for (prefix, upstream) in &passthrough_routes {
+                // A scope matches its prefix without a regex, and carries
+                // its upstream, so a request needs no route lookup.
                 cfg.service(
-                    web::resource(format!("{prefix}/{{tail:.*}}"))
+                    web::scope(prefix)
+                        .app_data(web::Data::new(upstream.clone()))
                         .wrap(actix_web::middleware::from_fn(ratelimit::limit_rate))
                         .wrap(actix_web::middleware::from_fn(request::request_id))
-                        .to(proxy::forward),
+                        .default_service(web::to(proxy::forward)),
                 );
             }
             routes::extractor_config(cfg, max_body);

@@ -7,7 +7,6 @@
 //! Request bodies are read up to `GATEWAY_MAX_BODY_BYTES` before
 //! forwarding (streamed uploads arrive with the storage service).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,10 +31,9 @@ const HOP_BY_HOP: &[&str] = &[
     "content-length",
 ];
 
-/// Upstreams by public path prefix.
+/// The shared HTTP client; each pass-through scope carries its upstream.
 pub struct Passthrough {
     pub client: reqwest::Client,
-    pub routes: HashMap<String, Arc<Upstream>>,
 }
 
 fn forwardable(name: &HeaderName) -> bool {
@@ -47,14 +45,8 @@ pub async fn forward(
     body: web::Bytes,
     ctx: CallContext,
     pass: web::Data<Passthrough>,
+    upstream: web::Data<Arc<Upstream>>,
 ) -> Result<HttpResponse, ApiError> {
-    let prefix = req.match_pattern().unwrap_or_default();
-    let prefix = prefix.trim_end_matches("/{tail:.*}");
-    let upstream = pass
-        .routes
-        .get(prefix)
-        .ok_or_else(|| ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))?
-        .clone();
     let permit = upstream
         .breaker()
         .try_acquire()
