@@ -84,6 +84,18 @@ pub(super) struct Page<T> {
     per_page: i32,
 }
 
+impl<T> Page<T> {
+    /// One page of `items` as the users service returned it for `query`.
+    fn of<U: Into<T>>(items: Vec<U>, total: i32, query: &Paging) -> Self {
+        Self {
+            items: items.into_iter().map(Into::into).collect(),
+            total,
+            page: query.page.unwrap_or(1).max(1),
+            per_page: query.effective_per_page(),
+        }
+    }
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewPost {
@@ -223,12 +235,7 @@ pub(super) async fn posts_of_user(
             PostServiceClient::new(ch).list_posts_by_author(req).await
         })
         .await?;
-    Ok(HttpResponse::Ok().json(Page {
-        items: list.posts.into_iter().map(Post::from).collect::<Vec<_>>(),
-        total: list.total,
-        page: query.page.unwrap_or(1).max(1),
-        per_page: query.effective_per_page(),
-    }))
+    Ok(HttpResponse::Ok().json(Page::<Post>::of(list.posts, list.total, &query)))
 }
 
 #[utoipa::path(post, path = "/api/v1/posts/{id}/comments", tag = "comments", params(("id" = u64, Path)), request_body = CommentBody, security(("bearer" = [])),
@@ -277,16 +284,7 @@ pub(super) async fn comments_of_post(
                 .await
         })
         .await?;
-    Ok(HttpResponse::Ok().json(Page {
-        items: list
-            .comments
-            .into_iter()
-            .map(Comment::from)
-            .collect::<Vec<_>>(),
-        total: list.total,
-        page: query.page.unwrap_or(1).max(1),
-        per_page: query.effective_per_page(),
-    }))
+    Ok(HttpResponse::Ok().json(Page::<Comment>::of(list.comments, list.total, &query)))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/{id}/comments", tag = "comments", params(("id" = u64, Path), ("page" = Option<i32>, Query), ("per_page" = Option<i32>, Query)),
@@ -310,16 +308,7 @@ pub(super) async fn comments_of_user(
                 .await
         })
         .await?;
-    Ok(HttpResponse::Ok().json(Page {
-        items: list
-            .comments
-            .into_iter()
-            .map(Comment::from)
-            .collect::<Vec<_>>(),
-        total: list.total,
-        page: query.page.unwrap_or(1).max(1),
-        per_page: query.effective_per_page(),
-    }))
+    Ok(HttpResponse::Ok().json(Page::<Comment>::of(list.comments, list.total, &query)))
 }
 
 #[utoipa::path(get, path = "/api/v1/comments/{id}", tag = "comments", params(("id" = u64, Path)),
