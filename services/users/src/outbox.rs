@@ -136,9 +136,12 @@ impl OutboxRelay {
             if let Ok(lag) = self.store.outbox_lag_ms().await {
                 metrics::gauge!("outbox_lag_seconds").set(lag as f64 / 1000.0);
             }
+            // An idle relay wakes as soon as a command commits; the poll
+            // still covers commits made by other replicas.
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(pause) => {}
+                () = self.store.events_queued(), if pause == self.config.idle_poll => {}
             }
         }
         if let Err(error) = self.store.release_lead(&self.config.holder).await {

@@ -238,3 +238,32 @@ async fn only_the_lease_holder_relays_and_a_released_lease_passes_on() {
             .unwrap()
     );
 }
+
+#[tokio::test]
+async fn an_idle_relay_publishes_as_soon_as_a_command_commits() {
+    let dir = support::TempDir::new();
+    let store = Store::connect(&support::sqlite_url(&dir), 1).await.unwrap();
+    let bus = MemoryBus::default();
+    let config = RelayConfig {
+        idle_poll: Duration::from_secs(30),
+        ..relay_config()
+    };
+    let stop = common::shutdown::CancellationToken::new();
+    let relay = tokio::spawn(
+        OutboxRelay::new(store.clone(), Arc::new(bus.clone()), config).run(stop.clone()),
+    );
+    // Let the relay finish its first (empty) round and go idle.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    store.create_user(new_user("ann"), None).await.unwrap();
+    let started = std::time::Instant::now();
+    while bus.published(USERS_TOPIC).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not waiting for the 30 s poll"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    relay.await.unwrap();
+}

@@ -75,6 +75,9 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Signalled after every commit that queued events, so the relay
+    /// publishes at once instead of at its next poll.
+    queued: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -105,7 +108,24 @@ impl Store {
                 .await?;
         }
         migrations::run(&pool, backend).await?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            queued: std::sync::Arc::default(),
+        })
+    }
+
+    /// Commits a command's transaction and wakes the outbox relay.
+    async fn commit(&self, tx: sqlx::Transaction<'static, sqlx::Any>) -> Result<(), StoreError> {
+        tx.commit().await?;
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// Resolves when events have been queued since the last call (at once
+    /// if that happened while nobody was waiting).
+    pub async fn events_queued(&self) {
+        self.queued.notified().await;
     }
 
     pub fn backend(&self) -> Backend {

@@ -117,7 +117,7 @@ impl Store {
         });
         record(&mut tx, &event, 1, traceparent).await?;
         let post = find_post(&mut tx, id).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(post)
     }
 
@@ -138,7 +138,7 @@ impl Store {
         });
         record(&mut tx, &event, current.version + 1, traceparent).await?;
         let post = find_post(&mut tx, id).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(post)
     }
 
@@ -152,7 +152,7 @@ impl Store {
             traceparent,
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -209,7 +209,7 @@ impl Store {
         });
         record(&mut tx, &event, 1, traceparent).await?;
         let comment = find_comment(&mut tx, id).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(comment)
     }
 
@@ -229,7 +229,7 @@ impl Store {
         });
         record(&mut tx, &event, current.version + 1, traceparent).await?;
         let comment = find_comment(&mut tx, id).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(comment)
     }
 
@@ -247,7 +247,7 @@ impl Store {
             traceparent,
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 

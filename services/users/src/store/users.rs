@@ -121,7 +121,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let user = find(&mut tx, id).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(user)
     }
 
@@ -152,7 +152,7 @@ impl Store {
         });
         record(&mut tx, &event, current.version + 1, traceparent).await?;
         let user = find(&mut tx, id).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(user)
     }
 
@@ -176,7 +176,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
