@@ -86,7 +86,19 @@ pub async fn forward(
         outgoing = outgoing.header(name, value);
     }
 
-    let response = match outgoing.send().await {
+    let started = tokio::time::Instant::now();
+    let sent = outgoing.send().await;
+    let result = match &sent {
+        Ok(r) if !r.status().is_server_error() => "ok",
+        _ => "failed",
+    };
+    metrics::histogram!(
+        "gateway_upstream_request_duration_seconds",
+        "upstream" => upstream.service(),
+        "result" => result
+    )
+    .record(started.elapsed().as_secs_f64());
+    let response = match sent {
         Ok(response) => response,
         Err(error) => {
             upstream.breaker().record(permit, false);

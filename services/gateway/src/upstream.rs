@@ -161,11 +161,23 @@ impl Upstream {
                     retry_after: Duration::from_secs(1),
                 });
             };
+            let started = Instant::now();
             let outcome = tokio::time::timeout_at(
                 deadline,
                 call(channel, ctx.request(message.clone(), deadline)),
             )
             .await;
+            let result = match &outcome {
+                Ok(Ok(_)) => "ok",
+                Ok(Err(status)) if !upstream_failure(status.code()) => "rejected",
+                _ => "failed",
+            };
+            metrics::histogram!(
+                "gateway_upstream_request_duration_seconds",
+                "upstream" => self.service,
+                "result" => result
+            )
+            .record(started.elapsed().as_secs_f64());
             let status = match outcome {
                 Ok(Ok(response)) => {
                     self.breaker.record(permit, true);

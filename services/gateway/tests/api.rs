@@ -76,6 +76,31 @@ async fn sign_up_login_read_update_delete() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let metrics = p
+        .client
+        .get(format!("{}/metrics", p.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("gateway_upstream_request_duration_seconds_count")
+                && l.contains("upstream=\"users\"")
+                && l.contains("result=\"ok\"")
+        ),
+        "upstream latency is recorded per upstream"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("http_requests_total")
+                && l.contains("path=\"/api/v1/users/{id}\"")),
+        "requests are counted per route template"
+    );
+    assert!(metrics.contains("circuit_breaker_state{upstream=\"users\"}"));
     let gone = p
         .client
         .get(format!("{}/api/v1/users/{id}", p.base))
