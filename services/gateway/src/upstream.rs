@@ -84,18 +84,18 @@ impl Upstream {
     /// lazily and reconnect by themselves, so a restarted instance is used
     /// again without restarting the gateway.
     fn pick(&self) -> Option<Channel> {
-        let authorities: Vec<String> = self
-            .instances
-            .borrow()
-            .iter()
-            .filter_map(|i| i.grpc_authority())
-            .collect();
-        if authorities.is_empty() {
-            return None;
-        }
-        let authority = &authorities[self.next.fetch_add(1, Ordering::Relaxed) % authorities.len()];
+        let authority = {
+            // Counted, then indexed: no list built on every request.
+            let instances = self.instances.borrow();
+            let with_grpc = instances.iter().filter(|i| i.grpc_port.is_some()).count();
+            if with_grpc == 0 {
+                return None;
+            }
+            let n = self.next.fetch_add(1, Ordering::Relaxed) % with_grpc;
+            instances.iter().filter_map(|i| i.grpc_authority()).nth(n)?
+        };
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = channels.get(authority) {
+        if let Some(channel) = channels.get(&authority) {
             return Some(channel.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{authority}"))
@@ -103,7 +103,7 @@ impl Upstream {
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
         let channel = endpoint.connect_lazy();
-        channels.insert(authority.clone(), channel.clone());
+        channels.insert(authority, channel.clone());
         Some(channel)
     }
 

@@ -55,9 +55,8 @@ impl RedisLevel {
             .clone();
         let client = builder.build().map_err(err)?;
         let subscriber = builder.build_subscriber_client().map_err(err)?;
-        for c in [&client as &dyn ClientLikeInit, &subscriber] {
-            c.start().await.map_err(err)?;
-        }
+        client.init().await.map_err(err)?;
+        subscriber.init().await.map_err(err)?;
         Ok(Self { client, subscriber })
     }
 
@@ -132,24 +131,5 @@ impl RedisLevel {
                 }
             }
         });
-    }
-}
-
-/// Starting both clients the same way.
-trait ClientLikeInit {
-    fn start(
-        &self,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<(), fred::error::Error>> + Send + '_>,
-    >;
-}
-
-impl<C: ClientLike> ClientLikeInit for C {
-    fn start(
-        &self,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<(), fred::error::Error>> + Send + '_>,
-    > {
-        Box::pin(async move { self.init().await.map(|_| ()) })
     }
 }

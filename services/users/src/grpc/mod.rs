@@ -57,6 +57,11 @@ pub(crate) fn unsigned(v: i64) -> u64 {
     u64::try_from(v).unwrap_or_default()
 }
 
+/// The caller's trace context, stored with the events a command appends.
+pub(crate) fn traceparent() -> Option<String> {
+    common::telemetry::propagation::current_traceparent()
+}
+
 pub(crate) fn total(n: i64) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }

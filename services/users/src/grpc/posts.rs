@@ -5,7 +5,7 @@ use platform_proto::posts::v1::comment_service_server::CommentService;
 use platform_proto::posts::v1::post_service_server::PostService;
 use tonic::{Request, Response, Status};
 
-use super::{invalid, store_status, total, unsigned};
+use super::{invalid, store_status, total, traceparent, unsigned};
 use crate::domain::{Page, parse_comment_content, parse_id, parse_post_content, parse_title};
 use crate::store::{Comment, Post, Store};
 use crate::views::Views;
@@ -54,10 +54,6 @@ fn comment_to_proto(comment: Comment) -> pb::Comment {
         created_at: comment.created_at,
         version: unsigned(comment.version),
     }
-}
-
-fn traceparent() -> Option<String> {
-    common::telemetry::propagation::current_traceparent()
 }
 
 #[tonic::async_trait]

@@ -7,7 +7,7 @@ use platform_proto::users::v1::user_service_server::UserService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{invalid, store_status, total, unsigned, version};
+use super::{invalid, store_status, total, traceparent, unsigned, version};
 use crate::domain::{Email, FieldError, Page, Password, Username, parse_id};
 use crate::password;
 use crate::store::{NewUser, Store, StoredEvent, User, UserChanges};
@@ -99,10 +99,6 @@ where
         }
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
-}
-
-fn traceparent() -> Option<String> {
-    common::telemetry::propagation::current_traceparent()
 }
 
 #[tonic::async_trait]
