@@ -3,7 +3,8 @@
 # upstream (bench/src/bin/bare_http.rs, one worker):
 #
 #  (a) the gateway: HTTP pass-through with rate limiting in Redis (one Lua
-#      script per request) and the circuit breaker on; one worker;
+#      script per batch of concurrent requests from a client) and the
+#      circuit breaker on; one worker;
 #  (b) nginx (Debian package): proxy_pass with upstream keep-alive and
 #      limit_req; one worker process.
 #
@@ -79,7 +80,7 @@ curl -fs http://127.0.0.1:18080/api/v1/users/1 >/dev/null
 
 run() { # name url -> "req/s p99"
   wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$2" |
-    awk -v name="$1" '/Requests\/sec/ {rps=$2} / 99%/ {p99=$2} /Non-2xx/ {bad=$4} END {printf "%s %s %s non2xx=%s\n", name, rps, p99, bad+0}'
+    awk -v name="$1" '/Requests\/sec/ {rps=$2} / 99%/ {p99=$2} /Non-2xx/ {bad=$NF} END {printf "%s %s %s non2xx=%s\n", name, rps, p99, bad+0}'
 }
 
 echo "round name req_per_s p99"

@@ -14,11 +14,18 @@ async fn main() -> std::io::Result<()> {
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:9000".to_owned());
     let workers = args.next().and_then(|w| w.parse().ok()).unwrap_or(1);
     HttpServer::new(|| {
-        App::new().route(
-            "/health/live",
-            web::get()
-                .to(|| async { HttpResponse::Ok().json(serde_json::json!({ "status": "alive" })) }),
-        )
+        App::new()
+            .route(
+                "/health/live",
+                web::get().to(|| async {
+                    HttpResponse::Ok().json(serde_json::json!({ "status": "alive" }))
+                }),
+            )
+            .default_service(web::to(|| async {
+                HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(r#"{"status":"alive"}"#)
+            }))
     })
     .workers(workers)
     .bind(addr)?

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use resilience::clock::SystemClock;
-use resilience::rate_limit::{MemoryLimiter, Quota, RateLimiter, RedisLimiter};
+use resilience::rate_limit::{Coalescing, MemoryLimiter, Quota, RateLimiter, RedisLimiter};
 
 async fn limiters() -> Vec<(&'static str, Arc<dyn RateLimiter>)> {
     let url =
@@ -26,7 +26,17 @@ async fn limiters() -> Vec<(&'static str, Arc<dyn RateLimiter>)> {
             "memory",
             Arc::new(MemoryLimiter::new(Arc::new(SystemClock))),
         ),
-        ("redis", Arc::new(RedisLimiter::new(client, prefix))),
+        (
+            "redis",
+            Arc::new(RedisLimiter::new(client.clone(), prefix.clone())),
+        ),
+        (
+            "coalesced redis",
+            Arc::new(Coalescing::new(RedisLimiter::new(
+                client,
+                format!("{prefix}coalesced:"),
+            ))),
+        ),
     ]
 }
 
@@ -120,5 +130,31 @@ async fn concurrent_requests_never_exceed_the_quota() {
             passed += usize::from(task.await.unwrap());
         }
         assert_eq!(passed, 50, "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_admits_the_first_requests_the_quota_holds() {
+    for (backend, limiter) in limiters().await {
+        let quota = Quota::per_minute(10);
+        assert!(limiter.check("batch", quota).await.unwrap().allowed);
+        let decisions = limiter.check_batch("batch", quota, 12).await.unwrap();
+        assert_eq!(decisions.len(), 12, "{backend}");
+        let allowed: Vec<bool> = decisions.iter().map(|d| d.allowed).collect();
+        assert_eq!(
+            allowed,
+            [[true; 9].as_slice(), &[false; 3]].concat(),
+            "{backend}"
+        );
+        let remaining: Vec<u32> = decisions[..9].iter().map(|d| d.remaining).collect();
+        assert_eq!(remaining, [8, 7, 6, 5, 4, 3, 2, 1, 0], "{backend}");
+        assert!(
+            decisions[9].retry_after.unwrap() > Duration::from_secs(5),
+            "{backend}"
+        );
+        assert!(
+            !limiter.check("batch", quota).await.unwrap().allowed,
+            "{backend}"
+        );
     }
 }

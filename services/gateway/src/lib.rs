@@ -284,13 +284,6 @@ pub async fn host_with_registry(
     )));
     let admin = web::Data::new(AdminToken(config.admin_token.clone()));
     let sunset = web::Data::new(versioning::V1Sunset(config.v1_sunset.clone()));
-    let passthrough = web::Data::new(proxy::Passthrough {
-        client: reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .pool_max_idle_per_host(256)
-            .build()
-            .unwrap_or_default(),
-    });
     let passthrough_routes: Vec<(String, Arc<Upstream>)> = config
         .passthrough
         .iter()
@@ -314,7 +307,8 @@ pub async fn host_with_registry(
                 .app_data(limiter.clone())
                 .app_data(admin.clone())
                 .app_data(sunset.clone())
-                .app_data(passthrough.clone());
+                // Runs once per worker: each gets its own upstream client.
+                .app_data(web::Data::new(proxy::Passthrough::for_this_worker()));
             // Before the REST scopes: a scope that matches a prefix answers
             // 404 itself rather than passing the request on.
             for (prefix, upstream) in &passthrough_routes {

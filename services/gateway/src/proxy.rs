@@ -4,21 +4,26 @@
 //! limiting and request id as the REST API; the response body is streamed
 //! back as it arrives, never buffered whole.
 //!
-//! Request bodies are read up to `GATEWAY_MAX_BODY_BYTES` before
-//! forwarding (streamed uploads arrive with the storage service).
+//! The client is actix's own (`awc`), one per worker thread: a request is
+//! written and its answer read by the handler's own future on a pooled
+//! connection of the same thread, with no hand-off to a connection task
+//! or another thread. Request bodies are read up to
+//! `GATEWAY_MAX_BODY_BYTES` before forwarding (streamed uploads arrive
+//! with the storage service).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header::HeaderName;
+use actix_web::body::{BodyStream, SizedStream};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
-use futures_util::TryStreamExt;
 
 use crate::problem::ApiError;
 use crate::upstream::{CallContext, Upstream};
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) never cross a proxy.
-const HOP_BY_HOP: &[&str] = &[
+/// Hop-by-hop headers (RFC 9110 §7.6.1) never cross a proxy; the length
+/// and host are the client library's to set for the new hop.
+const HOP_BY_HOP: [&str; 10] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -31,9 +36,26 @@ const HOP_BY_HOP: &[&str] = &[
     "content-length",
 ];
 
-/// The shared HTTP client; each pass-through scope carries its upstream.
+/// Pooled HTTP/1.1 connections to upstream instances, one per worker.
 pub struct Passthrough {
-    pub client: reqwest::Client,
+    client: awc::Client,
+}
+
+impl Passthrough {
+    /// Must be called on the worker thread that will use it.
+    pub fn for_this_worker() -> Self {
+        let connector = awc::Connector::new()
+            .timeout(Duration::from_secs(1))
+            .limit(4096)
+            .conn_keep_alive(Duration::from_secs(30));
+        Self {
+            client: awc::ClientBuilder::new()
+                .connector(connector)
+                .no_default_headers()
+                .disable_redirects()
+                .finish(),
+        }
+    }
 }
 
 fn forwardable(name: &HeaderName) -> bool {
@@ -65,29 +87,37 @@ pub async fn forward(
     let mut outgoing = pass
         .client
         .request(
-            reqwest::Method::from_bytes(req.method().as_str().as_bytes())
-                .unwrap_or(reqwest::Method::GET),
+            req.method().clone(),
             format!("http://{authority}{path_and_query}"),
         )
-        .timeout(upstream.timeout())
-        .header("x-request-id", &ctx.request_id)
-        .body(body);
+        .timeout(upstream.timeout());
+    let headers = outgoing.headers_mut();
     for (name, value) in req.headers() {
         if forwardable(name) {
-            outgoing = outgoing.header(name.as_str(), value.as_bytes());
+            headers.append(name.clone(), value.clone());
         }
     }
-    if let Some(peer) = req.peer_addr() {
-        outgoing = outgoing.header("x-forwarded-for", peer.ip().to_string());
+    if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+        headers.insert(HeaderName::from_static("x-request-id"), id);
+    }
+    if let Some(peer) = req.peer_addr()
+        && let Ok(ip) = HeaderValue::from_str(&peer.ip().to_string())
+    {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), ip);
     }
     let mut trace = http::HeaderMap::new();
     common::telemetry::propagation::inject_http(&mut trace);
     for (name, value) in &trace {
-        outgoing = outgoing.header(name, value);
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            headers.insert(name, value);
+        }
     }
 
     let started = tokio::time::Instant::now();
-    let sent = outgoing.send().await;
+    let sent = outgoing.send_body(body).await;
     let result = match &sent {
         Ok(r) if !r.status().is_server_error() => "ok",
         _ => "failed",
@@ -104,35 +134,35 @@ pub async fn forward(
             upstream.breaker().record(permit, false);
             metrics::counter!("gateway_upstream_failures_total", "upstream" => upstream.service())
                 .increment(1);
-            return Err(if error.is_timeout() {
-                ApiError::Timeout {
+            tracing::debug!(%error, upstream = upstream.service(), "pass-through call failed");
+            return Err(match error {
+                awc::error::SendRequestError::Timeout => ApiError::Timeout {
                     service: upstream.service(),
-                }
-            } else {
-                ApiError::Unavailable {
+                },
+                _ => ApiError::Unavailable {
                     service: upstream.service(),
                     retry_after: Duration::from_secs(1),
-                }
+                },
             });
         }
     };
     upstream
         .breaker()
         .record(permit, !response.status().is_server_error());
-    let status =
-        actix_web::http::StatusCode::from_u16(response.status().as_u16()).map_err(|_| {
-            ApiError::BadGateway {
-                service: upstream.service(),
-            }
-        })?;
-    let mut builder = HttpResponse::build(status);
+    let mut builder = HttpResponse::build(response.status());
     for (name, value) in response.headers() {
-        if !HOP_BY_HOP.contains(&name.as_str()) {
-            builder.append_header((name.as_str(), value.as_bytes()));
+        if forwardable(name) {
+            builder.append_header((name.clone(), value.clone()));
         }
     }
-    let stream = response
-        .bytes_stream()
-        .map_err(|e| actix_web::error::ErrorBadGateway(e.to_string()));
-    Ok(builder.streaming(stream))
+    // A known length is kept: the answer goes out in one piece, not chunked.
+    let length = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    Ok(match length {
+        Some(length) => builder.body(SizedStream::new(length, response)),
+        None => builder.body(BodyStream::new(response)),
+    })
 }

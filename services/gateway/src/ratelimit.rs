@@ -4,7 +4,9 @@
 //! and `ip:<address>` otherwise, against a default quota or a per-key
 //! override set at run time through the admin API. Decisions are GCRA
 //! (no burst at window edges), made atomically in Redis when configured so
-//! every gateway replica shares the count, else in process. When Redis
+//! every gateway replica shares the count, else in process. Concurrent
+//! requests from one client share a Redis round trip (one script decides
+//! the whole batch, in order; see `Coalescing`). When Redis
 //! fails, the configured [`OnRedisError`] policy applies and the
 //! `gateway_ratelimit_redis_errors_total` counter says so.
 
@@ -17,7 +19,9 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpResponse, ResponseError, web};
-use resilience::rate_limit::{Decision, MemoryLimiter, Quota, RateLimiter, RedisLimiter};
+use resilience::rate_limit::{
+    Coalescing, Decision, MemoryLimiter, Quota, RateLimiter, RedisLimiter,
+};
 
 use crate::jwt::TokenSigner;
 use crate::problem::ApiError;
@@ -36,7 +40,7 @@ pub enum OnRedisError {
 pub struct DynamicRateLimiter {
     default: Quota,
     overrides: RwLock<HashMap<String, Quota>>,
-    redis: Option<RedisLimiter>,
+    redis: Option<Coalescing<RedisLimiter>>,
     local: MemoryLimiter,
     on_redis_error: OnRedisError,
 }
@@ -59,7 +63,7 @@ impl DynamicRateLimiter {
         Self {
             default,
             overrides: RwLock::new(HashMap::new()),
-            redis,
+            redis: redis.map(Coalescing::new),
             local,
             on_redis_error,
         }

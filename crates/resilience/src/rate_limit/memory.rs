@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::{Decision, LimiterError, Quota, RateLimiter, gcra};
+use super::{Decision, LimiterError, Quota, RateLimiter, gcra_batch};
 use crate::clock::Clock;
 
 pub struct MemoryLimiter {
@@ -60,17 +60,27 @@ impl MemoryLimiter {
 #[async_trait]
 impl RateLimiter for MemoryLimiter {
     async fn check(&self, key: &str, quota: Quota) -> Result<Decision, LimiterError> {
+        let mut decisions = self.check_batch(key, quota, 1).await?;
+        Ok(decisions.remove(0))
+    }
+
+    async fn check_batch(
+        &self,
+        key: &str,
+        quota: Quota,
+        n: u32,
+    ) -> Result<Vec<Decision>, LimiterError> {
         let now = self.now_us();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (decision, tat) = gcra(state.tats.get(key).copied(), now, quota);
-        if decision.allowed {
+        let (decisions, tat) = gcra_batch(state.tats.get(key).copied(), now, quota, n);
+        if decisions.first().is_some_and(|d| d.allowed) {
             state.tats.insert(key.to_owned(), tat);
         }
         if state.tats.len() >= state.sweep_at {
             state.tats.retain(|_, tat| *tat > now);
             state.sweep_at = (state.tats.len() * 2).max(1024);
         }
-        Ok(decision)
+        Ok(decisions)
     }
 
     async fn reset(&self, key: &str) -> Result<(), LimiterError> {

@@ -8,6 +8,7 @@
 //! read-modify-write decides, in process ([`MemoryLimiter`]) or in a Redis
 //! script ([`RedisLimiter`]).
 
+mod coalesce;
 mod memory;
 mod redis;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use coalesce::Coalescing;
 pub use memory::MemoryLimiter;
 pub use redis::RedisLimiter;
 
@@ -72,38 +74,72 @@ pub trait RateLimiter: Send + Sync + 'static {
     /// Takes one request from `key`'s quota if it has one.
     async fn check(&self, key: &str, quota: Quota) -> Result<Decision, LimiterError>;
 
+    /// Decides `n` requests from `key` that arrived together, in order, in
+    /// one atomic step: the first ones the quota holds pass, the rest are
+    /// refused. Returns one decision per request.
+    async fn check_batch(
+        &self,
+        key: &str,
+        quota: Quota,
+        n: u32,
+    ) -> Result<Vec<Decision>, LimiterError>;
+
     /// Forgets `key`'s history: its next request starts from a full bucket.
     async fn reset(&self, key: &str) -> Result<(), LimiterError>;
 }
 
-/// GCRA on microsecond timestamps: given the stored theoretical arrival
-/// time (`None` for a new key) and now, the verdict and the time to store
-/// (unchanged when rejected).
+/// GCRA for one request on microsecond timestamps: given the stored
+/// theoretical arrival time (`None` for a new key) and now, the verdict
+/// and the time to store (unchanged when rejected).
+#[cfg(test)]
 pub(crate) fn gcra(tat: Option<u64>, now: u64, quota: Quota) -> (Decision, u64) {
+    let (mut decisions, tat) = gcra_batch(tat, now, quota, 1);
+    (decisions.remove(0), tat)
+}
+
+/// GCRA for `n` requests arriving together: each admitted one moves the
+/// theoretical arrival time on by one interval, as long as it stays within
+/// one period of now. Returns the decisions in order and the time to store.
+pub(crate) fn gcra_batch(tat: Option<u64>, now: u64, quota: Quota, n: u32) -> (Vec<Decision>, u64) {
+    let tat = tat.unwrap_or(now).max(now);
+    let headroom = (now + quota.period_us()).saturating_sub(tat);
+    let admitted = u32::try_from(headroom / quota.interval_us())
+        .unwrap_or(u32::MAX)
+        .min(n);
+    let decisions = batch_decisions(tat - now, admitted, n, quota);
+    (decisions, tat + u64::from(admitted) * quota.interval_us())
+}
+
+/// The decisions for a batch of `n` of which the first `admitted` pass,
+/// given how far the stored arrival time was ahead of now (`ahead_us`).
+/// Shared by the in-process and the Redis limiter, whose script returns
+/// just those two numbers.
+pub(crate) fn batch_decisions(ahead_us: u64, admitted: u32, n: u32, quota: Quota) -> Vec<Decision> {
     let interval = quota.interval_us();
     let period = quota.period_us();
-    let tat = tat.unwrap_or(now).max(now);
-    let next = tat.saturating_add(interval);
-    let allow_at = next.saturating_sub(period);
-    if now < allow_at {
-        let decision = Decision {
-            allowed: false,
+    let mut decisions = Vec::with_capacity(n as usize);
+    for i in 1..=u64::from(admitted) {
+        let next = ahead_us + i * interval;
+        decisions.push(Decision {
+            allowed: true,
             limit: quota.limit,
-            remaining: 0,
-            reset_after: Duration::from_micros(tat - now),
-            retry_after: Some(Duration::from_micros(allow_at - now)),
-        };
-        return (decision, tat);
+            remaining: u32::try_from(period.saturating_sub(next) / interval).unwrap_or(u32::MAX),
+            reset_after: Duration::from_micros(next),
+            retry_after: None,
+        });
     }
-    let remaining = (now + period).saturating_sub(next) / interval;
-    let decision = Decision {
-        allowed: true,
+    let last = ahead_us + u64::from(admitted) * interval;
+    let refused = Decision {
+        allowed: false,
         limit: quota.limit,
-        remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
-        reset_after: Duration::from_micros(next - now),
-        retry_after: None,
+        remaining: 0,
+        reset_after: Duration::from_micros(last),
+        retry_after: Some(Duration::from_micros(
+            (last + interval).saturating_sub(period).max(1),
+        )),
     };
-    (decision, next)
+    decisions.resize(n as usize, refused);
+    decisions
 }
 
 #[cfg(test)]
@@ -147,5 +183,22 @@ mod tests {
             }
         }
         assert_eq!(allowed, 5, "the 40 ms across the edge refill nothing");
+    }
+
+    #[test]
+    fn a_batch_decides_like_the_same_requests_one_by_one() {
+        let quota = Quota::per_second(5);
+        let now = 1_000_000_000;
+        let (batch, batch_tat) = gcra_batch(None, now, quota, 8);
+        let mut tat = None;
+        for (i, from_batch) in batch.iter().enumerate() {
+            let (single, t) = gcra(tat, now, quota);
+            assert_eq!(&single, from_batch, "request {i}");
+            if single.allowed {
+                tat = Some(t);
+            }
+        }
+        assert_eq!(Some(batch_tat), tat);
+        assert_eq!(batch.iter().filter(|d| d.allowed).count(), 5);
     }
 }
