@@ -72,7 +72,11 @@ async fn assert_serves_health_and_metrics(client: &reqwest::Client, base: &str) 
 async fn every_service_binary_starts_answers_and_exits_zero_on_sigterm() {
     let client = reqwest::Client::new();
     for (name, prefix) in SERVICES {
-        let env = random_ports(prefix);
+        let mut env = random_ports(prefix);
+        env.push((
+            "PLATFORM_JWT_SECRET".into(),
+            "an e2e signing key, 32 bytes long".into(),
+        ));
         let process = ServiceProcess::start(name, &env_of(&env), &[name]).await;
         assert_serves_health_and_metrics(&client, process.http(name)).await;
         if let Some(grpc) = process.listening[name].grpc.clone() {
@@ -134,6 +138,15 @@ async fn malformed_config_exits_nonzero_with_one_line_naming_the_variable() {
 }
 
 #[tokio::test]
+async fn chat_without_the_signing_key_exits_nonzero_with_one_line_naming_it() {
+    let env = random_ports("CHAT");
+    let (status, stderr) = run_to_failure("chat", &env_of(&env)).await;
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(stderr.starts_with("error: CHAT_JWT_SECRET"), "{stderr}");
+}
+
+#[tokio::test]
 async fn unreachable_consul_exits_nonzero_with_one_line_naming_it() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -143,6 +156,10 @@ async fn unreachable_consul_exits_nonzero_with_one_line_naming_it() {
     let consul = format!("consul://127.0.0.1:{port}");
     let mut env = random_ports("CHAT");
     env.push(("CHAT_DISCOVERY_URL".into(), consul));
+    env.push((
+        "CHAT_JWT_SECRET".into(),
+        "an e2e signing key, 32 bytes long".into(),
+    ));
     let (status, stderr) = run_to_failure("chat", &env_of(&env)).await;
     assert_eq!(status.code(), Some(1));
     assert_eq!(stderr.lines().count(), 1, "{stderr:?}");

@@ -11,6 +11,7 @@
 //! - [`server`]: the host that serves one service's HTTP and gRPC APIs with
 //!   all of the above and shuts it down cleanly.
 
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod discovery;

@@ -1,11 +1,32 @@
-//! The chat service: WebSocket chat rooms with presence and history.
+//! The chat service: WebSocket chat rooms with presence, history and
+//! recovery.
 //!
-//! Configuration is read from `CHAT_*` variables (see the README's
-//! configuration table); [`host`] assembles the service on the shared
-//! server host, which the binary and the all-in-one runner then serve.
+//! A client upgrades `GET /ws` with the gateway's access token and speaks
+//! the JSON protocol in [`protocol`]. Each connection is a task
+//! ([`session`]) with a bounded outbound queue in this replica's [`hub`];
+//! messages get a per-room offset and a place in the room's history from
+//! the [`broker`], which also carries them to every replica. Mentions
+//! become `chat.events` on the event bus ([`events`]). Configuration is
+//! read from `CHAT_*` variables (see the README).
 
-use common::config::{ConfigError, Env, ServiceConfig, ServiceDefaults};
-use common::server::{ServerError, ServiceHost, ServiceHostBuilder};
+pub mod broker;
+pub mod events;
+pub mod hub;
+pub mod protocol;
+pub mod routes;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use common::auth::TokenSigner;
+use common::config::{ConfigError, Env, Secret, ServiceConfig, ServiceDefaults};
+use common::events::{EventBus, EventBusConfig, EventBusError};
+use common::server::{ServiceHost, ServiceHostBuilder};
+
+use crate::broker::{Broker, HistoryLimits, MemoryBroker};
+use crate::hub::Hub;
 
 /// Prefix of this service's environment variables.
 pub const ENV_PREFIX: &str = "CHAT";
@@ -16,9 +37,34 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     grpc_port: Some(50052),
 };
 
+/// What one connection may do.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest WebSocket frame (and reassembled message) accepted.
+    pub max_frame_bytes: usize,
+    pub max_message_chars: usize,
+    pub messages_per_second: u32,
+    pub message_burst: u32,
+    /// Frames queued for a client before it counts as too slow.
+    pub queue: usize,
+    pub max_connections_per_user: usize,
+    pub max_rooms_per_connection: usize,
+    pub heartbeat: Duration,
+    /// Closed after this long without any frame from the client (pongs
+    /// count).
+    pub idle_timeout: Duration,
+    /// Most missed messages a rejoining client is sent.
+    pub recovery_limit: usize,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub service: ServiceConfig,
+    /// The key the gateway signs access tokens with.
+    pub jwt_secret: Option<Secret>,
+    pub limits: Limits,
+    pub history: HistoryLimits,
+    pub events: EventBusConfig,
 }
 
 impl Config {
@@ -27,13 +73,87 @@ impl Config {
     }
 
     pub fn from_source(env: &Env) -> Result<Self, ConfigError> {
+        let limits = Limits {
+            max_frame_bytes: env.get("MAX_FRAME_BYTES", 16 * 1024)?,
+            max_message_chars: env.get("MAX_MESSAGE_CHARS", 4000)?,
+            messages_per_second: env.get("MESSAGES_PER_SECOND", 10)?,
+            message_burst: env.get("MESSAGE_BURST", 20)?,
+            queue: env.get("QUEUE_SIZE", 256)?,
+            max_connections_per_user: env.get("MAX_CONNECTIONS_PER_USER", 5)?,
+            max_rooms_per_connection: env.get("MAX_ROOMS_PER_CONNECTION", 50)?,
+            heartbeat: env.get("HEARTBEAT", Duration::from_secs(15))?,
+            idle_timeout: env.get("IDLE_TIMEOUT", Duration::from_secs(45))?,
+            recovery_limit: env.get("RECOVERY_LIMIT", 100)?,
+        };
+        if limits.heartbeat >= limits.idle_timeout {
+            return Err(ConfigError::Invalid {
+                var: env.var_name("HEARTBEAT"),
+                value: format!("{:?}", limits.heartbeat),
+                reason: "must be shorter than IDLE_TIMEOUT, or live clients time out".into(),
+            });
+        }
         Ok(Self {
             service: ServiceConfig::from_env(env, DEFAULTS)?,
+            jwt_secret: env
+                .shared_optional::<Secret>("JWT_SECRET")?
+                .filter(|s| !s.expose().is_empty()),
+            limits,
+            history: HistoryLimits {
+                size: env.get("HISTORY_SIZE", 100)?,
+                ttl: env.get("HISTORY_TTL", Duration::from_secs(24 * 3600))?,
+            },
+            events: EventBusConfig::from_env(env)?,
         })
     }
 }
 
-/// The service's routes, gRPC services and readiness checks on a host.
-pub async fn host(config: Config) -> Result<ServiceHostBuilder, ServerError> {
-    Ok(ServiceHost::builder(config.service))
+/// What every connection and handler shares.
+pub struct Chat {
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
+    pub bus: Arc<dyn EventBus>,
+    pub signer: TokenSigner,
+    pub limits: Limits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "CHAT_JWT_SECRET (or PLATFORM_JWT_SECRET) is required: chat verifies the gateway's access tokens with it"
+    )]
+    NoSigningKey,
+    #[error("cannot connect to the event bus")]
+    Bus(#[source] EventBusError),
+}
+
+/// The service's routes on a host.
+pub async fn host(config: Config) -> Result<ServiceHostBuilder, StartError> {
+    host_with_bus(config, None).await
+}
+
+/// Like [`host`], publishing to `bus` instead of the configured one (the
+/// all-in-one runner shares one in-process bus).
+pub async fn host_with_bus(
+    config: Config,
+    bus: Option<Arc<dyn EventBus>>,
+) -> Result<ServiceHostBuilder, StartError> {
+    let secret = config.jwt_secret.ok_or(StartError::NoSigningKey)?;
+    let bus = match bus {
+        Some(bus) => bus,
+        None => config.events.connect().map_err(StartError::Bus)?,
+    };
+    let hub = Arc::new(Hub::default());
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub.clone(), config.history));
+    let chat = web::Data::new(Chat {
+        hub,
+        broker,
+        bus,
+        // The lifetime is the gateway's business; chat only verifies.
+        signer: TokenSigner::new(secret.expose().as_bytes(), Duration::ZERO),
+        limits: config.limits,
+    });
+    Ok(ServiceHost::builder(config.service).http(move |cfg| {
+        cfg.app_data(chat.clone());
+        routes::configure(cfg);
+    }))
 }

@@ -7,7 +7,7 @@
 //! ([`problem`]). Configuration is read from `GATEWAY_*` variables (see the
 //! README).
 
-pub mod jwt;
+pub use common::auth as jwt;
 pub mod openapi;
 pub mod problem;
 pub mod proxy;
@@ -88,7 +88,7 @@ impl Config {
                 });
             }
         };
-        let jwt_secret = match env.optional::<Secret>("JWT_SECRET")? {
+        let jwt_secret = match env.shared_optional::<Secret>("JWT_SECRET")? {
             Some(secret) if secret.expose().len() >= MIN_SECRET_BYTES => secret,
             Some(_) => {
                 return Err(ConfigError::Invalid {

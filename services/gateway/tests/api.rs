@@ -145,12 +145,12 @@ async fn bad_tokens_are_refused_with_401() {
         b"another key that is long enough!!",
         Duration::from_secs(60),
     )
-    .issue(ann);
+    .issue(ann, "ann");
     let expired = gateway::jwt::TokenSigner::new(
         b"0123456789abcdef0123456789abcdef-test",
         Duration::from_secs(60),
     )
-    .issue_at(ann, 1_000_000);
+    .issue_at(ann, "ann", 1_000_000);
     for bad in [
         format!("{head}.{forged_claims}.{sig}"),
         format!("{none_header}.{forged_claims}."),

@@ -49,16 +49,23 @@ impl PlatformConfig {
     }
 
     pub fn from_source(env: &Env) -> Result<Self, ConfigError> {
+        let gateway = gateway::Config::from_source(&env.with_prefix(gateway::ENV_PREFIX))?;
+        let mut chat = chat::Config::from_source(&env.with_prefix(chat::ENV_PREFIX))?;
+        // Chat verifies the tokens the gateway signs: in development the
+        // gateway may have made its key up, so chat gets the same one.
+        if chat.jwt_secret.is_none() {
+            chat.jwt_secret = Some(gateway.jwt_secret.clone());
+        }
         Ok(Self {
             telemetry: TelemetryConfig::from_env(env, "platform")?,
             users: users::Config::from_source(&env.with_prefix(users::ENV_PREFIX))?,
-            chat: chat::Config::from_source(&env.with_prefix(chat::ENV_PREFIX))?,
+            chat,
             notifications: notifications::Config::from_source(
                 &env.with_prefix(notifications::ENV_PREFIX),
             )?,
             search: search::Config::from_source(&env.with_prefix(search::ENV_PREFIX))?,
             storage: storage::Config::from_source(&env.with_prefix(storage::ENV_PREFIX))?,
-            gateway: gateway::Config::from_source(&env.with_prefix(gateway::ENV_PREFIX))?,
+            gateway,
         })
     }
 }
@@ -95,7 +102,10 @@ impl Platform {
                 "users",
                 boxed(users::host_with_bus(config.users, bus.clone()).await),
             ),
-            ("chat", boxed(chat::host(config.chat).await)),
+            (
+                "chat",
+                boxed(chat::host_with_bus(config.chat, bus.clone()).await),
+            ),
             (
                 "notifications",
                 boxed(notifications::host(config.notifications).await),

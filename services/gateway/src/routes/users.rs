@@ -136,7 +136,7 @@ pub(super) async fn login(
         })
         .await?;
     Ok(HttpResponse::Ok().json(Token {
-        access_token: gw.signer.issue(user.id),
+        access_token: gw.signer.issue(user.id, &user.username),
         token_type: "Bearer",
         expires_in: gw.signer.ttl().as_secs(),
     }))

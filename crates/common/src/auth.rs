@@ -1,4 +1,7 @@
 //! Access tokens: JWTs signed with HMAC-SHA-256 (RFC 7519, `HS256` only).
+//! The gateway issues them at sign-in; every service that accepts them
+//! (the gateway's REST API, chat's WebSocket upgrade) verifies them with
+//! the same shared key.
 //!
 //! Only the one algorithm this gateway issues is accepted: a token naming
 //! `none` or any other algorithm is rejected before its signature is even
@@ -19,6 +22,9 @@ type HmacSha256 = Hmac<Sha256>;
 pub struct Claims {
     /// The user id.
     pub sub: String,
+    /// The username at sign-in, for display (chat messages, mentions).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
     pub exp: u64,
     pub iat: u64,
 }
@@ -69,15 +75,17 @@ impl TokenSigner {
         HmacSha256::new_from_slice(&self.key).expect("HMAC accepts keys of any length")
     }
 
-    /// A token for `user_id`, valid for the configured lifetime.
-    pub fn issue(&self, user_id: u64) -> String {
-        self.issue_at(user_id, now_secs())
+    /// A token for `user_id` (called `name`), valid for the configured
+    /// lifetime.
+    pub fn issue(&self, user_id: u64, name: &str) -> String {
+        self.issue_at(user_id, name, now_secs())
     }
 
-    pub fn issue_at(&self, user_id: u64, issued_at: u64) -> String {
+    pub fn issue_at(&self, user_id: u64, name: &str, issued_at: u64) -> String {
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
         let claims = Claims {
             sub: user_id.to_string(),
+            name: name.to_owned(),
             iat: issued_at,
             exp: issued_at + self.ttl.as_secs(),
         };
@@ -89,7 +97,7 @@ impl TokenSigner {
         format!("{signing_input}.{signature}")
     }
 
-    /// The claims of a token this gateway issued and that has not expired.
+    /// The claims of a token signed with this key that has not expired.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
@@ -141,7 +149,7 @@ mod tests {
 
     #[test]
     fn issued_tokens_verify() {
-        let token = signer().issue(42);
+        let token = signer().issue(42, "alice");
         let claims = signer().verify(&token).unwrap();
         assert_eq!(claims.sub, "42");
         assert_eq!(claims.exp - claims.iat, 900);
@@ -149,7 +157,7 @@ mod tests {
 
     #[test]
     fn tampered_payload_fails_the_signature() {
-        let token = signer().issue(42);
+        let token = signer().issue(42, "alice");
         let (header, rest) = token.split_once('.').unwrap();
         let (_, signature) = rest.split_once('.').unwrap();
         let forged = URL_SAFE_NO_PAD.encode(br#"{"sub":"1","exp":99999999999,"iat":0}"#);
@@ -159,7 +167,7 @@ mod tests {
 
     #[test]
     fn another_key_fails_the_signature() {
-        let token = TokenSigner::new(b"some other key", Duration::from_secs(60)).issue(42);
+        let token = TokenSigner::new(b"some other key", Duration::from_secs(60)).issue(42, "alice");
         assert_eq!(signer().verify(&token), Err(TokenError::Signature));
     }
 
@@ -175,7 +183,7 @@ mod tests {
 
     #[test]
     fn expired_tokens_are_refused() {
-        let token = signer().issue_at(42, now_secs() - 1000);
+        let token = signer().issue_at(42, "alice", now_secs() - 1000);
         assert_eq!(signer().verify(&token), Err(TokenError::Expired));
     }
 

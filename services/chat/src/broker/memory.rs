@@ -1,0 +1,148 @@
+//! One process, no server: rooms' histories in memory, delivery straight
+//! to the local hub. A restart starts every room in a new epoch.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use super::{Broker, BrokerError, Draft, HistoryLimits, Recovery, new_epoch, now_ms, recover_from};
+use crate::hub::Hub;
+use crate::protocol::{ChatMessage, Member, Position, ServerFrame};
+
+struct Log {
+    epoch: String,
+    top: u64,
+    messages: VecDeque<ChatMessage>,
+    touched: Instant,
+}
+
+pub struct MemoryBroker {
+    hub: Arc<Hub>,
+    limits: HistoryLimits,
+    logs: Mutex<Logs>,
+}
+
+struct Logs {
+    rooms: HashMap<String, Log>,
+    swept: Instant,
+}
+
+impl MemoryBroker {
+    pub fn new(hub: Arc<Hub>, limits: HistoryLimits) -> Self {
+        Self {
+            hub,
+            limits,
+            logs: Mutex::new(Logs {
+                rooms: HashMap::new(),
+                swept: Instant::now(),
+            }),
+        }
+    }
+
+    /// Runs `f` on the room's log, starting a new epoch for a room that has
+    /// none or whose history expired.
+    fn with_log<T>(&self, room: &str, f: impl FnOnce(&mut Log) -> T) -> T {
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        let ttl = self.limits.ttl;
+        // Expired rooms are swept at most once a second, not per message.
+        if logs.swept.elapsed() >= std::time::Duration::from_secs(1) {
+            logs.rooms.retain(|_, log| log.touched.elapsed() < ttl);
+            logs.swept = Instant::now();
+        }
+        if logs.rooms.get(room).is_some_and(|log| log.touched.elapsed() >= ttl) {
+            logs.rooms.remove(room);
+        }
+        let log = logs.rooms.entry(room.to_owned()).or_insert_with(|| Log {
+            epoch: new_epoch(),
+            top: 0,
+            messages: VecDeque::new(),
+            touched: Instant::now(),
+        });
+        f(log)
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, room: &str, draft: Draft) -> Result<ChatMessage, BrokerError> {
+        let size = self.limits.size;
+        let message = self.with_log(room, |log| {
+            log.top += 1;
+            log.touched = Instant::now();
+            let message = ChatMessage {
+                room: room.to_owned(),
+                id: uuid::Uuid::now_v7().to_string(),
+                offset: log.top,
+                epoch: log.epoch.clone(),
+                user: draft.user,
+                content: draft.content,
+                mentions: draft.mentions,
+                sent_at: now_ms(),
+            };
+            log.messages.push_back(message.clone());
+            while log.messages.len() > size {
+                log.messages.pop_front();
+            }
+            message
+        });
+        let frame: Arc<str> = Arc::from(ServerFrame::Message(&message).to_text());
+        self.hub.deliver(room, &frame);
+        Ok(message)
+    }
+
+    async fn broadcast(&self, room: &str, frame: Arc<str>) -> Result<(), BrokerError> {
+        self.hub.deliver(room, &frame);
+        Ok(())
+    }
+
+    async fn recover(
+        &self,
+        room: &str,
+        since: Option<&Position>,
+        limit: usize,
+    ) -> Result<Recovery, BrokerError> {
+        Ok(self.with_log(room, |log| {
+            recover_from(
+                &log.epoch,
+                log.top,
+                log.messages.make_contiguous(),
+                since,
+                limit,
+            )
+        }))
+    }
+
+    async fn history(&self, room: &str, limit: usize) -> Result<Recovery, BrokerError> {
+        Ok(self.with_log(room, |log| {
+            let messages = log.messages.make_contiguous();
+            let start = messages.len().saturating_sub(limit);
+            Recovery {
+                position: Position {
+                    offset: log.top,
+                    epoch: log.epoch.clone(),
+                },
+                recovered: true,
+                missed: messages[start..].to_vec(),
+            }
+        }))
+    }
+
+    async fn watch(&self, _room: &str) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn unwatch(&self, _room: &str) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn set_presence(&self, _: &str, _: &Member, _: bool) -> Result<(), BrokerError> {
+        // The hub is the whole truth in one process.
+        Ok(())
+    }
+
+    async fn presence(&self, room: &str) -> Result<Vec<Member>, BrokerError> {
+        Ok(self.hub.members(room))
+    }
+}

@@ -1,0 +1,141 @@
+//! Where a room's messages go: an offset and a place in the room's history,
+//! then every replica's members. In process by default ([`MemoryBroker`]);
+//! Redis streams and pub/sub when replicas share rooms.
+
+mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryBroker;
+
+use crate::protocol::{ChatMessage, Member, Position};
+
+/// A message before the broker places it.
+#[derive(Clone, Debug)]
+pub struct Draft {
+    pub user: Member,
+    pub content: String,
+    pub mentions: Vec<String>,
+}
+
+/// What a (re)joining client gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    pub position: Position,
+    /// Everything after the client's position is in `missed`.
+    pub recovered: bool,
+    pub missed: Vec<ChatMessage>,
+}
+
+/// How much of a room's past is kept.
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryLimits {
+    /// Messages kept per room.
+    pub size: usize,
+    /// How long a room's history lives after its last message.
+    pub ttl: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("the room store is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Gives the message the room's next offset, keeps it in the room's
+    /// history and delivers it to the room's members on every replica.
+    async fn publish(&self, room: &str, draft: Draft) -> Result<ChatMessage, BrokerError>;
+
+    /// Delivers an ephemeral frame (presence, typing) to the room's members
+    /// on every replica; it is not kept.
+    async fn broadcast(&self, room: &str, frame: Arc<str>) -> Result<(), BrokerError>;
+
+    /// The room's position and, given the client's last position, what it
+    /// missed (at most `limit` messages; more means not recoverable).
+    async fn recover(
+        &self,
+        room: &str,
+        since: Option<&Position>,
+        limit: usize,
+    ) -> Result<Recovery, BrokerError>;
+
+    /// The room's recent history, oldest first.
+    async fn history(&self, room: &str, limit: usize) -> Result<Recovery, BrokerError>;
+
+    /// Starts receiving the room's traffic on this replica (its first local
+    /// member joined).
+    async fn watch(&self, room: &str) -> Result<(), BrokerError>;
+
+    /// Stops receiving it (its last local member left).
+    async fn unwatch(&self, room: &str) -> Result<(), BrokerError>;
+
+    /// Records that `member` is (or no longer is) in the room.
+    async fn set_presence(
+        &self,
+        room: &str,
+        member: &Member,
+        present: bool,
+    ) -> Result<(), BrokerError>;
+
+    /// Who is in the room, on every replica.
+    async fn presence(&self, room: &str) -> Result<Vec<Member>, BrokerError>;
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A fresh epoch name: unique per history, so a client can tell a restarted
+/// or expired room from the one it knew.
+pub fn new_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// Recovery against a window of retained messages (`retained`, ascending
+/// offsets, the newest being `top`).
+pub(crate) fn recover_from(
+    epoch: &str,
+    top: u64,
+    retained: &[ChatMessage],
+    since: Option<&Position>,
+    limit: usize,
+) -> Recovery {
+    let position = Position {
+        offset: top,
+        epoch: epoch.to_owned(),
+    };
+    let Some(since) = since else {
+        return Recovery {
+            position,
+            recovered: true,
+            missed: Vec::new(),
+        };
+    };
+    if since.epoch != epoch || since.offset > top {
+        return Recovery {
+            position,
+            recovered: false,
+            missed: Vec::new(),
+        };
+    }
+    let missed: Vec<ChatMessage> = retained
+        .iter()
+        .filter(|m| m.offset > since.offset)
+        .cloned()
+        .collect();
+    let wanted = top - since.offset;
+    let complete = missed.len() as u64 == wanted && missed.len() <= limit;
+    Recovery {
+        position,
+        recovered: complete,
+        missed: if complete { missed } else { Vec::new() },
+    }
+}

@@ -1,0 +1,207 @@
+//! HTTP: the WebSocket upgrade and REST for presence and history. Every
+//! route needs the gateway's access token, as `Authorization: Bearer` or,
+//! for browsers that cannot set headers on an upgrade, `?access_token=`.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::Chat;
+use crate::protocol::{Member, valid_room};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/ws", web::get().to(upgrade))
+        .route("/rooms", web::get().to(rooms))
+        .route("/rooms/{room}/presence", web::get().to(presence))
+        .route("/rooms/{room}/history", web::get().to(history));
+}
+
+/// An error answered as an RFC 9457 problem with a stable `code`.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.detail)
+    }
+}
+
+impl actix_web::ResponseError for Problem {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status)
+            .content_type("application/problem+json")
+            .json(json!({
+                "type": format!("https://platform.example/problems/{}", self.code),
+                "title": self.status.canonical_reason().unwrap_or("Error"),
+                "status": self.status.as_u16(),
+                "detail": self.detail,
+                "code": self.code,
+            }));
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                actix_web::http::header::WWW_AUTHENTICATE,
+                actix_web::http::header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+fn token(req: &HttpRequest) -> Option<String> {
+    if let Some(header) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        return header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_owned());
+    }
+    web::Query::<TokenQuery>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.into_inner().access_token)
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    access_token: Option<String>,
+}
+
+fn authenticate(chat: &Chat, req: &HttpRequest) -> Result<Member, Problem> {
+    let unauthorized = |why: String| Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", why);
+    let token = token(req).ok_or_else(|| unauthorized("an access token is required".into()))?;
+    let claims = chat
+        .signer
+        .verify(&token)
+        .map_err(|e| unauthorized(e.to_string()))?;
+    let id = claims
+        .sub
+        .parse()
+        .map_err(|_| unauthorized("the token names no user".into()))?;
+    Ok(Member {
+        id,
+        name: claims.name,
+    })
+}
+
+async fn upgrade(
+    req: HttpRequest,
+    body: web::Payload,
+    chat: web::Data<Chat>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let member = authenticate(&chat, &req)?;
+    let registration = chat
+        .hub
+        .register(
+            member,
+            chat.limits.queue,
+            chat.limits.max_connections_per_user,
+        )
+        .map_err(|e| {
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                e.to_string(),
+            )
+        })?;
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let chat: Arc<Chat> = chat.into_inner();
+    // The stream reads the request body, which lives on this worker.
+    actix_web::rt::spawn(crate::session::run(chat, registration, session, stream));
+    Ok(response)
+}
+
+async fn rooms(req: HttpRequest, chat: web::Data<Chat>) -> Result<HttpResponse, Problem> {
+    authenticate(&chat, &req)?;
+    let mut rooms = chat.hub.local_rooms();
+    rooms.sort();
+    Ok(HttpResponse::Ok().json(json!({ "rooms": rooms })))
+}
+
+fn check_room(room: &str) -> Result<(), Problem> {
+    if valid_room(room) {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad_room",
+            "room names are 1 to 64 letters, digits, '_', '.', ':' or '-'",
+        ))
+    }
+}
+
+fn unavailable(what: &str, error: &crate::broker::BrokerError) -> Problem {
+    tracing::warn!(error = %common::exit::chain(error), "{what} unavailable");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("{what} is unavailable"),
+    )
+}
+
+async fn presence(
+    req: HttpRequest,
+    room: web::Path<String>,
+    chat: web::Data<Chat>,
+) -> Result<HttpResponse, Problem> {
+    authenticate(&chat, &req)?;
+    check_room(&room)?;
+    let members = chat
+        .broker
+        .presence(&room)
+        .await
+        .map_err(|e| unavailable("presence", &e))?;
+    Ok(HttpResponse::Ok().json(json!({ "room": *room, "members": members })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    #[serde(default)]
+    limit: Option<u32>,
+    /// Accepted here too, as on every route.
+    #[serde(default, rename = "access_token")]
+    _access_token: Option<String>,
+}
+
+async fn history(
+    req: HttpRequest,
+    room: web::Path<String>,
+    chat: web::Data<Chat>,
+) -> Result<HttpResponse, Problem> {
+    authenticate(&chat, &req)?;
+    check_room(&room)?;
+    let query = web::Query::<HistoryQuery>::from_query(req.query_string())
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "bad_query", e.to_string()))?
+        .into_inner();
+    let limit = query.limit.unwrap_or(50).clamp(1, 1000) as usize;
+    let history = chat
+        .broker
+        .history(&room, limit)
+        .await
+        .map_err(|e| unavailable("history", &e))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "room": *room,
+        "position": history.position,
+        "messages": history.missed,
+    })))
+}

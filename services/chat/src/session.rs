@@ -1,0 +1,353 @@
+//! One WebSocket connection: reads client frames, writes what the hub
+//! queued for it, pings, and closes it when it idles, floods or falls
+//! behind.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_ws::{CloseCode, CloseReason, ProtocolError};
+
+use crate::broker::Draft;
+use crate::events;
+use crate::hub::{Registration, SLOW_CONSUMER};
+use crate::protocol::{ClientFrame, PresenceAction, ServerFrame, mentions, valid_room};
+use crate::{Chat, Limits};
+
+/// Close code for a connection that sent nothing for too long.
+pub const IDLE: u16 = 4000;
+
+/// Messages per second with a burst, per connection.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+}
+
+impl Bucket {
+    fn new(limits: &Limits) -> Self {
+        let burst = f64::from(limits.message_burst.max(1));
+        Self {
+            tokens: burst,
+            last: Instant::now(),
+            rate: f64::from(limits.messages_per_second.max(1)),
+            burst,
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn error(code: &str, message: &str, room: Option<&str>) -> String {
+    ServerFrame::Error {
+        code,
+        message,
+        room,
+    }
+    .to_text()
+}
+
+/// What the client loop does after a frame.
+enum Next {
+    Continue,
+    Close(CloseReason),
+}
+
+pub async fn run(
+    chat: Arc<Chat>,
+    mut reg: Registration,
+    mut session: actix_ws::Session,
+    stream: actix_ws::MessageStream,
+) {
+    let limits = chat.limits.clone();
+    let mut stream = stream
+        .max_frame_size(limits.max_frame_bytes)
+        .aggregate_continuations()
+        .max_continuation_size(limits.max_frame_bytes);
+    let mut heartbeat = tokio::time::interval(limits.heartbeat);
+    heartbeat.tick().await;
+    let mut last_seen = Instant::now();
+    let mut bucket = Bucket::new(&limits);
+    let kicked = reg.kicked.clone();
+    let slow = || CloseReason {
+        code: CloseCode::Other(SLOW_CONSUMER),
+        description: Some("too slow: messages were not read in time".into()),
+    };
+
+    let close = loop {
+        tokio::select! {
+            biased;
+            () = kicked.cancelled() => break Some(slow()),
+            frame = reg.outbound.recv() => {
+                let Some(frame) = frame else { break None };
+                tokio::select! {
+                    sent = session.text(&*frame) => if sent.is_err() { break None },
+                    () = kicked.cancelled() => break Some(slow()),
+                }
+            }
+            incoming = stream.recv() => {
+                last_seen = Instant::now();
+                let message = match incoming {
+                    None => break None,
+                    Some(Err(ProtocolError::Overflow)) => break Some(CloseReason {
+                        code: CloseCode::Size,
+                        description: Some(format!("frames are limited to {} bytes", limits.max_frame_bytes)),
+                    }),
+                    Some(Err(_)) => break Some(CloseCode::Protocol.into()),
+                    Some(Ok(message)) => message,
+                };
+                match message {
+                    actix_ws::AggregatedMessage::Text(text) => {
+                        match handle(&chat, &reg, &mut session, &mut bucket, &text).await {
+                            Next::Continue => {}
+                            Next::Close(reason) => break Some(reason),
+                        }
+                    }
+                    actix_ws::AggregatedMessage::Binary(_) => {
+                        let reply = error("unsupported", "frames are JSON text", None);
+                        if session.text(reply).await.is_err() { break None }
+                    }
+                    actix_ws::AggregatedMessage::Ping(bytes) => {
+                        if session.pong(&bytes).await.is_err() { break None }
+                    }
+                    actix_ws::AggregatedMessage::Pong(_) => {}
+                    actix_ws::AggregatedMessage::Close(_) => break Some(CloseCode::Normal.into()),
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_seen.elapsed() > limits.idle_timeout {
+                    break Some(CloseReason {
+                        code: CloseCode::Other(IDLE),
+                        description: Some("idle timeout".into()),
+                    });
+                }
+                if session.ping(b"").await.is_err() { break None }
+            }
+        }
+    };
+    for room in chat.hub.rooms_of(reg.id) {
+        leave(&chat, &reg, &room).await;
+    }
+    let _ = session.close(close).await;
+}
+
+async fn handle(
+    chat: &Chat,
+    reg: &Registration,
+    session: &mut actix_ws::Session,
+    bucket: &mut Bucket,
+    text: &str,
+) -> Next {
+    let reply = |session: &mut actix_ws::Session, text: String| {
+        let mut session = session.clone();
+        async move { session.text(text).await.is_ok() }
+    };
+    let frame: ClientFrame = match serde_json::from_str(text) {
+        Ok(frame) => frame,
+        Err(e) => {
+            let sent = reply(session, error("bad_frame", &e.to_string(), None)).await;
+            return if sent {
+                Next::Continue
+            } else {
+                Next::Close(CloseCode::Normal.into())
+            };
+        }
+    };
+    if !bucket.take() {
+        metrics::counter!("chat_rate_limited_total").increment(1);
+        let sent = reply(
+            session,
+            error("rate_limited", "too many frames; slow down", None),
+        )
+        .await;
+        return if sent {
+            Next::Continue
+        } else {
+            Next::Close(CloseCode::Normal.into())
+        };
+    }
+    let answer = match frame {
+        ClientFrame::Join { room, since } => join(chat, reg, &room, since.as_ref()).await,
+        ClientFrame::Leave { room } => {
+            if leave(chat, reg, &room).await {
+                ServerFrame::Left { room: &room }.to_text()
+            } else {
+                error("not_joined", "you are not in this room", Some(&room))
+            }
+        }
+        ClientFrame::Send {
+            room,
+            content,
+            client_id,
+        } => send(chat, reg, &room, content, client_id.as_deref()).await,
+        ClientFrame::Typing { room } => {
+            if chat.hub.rooms_of(reg.id).contains(&room) {
+                let frame = ServerFrame::Typing {
+                    room: &room,
+                    user: &reg.member,
+                }
+                .to_text();
+                if let Err(e) = chat.broker.broadcast(&room, Arc::from(frame)).await {
+                    tracing::warn!(error = %common::exit::chain(&e), "typing not delivered");
+                }
+                return Next::Continue;
+            }
+            error("not_joined", "join the room first", Some(&room))
+        }
+    };
+    if reply(session, answer).await {
+        Next::Continue
+    } else {
+        Next::Close(CloseCode::Normal.into())
+    }
+}
+
+async fn join(
+    chat: &Chat,
+    reg: &Registration,
+    room: &str,
+    since: Option<&crate::protocol::Position>,
+) -> String {
+    if !valid_room(room) {
+        return error(
+            "bad_room",
+            "room names are 1 to 64 letters, digits, '_', '.', ':' or '-'",
+            None,
+        );
+    }
+    let already = chat.hub.rooms_of(reg.id);
+    if !already.iter().any(|r| r == room) && already.len() >= chat.limits.max_rooms_per_connection {
+        return error(
+            "too_many_rooms",
+            "leave a room before joining another",
+            Some(room),
+        );
+    }
+    let user_was_here = chat.hub.user_in_room(room, reg.member.id, reg.id);
+    let (added, first) = chat.hub.join(room, reg.id);
+    if first && let Err(e) = chat.broker.watch(room).await {
+        tracing::warn!(error = %common::exit::chain(&e), room, "cannot receive the room's traffic");
+    }
+    if added && !user_was_here {
+        announce(chat, room, &reg.member, PresenceAction::Join).await;
+    }
+    let recovery = match chat
+        .broker
+        .recover(room, since, chat.limits.recovery_limit)
+        .await
+    {
+        Ok(recovery) => recovery,
+        Err(e) => {
+            tracing::warn!(error = %common::exit::chain(&e), room, "recovery failed");
+            return error(
+                "unavailable",
+                "the room's history is unavailable",
+                Some(room),
+            );
+        }
+    };
+    let presence = chat.broker.presence(room).await.unwrap_or_default();
+    ServerFrame::Joined {
+        room,
+        position: recovery.position,
+        recovered: recovery.recovered,
+        missed: &recovery.missed,
+        presence: &presence,
+    }
+    .to_text()
+}
+
+/// Takes the connection out of `room`; true when it was in it.
+async fn leave(chat: &Chat, reg: &Registration, room: &str) -> bool {
+    let (removed, empty) = chat.hub.leave(room, reg.id);
+    if !removed {
+        return false;
+    }
+    if !chat.hub.user_in_room(room, reg.member.id, reg.id) {
+        announce(chat, room, &reg.member, PresenceAction::Leave).await;
+    }
+    if empty && let Err(e) = chat.broker.unwatch(room).await {
+        tracing::warn!(error = %common::exit::chain(&e), room, "cannot stop receiving the room");
+    }
+    true
+}
+
+async fn announce(
+    chat: &Chat,
+    room: &str,
+    member: &crate::protocol::Member,
+    action: PresenceAction,
+) {
+    let present = action == PresenceAction::Join;
+    let frame = ServerFrame::Presence {
+        room,
+        user: member,
+        action,
+    }
+    .to_text();
+    let stored = chat.broker.set_presence(room, member, present).await;
+    let sent = chat.broker.broadcast(room, Arc::from(frame)).await;
+    if let Err(e) = stored.and(sent) {
+        tracing::warn!(error = %common::exit::chain(&e), room, "presence change not shared");
+    }
+}
+
+async fn send(
+    chat: &Chat,
+    reg: &Registration,
+    room: &str,
+    content: String,
+    client_id: Option<&str>,
+) -> String {
+    if !chat.hub.rooms_of(reg.id).iter().any(|r| r == room) {
+        return error("not_joined", "join the room first", Some(room));
+    }
+    let length = content.chars().count();
+    if content.trim().is_empty() || length > chat.limits.max_message_chars {
+        let why = format!(
+            "messages are 1 to {} characters",
+            chat.limits.max_message_chars
+        );
+        return error("bad_message", &why, Some(room));
+    }
+    if client_id.is_some_and(|id| id.len() > 64) {
+        return error("bad_message", "client_id is at most 64 bytes", Some(room));
+    }
+    metrics::counter!("chat_messages_in_total").increment(1);
+    let draft = Draft {
+        user: reg.member.clone(),
+        mentions: mentions(&content),
+        content,
+    };
+    match chat.broker.publish(room, draft).await {
+        Ok(message) => {
+            events::posted(chat.bus.clone(), &message);
+            ServerFrame::Ack {
+                room,
+                client_id,
+                id: &message.id,
+                offset: message.offset,
+            }
+            .to_text()
+        }
+        Err(e) => {
+            tracing::warn!(error = %common::exit::chain(&e), room, "message not published");
+            error(
+                "unavailable",
+                "the message could not be delivered; retry",
+                Some(room),
+            )
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! The chat service through real WebSocket connections on a random port.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use awc::ws::{self, CloseCode, Frame};
+use chat::Config;
+use common::auth::TokenSigner;
+use common::config::{Env, ServiceConfig};
+use common::events::{EventBus, MemoryBus};
+use common::shutdown::CancellationToken;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+
+const KEY: &str = "a chat test signing key, 32 bytes";
+
+struct Server {
+    base: String,
+    ws: String,
+    bus: Arc<MemoryBus>,
+    stop: CancellationToken,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn server(vars: &[(&str, &str)]) -> Server {
+    let mut all = vec![("CHAT_JWT_SECRET", KEY)];
+    all.extend_from_slice(vars);
+    let mut config = Config::from_source(&Env::from_map("CHAT", all.iter().copied())).unwrap();
+    config.service = ServiceConfig::ephemeral("chat", false);
+    let bus = Arc::new(MemoryBus::default());
+    let host = chat::host_with_bus(config, Some(bus.clone() as Arc<dyn EventBus>))
+        .await
+        .unwrap()
+        .build()
+        .unwrap();
+    let addr = host.http_addr();
+    let stop = CancellationToken::new();
+    tokio::spawn(host.run_until_stopped(stop.clone().cancelled_owned()));
+    Server {
+        base: format!("http://{addr}"),
+        ws: format!("ws://{addr}/ws"),
+        bus,
+        stop,
+    }
+}
+
+fn token(id: u64, name: &str) -> String {
+    TokenSigner::new(KEY.as_bytes(), Duration::from_secs(600)).issue(id, name)
+}
+
+type Socket = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
+
+struct Client {
+    socket: Socket,
+}
+
+impl Client {
+    async fn connect(server: &Server, id: u64, name: &str) -> Self {
+        let (response, socket) = awc::Client::new()
+            .ws(&server.ws)
+            .bearer_auth(token(id, name))
+            .max_frame_size(1 << 20)
+            .connect()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 101);
+        Self { socket }
+    }
+
+    async fn send(&mut self, frame: Value) {
+        self.socket
+            .send(ws::Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    /// The next JSON frame, answering pings on the way.
+    async fn next(&mut self) -> Value {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), self.socket.next())
+                .await
+                .expect("a frame within 5 s")
+                .expect("the connection is open")
+                .unwrap();
+            match frame {
+                Frame::Text(text) => return serde_json::from_slice(&text).unwrap(),
+                Frame::Ping(bytes) => self.socket.send(ws::Message::Pong(bytes)).await.unwrap(),
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame of `kind`, skipping presence and typing chatter.
+    async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.next().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+            assert!(
+                ["presence", "typing", "message"].contains(&frame["type"].as_str().unwrap()),
+                "waiting for {kind}, got {frame}"
+            );
+        }
+    }
+
+    /// The next presence change of user `id`.
+    async fn presence_of(&mut self, id: u64) -> Value {
+        loop {
+            let frame = self.next_of("presence").await;
+            if frame["user"]["id"] == id {
+                return frame;
+            }
+        }
+    }
+
+    async fn join(&mut self, room: &str) -> Value {
+        self.send(json!({"type": "join", "room": room})).await;
+        self.next_of("joined").await
+    }
+
+    /// Reads until the server closes; returns the close code.
+    async fn closed(&mut self) -> Option<CloseCode> {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.socket.next())
+                .await
+                .expect("closed within 10 s");
+            match frame {
+                Some(Ok(Frame::Close(reason))) => return reason.map(|r| r.code),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
+async fn run<F: std::future::Future<Output = ()>>(test: F) {
+    tokio::task::LocalSet::new().run_until(test).await;
+}
+
+#[tokio::test]
+async fn messages_reach_every_member_as_the_authenticated_user_with_offsets() {
+    run(async {
+        let server = server(&[]).await;
+        let mut alice = Client::connect(&server, 1, "alice").await;
+        let mut bob = Client::connect(&server, 2, "bob").await;
+        let joined = alice.join("general").await;
+        assert_eq!(joined["position"]["offset"], 0);
+        assert_eq!(joined["recovered"], true);
+        bob.join("general").await;
+        let presence = alice.presence_of(2).await;
+        assert_eq!(presence["user"], json!({"id": 2, "name": "bob"}));
+        assert_eq!(presence["action"], "join");
+
+        alice
+            .send(
+                json!({"type": "send", "room": "general", "content": "hi @bob", "client_id": "c1"}),
+            )
+            .await;
+        let ack = alice.next_of("ack").await;
+        assert_eq!(ack["client_id"], "c1");
+        assert_eq!(ack["offset"], 1);
+        for client in [&mut alice, &mut bob] {
+            let message = client.next_of("message").await;
+            assert_eq!(message["content"], "hi @bob");
+            assert_eq!(message["user"], json!({"id": 1, "name": "alice"}));
+            assert_eq!(message["offset"], 1);
+            assert_eq!(message["epoch"], joined["position"]["epoch"]);
+            assert_eq!(message["id"], ack["id"]);
+        }
+
+        // A client cannot claim to be someone else: unknown fields are refused.
+        alice
+            .send(json!({"type": "send", "room": "general", "content": "x", "user": "bob"}))
+            .await;
+        assert_eq!(alice.next_of("error").await["code"], "bad_frame");
+
+        // The mention became events for the notifications service.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let events = server.bus.published("chat.events");
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(types, ["MessagePosted", "UserMentioned"]);
+        let mention: Value = serde_json::from_slice(&events[1].data).unwrap();
+        assert_eq!(mention["mentioned_username"], "bob");
+        assert_eq!(mention["by_username"], "alice");
+        assert_eq!(events[1].subject, "general");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn upgrades_without_a_valid_token_are_refused() {
+    run(async {
+        let server = server(&[]).await;
+        let client = awc::Client::new();
+        let cases = [
+            None,
+            Some("garbage".to_owned()),
+            Some(
+                TokenSigner::new(b"another key entirely, 32 bytes!!", Duration::from_secs(60))
+                    .issue(1, "x"),
+            ),
+        ];
+        for token in cases {
+            let mut request = client.ws(&server.ws);
+            if let Some(token) = &token {
+                request = request.bearer_auth(token);
+            }
+            match request.connect().await {
+                Err(awc::error::WsClientError::InvalidResponseStatus(status)) => {
+                    assert_eq!(status, 401, "{token:?}");
+                }
+                other => panic!(
+                    "{token:?}: expected 401, got {:?}",
+                    other.map(|(r, _)| r.status())
+                ),
+            }
+        }
+        // The query parameter works for browsers.
+        let url = format!("{}?access_token={}", server.ws, token(5, "eve"));
+        let (response, _socket) = client.ws(url).connect().await.unwrap();
+        assert_eq!(response.status(), 101);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn presence_is_served_over_rest_and_follows_leaves() {
+    run(async {
+        let server = server(&[]).await;
+        let mut alice = Client::connect(&server, 1, "alice").await;
+        let mut bob = Client::connect(&server, 2, "bob").await;
+        alice.join("team").await;
+        bob.join("team").await;
+        let http = reqwest::Client::new();
+        let presence = |http: reqwest::Client, base: String| async move {
+            http.get(format!("{base}/rooms/team/presence"))
+                .bearer_auth(token(1, "alice"))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        };
+        let both = presence(http.clone(), server.base.clone()).await;
+        assert_eq!(
+            both["members"],
+            json!([{"id": 1, "name": "alice"}, {"id": 2, "name": "bob"}])
+        );
+
+        bob.send(json!({"type": "leave", "room": "team"})).await;
+        assert_eq!(bob.next_of("left").await["room"], "team");
+        assert_eq!(alice.presence_of(2).await["action"], "join");
+        assert_eq!(alice.presence_of(2).await["action"], "leave");
+        let one = presence(http.clone(), server.base.clone()).await;
+        assert_eq!(one["members"], json!([{"id": 1, "name": "alice"}]));
+
+        let anonymous = http
+            .get(format!("{}/rooms/team/presence", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(anonymous.status(), 401);
+        let bad_room = http
+            .get(format!("{}/rooms/no%20spaces/presence", server.base))
+            .bearer_auth(token(1, "alice"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad_room.status(), 400);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_reconnecting_client_recovers_what_it_missed_or_is_told_it_cannot() {
+    run(async {
+        let server = server(&[("CHAT_HISTORY_SIZE", "3")]).await;
+        let mut alice = Client::connect(&server, 1, "alice").await;
+        let epoch = alice.join("r").await["position"]["epoch"].clone();
+        for i in 1..=4 {
+            alice
+                .send(json!({"type": "send", "room": "r", "content": format!("m{i}")}))
+                .await;
+            alice.next_of("ack").await;
+        }
+        let rejoin = |offset: u64, epoch: Value| json!({"type": "join", "room": "r", "since": {"offset": offset, "epoch": epoch}});
+
+        let mut bob = Client::connect(&server, 2, "bob").await;
+        bob.send(rejoin(2, epoch.clone())).await;
+        let joined = bob.next_of("joined").await;
+        assert_eq!(joined["recovered"], true);
+        let offsets: Vec<u64> = joined["missed"].as_array().unwrap().iter().map(|m| m["offset"].as_u64().unwrap()).collect();
+        assert_eq!(offsets, [3, 4]);
+        assert_eq!(joined["position"]["offset"], 4);
+
+        // Trimmed: only the last three are kept, so offset 1 is gone.
+        let mut carol = Client::connect(&server, 3, "carol").await;
+        carol.send(rejoin(0, epoch.clone())).await;
+        let trimmed = carol.next_of("joined").await;
+        assert_eq!(trimmed["recovered"], false);
+        assert_eq!(trimmed["missed"], json!([]));
+
+        // Another epoch (a restarted or expired room): reload.
+        let mut dave = Client::connect(&server, 4, "dave").await;
+        dave.send(rejoin(3, json!("not-this-one"))).await;
+        assert_eq!(dave.next_of("joined").await["recovered"], false);
+
+        let history: Value = reqwest::Client::new()
+            .get(format!("{}/rooms/r/history?limit=2", server.base))
+            .bearer_auth(token(1, "alice"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let contents: Vec<&str> = history["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+        assert_eq!(contents, ["m3", "m4"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_frames_get_errors_and_the_connection_stays_open() {
+    run(async {
+        let server = server(&[("CHAT_MAX_MESSAGE_CHARS", "10")]).await;
+        let mut alice = Client::connect(&server, 1, "alice").await;
+        alice
+            .socket
+            .send(ws::Message::Text("{not json".into()))
+            .await
+            .unwrap();
+        assert_eq!(alice.next().await["code"], "bad_frame");
+        alice
+            .send(json!({"type": "join", "room": "no spaces"}))
+            .await;
+        assert_eq!(alice.next().await["code"], "bad_room");
+        alice
+            .send(json!({"type": "send", "room": "elsewhere", "content": "x"}))
+            .await;
+        assert_eq!(alice.next().await["code"], "not_joined");
+        alice.join("r").await;
+        alice
+            .send(json!({"type": "send", "room": "r", "content": "far too long for ten"}))
+            .await;
+        assert_eq!(alice.next_of("error").await["code"], "bad_message");
+        alice
+            .send(json!({"type": "send", "room": "r", "content": "   "}))
+            .await;
+        assert_eq!(alice.next_of("error").await["code"], "bad_message");
+        alice
+            .socket
+            .send(ws::Message::Binary(Bytes::from_static(b"\x00")))
+            .await
+            .unwrap();
+        assert_eq!(alice.next_of("error").await["code"], "unsupported");
+        alice
+            .send(json!({"type": "send", "room": "r", "content": "still ok"}))
+            .await;
+        assert_eq!(alice.next_of("ack").await["offset"], 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_flooding_client_is_rate_limited() {
+    run(async {
+        let server = server(&[
+            ("CHAT_MESSAGES_PER_SECOND", "1"),
+            ("CHAT_MESSAGE_BURST", "3"),
+        ])
+        .await;
+        let mut alice = Client::connect(&server, 1, "alice").await;
+        alice.join("r").await; // takes one token
+        for _ in 0..4 {
+            alice
+                .send(json!({"type": "send", "room": "r", "content": "spam"}))
+                .await;
+        }
+        let mut acks = 0;
+        let mut limited = 0;
+        while acks + limited < 4 {
+            let frame = alice.next().await;
+            match frame["type"].as_str() {
+                Some("ack") => acks += 1,
+                Some("error") if frame["code"] == "rate_limited" => limited += 1,
+                _ => {}
+            }
+        }
+        assert_eq!((acks, limited), (2, 2));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_frames_close_the_connection_with_1009() {
+    run(async {
+        let server = server(&[("CHAT_MAX_FRAME_BYTES", "1024")]).await;
+        let mut alice = Client::connect(&server, 1, "alice").await;
+        alice.join("r").await;
+        let big = "x".repeat(4096);
+        alice
+            .send(json!({"type": "send", "room": "r", "content": big}))
+            .await;
+        assert_eq!(alice.closed().await, Some(CloseCode::Size));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connections_per_user_are_capped() {
+    run(async {
+        let server = server(&[("CHAT_MAX_CONNECTIONS_PER_USER", "2")]).await;
+        let _one = Client::connect(&server, 1, "alice").await;
+        let two = Client::connect(&server, 1, "alice").await;
+        let third = awc::Client::new()
+            .ws(&server.ws)
+            .bearer_auth(token(1, "alice"))
+            .connect()
+            .await;
+        assert!(
+            matches!(third, Err(awc::error::WsClientError::InvalidResponseStatus(s)) if s == 429)
+        );
+        drop(two);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _again = Client::connect(&server, 1, "alice").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_after_the_idle_timeout() {
+    run(async {
+        let server = server(&[("CHAT_HEARTBEAT", "100ms"), ("CHAT_IDLE_TIMEOUT", "300ms")]).await;
+        let mut alice = Client::connect(&server, 1, "alice").await;
+        // Never answers the server's pings.
+        assert_eq!(
+            alice.closed().await,
+            Some(CloseCode::Other(chat::session::IDLE))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
+    run(async {
+        let server = server(&[
+            ("CHAT_QUEUE_SIZE", "16"),
+            ("CHAT_MESSAGES_PER_SECOND", "100000"),
+            ("CHAT_MESSAGE_BURST", "100000"),
+            ("CHAT_MAX_MESSAGE_CHARS", "20000"),
+            ("CHAT_MAX_FRAME_BYTES", "65536"),
+        ])
+        .await;
+        let mut sender = Client::connect(&server, 1, "alice").await;
+        let mut reader = Client::connect(&server, 2, "bob").await;
+        let mut stalled = Client::connect(&server, 3, "carol").await;
+        sender.join("r").await;
+        reader.join("r").await;
+        stalled.join("r").await;
+        // Enough to overflow the stalled client's socket buffers and then
+        // its queue: 1500 × 16 KiB.
+        let content = "y".repeat(16 * 1024);
+        let total = 1500;
+        let reading = async {
+            let mut seen = 0;
+            while seen < total {
+                if reader.next().await["type"] == "message" {
+                    seen += 1;
+                }
+            }
+            seen
+        };
+        let sending = async {
+            for _ in 0..total {
+                sender
+                    .send(json!({"type": "send", "room": "r", "content": content}))
+                    .await;
+                sender.next_of("ack").await;
+            }
+        };
+        let (seen, ()) = tokio::join!(reading, sending);
+        assert_eq!(seen, total, "the reading member got everything");
+        assert_eq!(
+            stalled.closed().await,
+            Some(CloseCode::Other(chat::hub::SLOW_CONSUMER))
+        );
+    })
+    .await;
+}
