@@ -51,7 +51,11 @@ impl MemoryBroker {
             logs.rooms.retain(|_, log| log.touched.elapsed() < ttl);
             logs.swept = Instant::now();
         }
-        if logs.rooms.get(room).is_some_and(|log| log.touched.elapsed() >= ttl) {
+        if logs
+            .rooms
+            .get(room)
+            .is_some_and(|log| log.touched.elapsed() >= ttl)
+        {
             logs.rooms.remove(room);
         }
         let log = logs.rooms.entry(room.to_owned()).or_insert_with(|| Log {
