@@ -106,3 +106,20 @@ async fn a_group_resumes_after_its_last_commit_and_other_groups_see_everything()
         );
     }
 }
+
+#[tokio::test]
+async fn a_subscriber_that_starts_before_its_topic_exists_waits_for_the_first_event() {
+    let (_cluster, buses) = buses();
+    for (backend, bus) in buses {
+        let topic = format!("not-yet-{backend}");
+        let mut sub = bus.subscribe(&topic, "early").await.unwrap();
+        let publisher = bus.clone();
+        let published = topic.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            publisher.publish(&published, &event("9", 1)).await.unwrap();
+        });
+        let delivery = next(&mut sub).await;
+        assert_eq!(delivery.event, event("9", 1), "{backend}");
+    }
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -212,14 +213,25 @@ struct KafkaSubscription {
 #[async_trait]
 impl Subscription for KafkaSubscription {
     async fn next(&mut self) -> Result<Delivery, EventBusError> {
-        let message = self
-            .consumer
-            .recv()
-            .await
-            .map_err(|e| EventBusError::Consume {
-                topic: self.topic.clone(),
-                source: Box::new(e),
-            })?;
+        let message = loop {
+            match self.consumer.recv().await {
+                Ok(message) => break message,
+                // A consumer may start before anyone has produced to its
+                // topic; it appears with the first event, so keep waiting.
+                Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
+                )) => {
+                    tracing::debug!(topic = %self.topic, "topic does not exist yet; waiting");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    return Err(EventBusError::Consume {
+                        topic: self.topic.clone(),
+                        source: Box::new(e),
+                    });
+                }
+            }
+        };
         let (partition, offset) = (message.partition(), message.offset());
         let event = decode(&message).map_err(|reason| EventBusError::Malformed {
             topic: message.topic().to_owned(),
