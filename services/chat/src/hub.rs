@@ -144,6 +144,15 @@ impl Hub {
             .collect()
     }
 
+    /// Whether connection `id` is in `room` (one lookup, for every send).
+    pub fn in_room(&self, room: &str, id: ConnId) -> bool {
+        self.rooms
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(room)
+            .is_some_and(|m| m.contains_key(&id))
+    }
+
     /// Whether `user` is in `room` through another connection than `except`.
     pub fn user_in_room(&self, room: &str, user: u64, except: ConnId) -> bool {
         self.rooms

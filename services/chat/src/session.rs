@@ -142,6 +142,11 @@ pub async fn run(
     let _ = session.close(close).await;
 }
 
+/// Writes one frame; false when the connection is gone.
+async fn reply(session: &mut actix_ws::Session, text: String) -> bool {
+    session.text(text).await.is_ok()
+}
+
 async fn handle(
     chat: &Chat,
     reg: &Registration,
@@ -149,10 +154,6 @@ async fn handle(
     bucket: &mut Bucket,
     text: &str,
 ) -> Next {
-    let reply = |session: &mut actix_ws::Session, text: String| {
-        let mut session = session.clone();
-        async move { session.text(text).await.is_ok() }
-    };
     let frame: ClientFrame = match serde_json::from_str(text) {
         Ok(frame) => frame,
         Err(e) => {
@@ -192,7 +193,7 @@ async fn handle(
             client_id,
         } => send(chat, reg, &room, content, client_id.as_deref()).await,
         ClientFrame::Typing { room } => {
-            if chat.hub.rooms_of(reg.id).contains(&room) {
+            if chat.hub.in_room(&room, reg.id) {
                 let frame = ServerFrame::Typing {
                     room: &room,
                     user: &reg.member,
@@ -226,8 +227,9 @@ async fn join(
             None,
         );
     }
-    let already = chat.hub.rooms_of(reg.id);
-    if !already.iter().any(|r| r == room) && already.len() >= chat.limits.max_rooms_per_connection {
+    if !chat.hub.in_room(room, reg.id)
+        && chat.hub.rooms_of(reg.id).len() >= chat.limits.max_rooms_per_connection
+    {
         return error(
             "too_many_rooms",
             "leave a room before joining another",
@@ -310,7 +312,7 @@ async fn send(
     content: String,
     client_id: Option<&str>,
 ) -> String {
-    if !chat.hub.rooms_of(reg.id).iter().any(|r| r == room) {
+    if !chat.hub.in_room(room, reg.id) {
         return error("not_joined", "join the room first", Some(room));
     }
     let length = content.chars().count();
