@@ -25,7 +25,9 @@ use common::config::{ConfigError, Env, Secret, ServiceConfig, ServiceDefaults};
 use common::events::{EventBus, EventBusConfig, EventBusError};
 use common::server::{ServiceHost, ServiceHostBuilder};
 
-use crate::broker::{Broker, HistoryLimits, MemoryBroker};
+use crate::broker::{
+    Broker, HistoryLimits, MemoryBroker, RedisBroker, RedisBrokerConfig, RedisConnectError,
+};
 use crate::hub::Hub;
 
 /// Prefix of this service's environment variables.
@@ -64,6 +66,12 @@ pub struct Config {
     pub jwt_secret: Option<Secret>,
     pub limits: Limits,
     pub history: HistoryLimits,
+    /// Shares rooms with other replicas through this Redis; in process
+    /// when unset.
+    pub redis_url: Option<String>,
+    /// Prefix of chat's Redis keys and channels.
+    pub redis_prefix: String,
+    pub presence_ttl: Duration,
     pub events: EventBusConfig,
 }
 
@@ -102,6 +110,11 @@ impl Config {
                 size: env.get("HISTORY_SIZE", 100)?,
                 ttl: env.get("HISTORY_TTL", Duration::from_secs(24 * 3600))?,
             },
+            redis_url: env
+                .shared_optional::<String>("REDIS_URL")?
+                .filter(|url| !url.is_empty()),
+            redis_prefix: env.get("REDIS_PREFIX", "chat:".to_owned())?,
+            presence_ttl: env.get("PRESENCE_TTL", Duration::from_secs(30))?,
             events: EventBusConfig::from_env(env)?,
         })
     }
@@ -124,6 +137,8 @@ pub enum StartError {
     NoSigningKey,
     #[error("cannot connect to the event bus")]
     Bus(#[source] EventBusError),
+    #[error(transparent)]
+    Redis(#[from] RedisConnectError),
 }
 
 /// The service's routes on a host.
@@ -143,7 +158,18 @@ pub async fn host_with_bus(
         None => config.events.connect().map_err(StartError::Bus)?,
     };
     let hub = Arc::new(Hub::default());
-    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub.clone(), config.history));
+    let broker: Arc<dyn Broker> = match config.redis_url {
+        Some(url) => {
+            let redis = RedisBrokerConfig {
+                url,
+                prefix: config.redis_prefix,
+                history: config.history,
+                presence_ttl: config.presence_ttl,
+            };
+            RedisBroker::connect(redis, hub.clone()).await?
+        }
+        None => Arc::new(MemoryBroker::new(hub.clone(), config.history)),
+    };
     let chat = web::Data::new(Chat {
         hub,
         broker,

@@ -298,9 +298,14 @@ async fn announce(
         action,
     }
     .to_text();
-    let stored = chat.broker.set_presence(room, member, present).await;
-    let sent = chat.broker.broadcast(room, Arc::from(frame)).await;
-    if let Err(e) = stored.and(sent) {
+    let changed = match chat.broker.set_presence(room, member, present).await {
+        Ok(changed) => changed,
+        Err(e) => {
+            tracing::warn!(error = %common::exit::chain(&e), room, "presence change not stored");
+            true
+        }
+    };
+    if changed && let Err(e) = chat.broker.broadcast(room, Arc::from(frame)).await {
         tracing::warn!(error = %common::exit::chain(&e), room, "presence change not shared");
     }
 }

@@ -499,3 +499,84 @@ async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
     })
     .await;
 }
+
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_redis_share_rooms_presence_and_history() {
+    run(async {
+        let prefix = format!("chat-ws-test:{}:", uuid::Uuid::new_v4().simple());
+        let redis = redis_url();
+        let vars = [
+            ("CHAT_REDIS_URL", redis.as_str()),
+            ("CHAT_REDIS_PREFIX", prefix.as_str()),
+            ("CHAT_MESSAGES_PER_SECOND", "1000"),
+            ("CHAT_MESSAGE_BURST", "1000"),
+        ];
+        let a = server(&vars).await;
+        let b = server(&vars).await;
+        let mut alice = Client::connect(&a, 1, "alice").await;
+        let mut bob = Client::connect(&b, 2, "bob").await;
+        alice.join("lobby").await;
+        let joined = bob.join("lobby").await;
+        assert_eq!(
+            joined["presence"],
+            json!([{"id": 1, "name": "alice"}, {"id": 2, "name": "bob"}]),
+            "B sees who is in the room on A"
+        );
+        assert_eq!(alice.presence_of(2).await["action"], "join");
+
+        alice
+            .send(json!({"type": "send", "room": "lobby", "content": "from A"}))
+            .await;
+        alice.next_of("ack").await;
+        let on_b = bob.next_of("message").await;
+        assert_eq!(on_b["content"], "from A");
+        assert_eq!(on_b["user"], json!({"id": 1, "name": "alice"}));
+        let last = json!({"offset": on_b["offset"], "epoch": on_b["epoch"]});
+
+        // Bob goes away; alice's room sees him leave.
+        drop(bob);
+        assert_eq!(alice.presence_of(2).await["action"], "leave");
+
+        // Bob misses 50 messages and comes back through the other replica.
+        for i in 0..50 {
+            alice
+                .send(json!({"type": "send", "room": "lobby", "content": format!("missed {i}")}))
+                .await;
+            alice.next_of("ack").await;
+        }
+        let mut bob = Client::connect(&a, 2, "bob").await;
+        bob.send(json!({"type": "join", "room": "lobby", "since": last}))
+            .await;
+        let joined = bob.next_of("joined").await;
+        assert_eq!(joined["recovered"], true);
+        let missed: Vec<&str> = joined["missed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap())
+            .collect();
+        let expected: Vec<String> = (0..50).map(|i| format!("missed {i}")).collect();
+        assert_eq!(missed, expected, "exactly the 50 missed, in order");
+
+        // One history, whichever replica is asked.
+        let history = |base: String| async move {
+            reqwest::Client::new()
+                .get(format!("{base}/rooms/lobby/history?limit=100"))
+                .bearer_auth(token(1, "alice"))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        };
+        let (from_a, from_b) = (history(a.base.clone()).await, history(b.base.clone()).await);
+        assert_eq!(from_a, from_b);
+        assert_eq!(from_a["messages"].as_array().unwrap().len(), 51);
+    })
+    .await;
+}

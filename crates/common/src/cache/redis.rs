@@ -119,7 +119,21 @@ impl RedisLevel {
             if let Err(error) = subscriber.subscribe(channel(&name)).await {
                 tracing::warn!(%error, cache = name, "cannot subscribe to cache invalidations");
             }
-            while let Ok(message) = messages.recv().await {
+            loop {
+                let message = match messages.recv().await {
+                    Ok(message) => message,
+                    // Invalidations were lost: only dropping everything
+                    // local is safe.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        tracing::warn!(cache = name, "invalidations lagged; clearing local levels");
+                        match cache.upgrade() {
+                            Some(cache) => cache.forget_all_locally().await,
+                            None => break,
+                        }
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
                 let Some(cache) = cache.upgrade() else { break };
                 let Some(key) = message.value.as_str() else {
                     continue;

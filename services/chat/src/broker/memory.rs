@@ -71,6 +71,7 @@ impl MemoryBroker {
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish(&self, room: &str, draft: Draft) -> Result<ChatMessage, BrokerError> {
+        let started = Instant::now();
         let size = self.limits.size;
         let message = self.with_log(room, |log| {
             log.top += 1;
@@ -93,6 +94,7 @@ impl Broker for MemoryBroker {
         });
         let frame: Arc<str> = Arc::from(ServerFrame::Message(&message).to_text());
         self.hub.deliver(room, &frame);
+        metrics::histogram!("chat_fanout_seconds").record(started.elapsed().as_secs_f64());
         Ok(message)
     }
 
@@ -141,9 +143,10 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn set_presence(&self, _: &str, _: &Member, _: bool) -> Result<(), BrokerError> {
-        // The hub is the whole truth in one process.
-        Ok(())
+    async fn set_presence(&self, _: &str, _: &Member, _: bool) -> Result<bool, BrokerError> {
+        // The hub is the whole truth in one process, and the caller has
+        // checked it.
+        Ok(true)
     }
 
     async fn presence(&self, room: &str) -> Result<Vec<Member>, BrokerError> {

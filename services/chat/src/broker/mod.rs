@@ -3,6 +3,7 @@
 //! Redis streams and pub/sub when replicas share rooms.
 
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use memory::MemoryBroker;
+pub use redis::{RedisBroker, RedisBrokerConfig, RedisConnectError};
 
 use crate::protocol::{ChatMessage, Member, Position};
 
@@ -74,13 +76,16 @@ pub trait Broker: Send + Sync + 'static {
     /// Stops receiving it (its last local member left).
     async fn unwatch(&self, room: &str) -> Result<(), BrokerError>;
 
-    /// Records that `member` is (or no longer is) in the room.
+    /// Records that `member` is (or no longer is) in the room through this
+    /// replica; called when the user's first connection here joins and when
+    /// the last one leaves. True when that changed the room's presence (the
+    /// user was on no other replica), so the change should be announced.
     async fn set_presence(
         &self,
         room: &str,
         member: &Member,
         present: bool,
-    ) -> Result<(), BrokerError>;
+    ) -> Result<bool, BrokerError>;
 
     /// Who is in the room, on every replica.
     async fn presence(&self, room: &str) -> Result<Vec<Member>, BrokerError>;

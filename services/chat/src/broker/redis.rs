@@ -1,0 +1,577 @@
+//! Rooms shared by every replica through Redis.
+//!
+//! A room's history is a stream whose entry ids are its offsets (`0-<n>`),
+//! capped at the history size, beside a hash holding the epoch and the top
+//! offset; both expire together after the history TTL. Publishing is one
+//! script, so the offset, the stream entry and the pub/sub message that
+//! carries it to every replica happen in one step and replicas see a room's
+//! messages in offset order. A replica subscribes to a room's channel only
+//! while it has members in it. Presence is a sorted set per room whose
+//! scores are expiry times, refreshed by every replica for its own members,
+//! so a replica that dies leaves no ghosts behind for longer than the
+//! presence TTL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use serde::{Deserialize, Serialize};
+
+use super::{Broker, BrokerError, Draft, HistoryLimits, Recovery, new_epoch, now_ms, recover_from};
+use crate::hub::Hub;
+use crate::protocol::{ChatMessage, Member, Position, ServerFrame};
+
+/// KEYS: meta hash, log stream. ARGV: epoch for a new history, history
+/// size, TTL (ms), stored message, channel, publish time (µs).
+const PUBLISH: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 't', 0)
+end
+local top = redis.call('HINCRBY', KEYS[1], 't', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], '0-' .. top, 'm', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[5], 'm ' .. top .. ' ' .. epoch .. ' ' .. ARGV[6] .. ' ' .. ARGV[4])
+return {top, epoch}
+";
+
+/// KEYS: meta hash, log stream. ARGV: epoch for a new history, TTL (ms),
+/// then a mode: `after <offset> <epoch> <limit>` returns the entries after
+/// the offset when they can all still be there (same epoch, gap within the
+/// limit), `last <count>` the newest `count`, newest first, and `none`
+/// nothing. Returns {epoch, top, entries}.
+const READ: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 't', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+local top = tonumber(redis.call('HGET', KEYS[1], 't'))
+local entries = {}
+if ARGV[3] == 'after' then
+  local since = tonumber(ARGV[4])
+  if ARGV[5] == epoch and since <= top and top - since <= tonumber(ARGV[6]) then
+    entries = redis.call('XRANGE', KEYS[2], '0-' .. (since + 1), '+')
+  end
+elseif ARGV[3] == 'last' then
+  entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[4])
+end
+return {epoch, top, entries}
+";
+
+/// KEYS: the room's member set, the user's replica set. ARGV: member,
+/// replica, TTL (ms). Returns 1 when the user was in the room on no
+/// replica before.
+const PRESENT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expires = now + tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local before = redis.call('ZCARD', KEYS[2])
+redis.call('ZADD', KEYS[2], expires, ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[1], 'GT', expires, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if before == 0 then return 1 else return 0 end
+";
+
+/// KEYS: the room's member set, the user's replica set. ARGV: member,
+/// replica. Returns 1 when the user is now in the room on no replica.
+const ABSENT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) == 0 then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// KEYS: the room's member set. Returns the members not yet expired.
+const MEMBERS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+";
+
+/// A message as kept in the stream; room, offset and epoch are where it is.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    id: String,
+    user: Member,
+    content: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mentions: Vec<String>,
+    sent_at: u64,
+}
+
+impl Stored {
+    fn into_message(self, room: &str, offset: u64, epoch: &str) -> ChatMessage {
+        ChatMessage {
+            room: room.to_owned(),
+            id: self.id,
+            offset,
+            epoch: epoch.to_owned(),
+            user: self.user,
+            content: self.content,
+            mentions: self.mentions,
+            sent_at: self.sent_at,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RedisBrokerConfig {
+    pub url: String,
+    /// Prepended to every key and channel, so several platforms can share
+    /// one Redis.
+    pub prefix: String,
+    pub history: HistoryLimits,
+    /// How long a replica's members stay listed without a refresh (a replica
+    /// that dies stops refreshing).
+    pub presence_ttl: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to Redis at {url}")]
+pub struct RedisConnectError {
+    url: String,
+    #[source]
+    source: fred::error::Error,
+}
+
+pub struct RedisBroker {
+    client: Client,
+    subscriber: SubscriberClient,
+    hub: Arc<Hub>,
+    config: RedisBrokerConfig,
+    /// Identifies this replica's entries in presence sets.
+    replica: String,
+    /// Per room: whether this replica is subscribed. Changes to one room's
+    /// subscription are serialised so a leave racing a join cannot leave a
+    /// room with local members unsubscribed.
+    subscriptions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    publish: Script,
+    read: Script,
+    present: Script,
+    absent: Script,
+    members: Script,
+}
+
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> BrokerError {
+    BrokerError::Unavailable(Box::new(e))
+}
+
+fn malformed(what: String) -> BrokerError {
+    BrokerError::Unavailable(what.into())
+}
+
+impl RedisBroker {
+    /// Connects, starts following the rooms this replica subscribes to and
+    /// refreshing its members' presence.
+    pub async fn connect(
+        config: RedisBrokerConfig,
+        hub: Arc<Hub>,
+    ) -> Result<Arc<Self>, RedisConnectError> {
+        let err = |source| RedisConnectError {
+            url: config.url.clone(),
+            source,
+        };
+        let builder = Builder::from_config(Config::from_url(&config.url).map_err(err)?)
+            .with_connection_config(|c| c.connection_timeout = Duration::from_secs(3))
+            // A burst for a busy room must not overflow the hand-over from
+            // the connection to the fan-out task (fred's default is 32).
+            .with_performance_config(|p| p.broadcast_channel_capacity = 16 * 1024)
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .clone();
+        let client = builder.build().map_err(err)?;
+        let subscriber = builder.build_subscriber_client().map_err(err)?;
+        client.init().await.map_err(err)?;
+        subscriber.init().await.map_err(err)?;
+        let broker = Arc::new(Self {
+            client,
+            subscriber,
+            hub,
+            replica: uuid::Uuid::new_v4().simple().to_string(),
+            subscriptions: Mutex::new(HashMap::new()),
+            scripts: Scripts {
+                publish: Script::from_lua(PUBLISH),
+                read: Script::from_lua(READ),
+                present: Script::from_lua(PRESENT),
+                absent: Script::from_lua(ABSENT),
+                members: Script::from_lua(MEMBERS),
+            },
+            config,
+        });
+        broker.follow();
+        broker.refresh_presence();
+        Ok(broker)
+    }
+
+    fn key(&self, room: &str, what: &str) -> String {
+        // The braces keep a room's keys in one cluster slot.
+        format!("{}{{{room}}}:{what}", self.config.prefix)
+    }
+
+    fn channel(&self, room: &str) -> String {
+        format!("{}room:{room}", self.config.prefix)
+    }
+
+    fn member_keys(&self, room: &str, user: u64) -> Vec<String> {
+        vec![
+            self.key(room, "members"),
+            self.key(room, &format!("u:{user}")),
+        ]
+    }
+
+    fn ttl_ms(duration: Duration) -> String {
+        duration.as_millis().max(1).to_string()
+    }
+
+    /// Hands every message on a subscribed channel to this replica's
+    /// members of that room.
+    fn follow(self: &Arc<Self>) {
+        let mut messages = self.subscriber.message_rx();
+        let broker = Arc::downgrade(self);
+        let _resubscribe = self.subscriber.manage_subscriptions();
+        let prefix = self.channel("");
+        tokio::spawn(async move {
+            loop {
+                let message = match messages.recv().await {
+                    Ok(message) => message,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        metrics::counter!("chat_fanout_lagged_total").increment(missed);
+                        tracing::warn!(missed, "room messages were dropped before fan-out");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                let Some(broker) = broker.upgrade() else {
+                    break;
+                };
+                let Some(room) = message.channel.strip_prefix(prefix.as_str()) else {
+                    continue;
+                };
+                let Some(payload) = message.value.as_str() else {
+                    continue;
+                };
+                broker.fan_out(room, &payload);
+            }
+        });
+    }
+
+    fn fan_out(&self, room: &str, payload: &str) {
+        if let Some(frame) = payload.strip_prefix("e ") {
+            self.hub.deliver(room, &Arc::from(frame));
+            return;
+        }
+        let Some(rest) = payload.strip_prefix("m ") else {
+            return;
+        };
+        let mut parts = rest.splitn(4, ' ');
+        let (Some(offset), Some(epoch), Some(published_us), Some(body)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            tracing::warn!(room, "malformed room message");
+            return;
+        };
+        let (Ok(offset), Ok(published_us), Ok(stored)) = (
+            offset.parse::<u64>(),
+            published_us.parse::<u64>(),
+            serde_json::from_str::<Stored>(body),
+        ) else {
+            tracing::warn!(room, "malformed room message");
+            return;
+        };
+        let message = stored.into_message(room, offset, epoch);
+        self.hub
+            .deliver(room, &Arc::from(ServerFrame::Message(&message).to_text()));
+        let elapsed_us = now_us().saturating_sub(published_us);
+        metrics::histogram!("chat_fanout_seconds").record(elapsed_us as f64 / 1e6);
+    }
+
+    /// Every third of the presence TTL, renews this replica's members.
+    fn refresh_presence(self: &Arc<Self>) {
+        let broker = Arc::downgrade(self);
+        let every = (self.config.presence_ttl / 3).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(broker) = Weak::upgrade(&broker) else {
+                    break;
+                };
+                for room in broker.hub.local_rooms() {
+                    for member in broker.hub.members(&room) {
+                        if let Err(e) = broker.mark_present(&room, &member).await {
+                            tracing::warn!(error = %common::exit::chain(&e), room, "presence refresh failed");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    async fn mark_present(&self, room: &str, member: &Member) -> Result<bool, BrokerError> {
+        let args = vec![
+            member_entry(member),
+            self.replica.clone(),
+            Self::ttl_ms(self.config.presence_ttl),
+        ];
+        let first: i64 = self
+            .scripts
+            .present
+            .evalsha_with_reload(&self.client, self.member_keys(room, member.id), args)
+            .await
+            .map_err(unavailable)?;
+        Ok(first == 1)
+    }
+
+    /// Subscribes or unsubscribes so that this replica hears the room
+    /// exactly while it has members in it.
+    async fn sync_subscription(&self, room: &str) -> Result<(), BrokerError> {
+        let lock = {
+            let mut subs = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+            subs.entry(room.to_owned()).or_default().clone()
+        };
+        let mut subscribed = lock.lock().await;
+        let wanted = !self.hub.members(room).is_empty();
+        let result = if wanted && !*subscribed {
+            self.subscriber
+                .subscribe(self.channel(room))
+                .await
+                .map(|()| *subscribed = true)
+        } else if !wanted && *subscribed {
+            self.subscriber
+                .unsubscribe(self.channel(room))
+                .await
+                .map(|()| *subscribed = false)
+        } else {
+            Ok(())
+        };
+        if !*subscribed {
+            drop(subscribed);
+            let mut subs = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+            // Only we (and the map) hold it: nobody is mid-change.
+            if subs.get(room).is_some_and(|l| Arc::strong_count(l) == 2) {
+                subs.remove(room);
+            }
+        }
+        result.map_err(unavailable)
+    }
+
+    async fn read(&self, room: &str, mode: &[String]) -> Result<Read, BrokerError> {
+        let keys = vec![self.key(room, "meta"), self.key(room, "log")];
+        let mut args = vec![new_epoch(), Self::ttl_ms(self.config.history.ttl)];
+        args.extend_from_slice(mode);
+        let reply: Value = self
+            .scripts
+            .read
+            .evalsha_with_reload(&self.client, keys, args)
+            .await
+            .map_err(unavailable)?;
+        parse_read(room, reply)
+    }
+}
+
+struct Read {
+    epoch: String,
+    top: u64,
+    messages: Vec<ChatMessage>,
+}
+
+fn parse_read(room: &str, reply: Value) -> Result<Read, BrokerError> {
+    let Value::Array(parts) = reply else {
+        return Err(malformed(format!("unexpected read reply {reply:?}")));
+    };
+    let [epoch, top, Value::Array(entries)] = &parts[..] else {
+        return Err(malformed(format!("unexpected read reply {parts:?}")));
+    };
+    let epoch = epoch
+        .as_string()
+        .ok_or_else(|| malformed("epoch is not a string".into()))?;
+    let top = top
+        .as_u64()
+        .ok_or_else(|| malformed("top offset is not a number".into()))?;
+    let mut messages = Vec::with_capacity(entries.len());
+    for entry in entries {
+        // Each entry is [id, [field, value]] with id `0-<offset>`.
+        let Value::Array(entry) = entry else { continue };
+        let [id, Value::Array(fields)] = &entry[..] else {
+            continue;
+        };
+        let offset = id
+            .as_str()
+            .and_then(|id| id.strip_prefix("0-").and_then(|o| o.parse::<u64>().ok()));
+        let body = fields.get(1).and_then(Value::as_str);
+        let (Some(offset), Some(body)) = (offset, body) else {
+            return Err(malformed(format!("unexpected stream entry {entry:?}")));
+        };
+        let stored: Stored = serde_json::from_str(&body)
+            .map_err(|e| malformed(format!("unreadable stored message: {e}")))?;
+        messages.push(stored.into_message(room, offset, &epoch));
+    }
+    Ok(Read {
+        epoch,
+        top,
+        messages,
+    })
+}
+
+fn member_entry(member: &Member) -> String {
+    serde_json::to_string(member).unwrap_or_default()
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(&self, room: &str, draft: Draft) -> Result<ChatMessage, BrokerError> {
+        let stored = Stored {
+            id: uuid::Uuid::now_v7().to_string(),
+            user: draft.user,
+            content: draft.content,
+            mentions: draft.mentions,
+            sent_at: now_ms(),
+        };
+        let body = serde_json::to_string(&stored)
+            .map_err(|e| malformed(format!("cannot encode message: {e}")))?;
+        let keys = vec![self.key(room, "meta"), self.key(room, "log")];
+        let args = vec![
+            new_epoch(),
+            self.config.history.size.to_string(),
+            Self::ttl_ms(self.config.history.ttl),
+            body,
+            self.channel(room),
+            now_us().to_string(),
+        ];
+        let reply: Value = self
+            .scripts
+            .publish
+            .evalsha_with_reload(&self.client, keys, args)
+            .await
+            .map_err(unavailable)?;
+        let (offset, epoch) = match reply {
+            Value::Array(parts) => match &parts[..] {
+                [offset, epoch] => (offset.as_u64(), epoch.as_string()),
+                _ => (None, None),
+            },
+            _ => (None, None),
+        };
+        let (Some(offset), Some(epoch)) = (offset, epoch) else {
+            return Err(malformed("unexpected publish reply".into()));
+        };
+        Ok(stored.into_message(room, offset, &epoch))
+    }
+
+    async fn broadcast(&self, room: &str, frame: Arc<str>) -> Result<(), BrokerError> {
+        self.client
+            .publish::<(), _, _>(self.channel(room), format!("e {frame}"))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn recover(
+        &self,
+        room: &str,
+        since: Option<&Position>,
+        limit: usize,
+    ) -> Result<Recovery, BrokerError> {
+        let mode = match since {
+            Some(since) => vec![
+                "after".to_owned(),
+                since.offset.to_string(),
+                since.epoch.clone(),
+                limit.to_string(),
+            ],
+            None => vec!["none".to_owned()],
+        };
+        let read = self.read(room, &mode).await?;
+        Ok(recover_from(
+            &read.epoch,
+            read.top,
+            &read.messages,
+            since,
+            limit,
+        ))
+    }
+
+    async fn history(&self, room: &str, limit: usize) -> Result<Recovery, BrokerError> {
+        let mut read = self
+            .read(room, &["last".to_owned(), limit.to_string()])
+            .await?;
+        read.messages.reverse();
+        Ok(Recovery {
+            position: Position {
+                offset: read.top,
+                epoch: read.epoch,
+            },
+            recovered: true,
+            missed: read.messages,
+        })
+    }
+
+    async fn watch(&self, room: &str) -> Result<(), BrokerError> {
+        self.sync_subscription(room).await
+    }
+
+    async fn unwatch(&self, room: &str) -> Result<(), BrokerError> {
+        self.sync_subscription(room).await
+    }
+
+    async fn set_presence(
+        &self,
+        room: &str,
+        member: &Member,
+        present: bool,
+    ) -> Result<bool, BrokerError> {
+        if present {
+            return self.mark_present(room, member).await;
+        }
+        let args = vec![member_entry(member), self.replica.clone()];
+        let gone: i64 = self
+            .scripts
+            .absent
+            .evalsha_with_reload(&self.client, self.member_keys(room, member.id), args)
+            .await
+            .map_err(unavailable)?;
+        Ok(gone == 1)
+    }
+
+    async fn presence(&self, room: &str) -> Result<Vec<Member>, BrokerError> {
+        let entries: Vec<String> = self
+            .scripts
+            .members
+            .evalsha_with_reload(&self.client, vec![self.key(room, "members")], ())
+            .await
+            .map_err(unavailable)?;
+        let mut members: Vec<Member> = entries
+            .iter()
+            .filter_map(|e| serde_json::from_str(e).ok())
+            .collect();
+        members.sort_by_key(|m| m.id);
+        members.dedup_by_key(|m| m.id);
+        Ok(members)
+    }
+}
