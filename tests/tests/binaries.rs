@@ -115,6 +115,31 @@ async fn all_in_one_runner_serves_every_service_and_exits_zero_on_sigterm() {
             "{name} registered: {registered:?}"
         );
     }
+    // The gateway reaches chat with the key it signed the token with.
+    let gateway = process.http("gateway");
+    let signed_up = client
+        .post(format!("{gateway}/api/v1/users"))
+        .json(&serde_json::json!({"username": "erin", "email": "erin@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_up.status(), 201);
+    let login: serde_json::Value = client
+        .post(format!("{gateway}/api/v1/auth/login"))
+        .json(&serde_json::json!({"login": "erin", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rooms = client
+        .get(format!("{gateway}/api/v1/chat/rooms"))
+        .bearer_auth(login["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rooms.status(), 200, "chat through the gateway");
     let status = process.terminate().await;
     assert!(status.success(), "platform exited with {status}");
 }

@@ -8,6 +8,7 @@
 //! README).
 
 pub use common::auth as jwt;
+pub mod chat;
 pub mod openapi;
 pub mod problem;
 pub mod proxy;
@@ -182,6 +183,7 @@ fn parse_passthrough(env: &Env) -> Result<Vec<(String, String)>, ConfigError> {
             "/api/v1/auth",
             "/api/v1/posts",
             "/api/v1/comments",
+            "/api/v1/chat",
             "/api/v2",
             "/admin",
         ];
@@ -299,6 +301,13 @@ pub async fn host_with_registry(
             (prefix.clone(), Arc::new(upstream))
         })
         .collect();
+    let chat_upstream = Arc::new(Upstream::new(
+        "chat",
+        registry.as_ref(),
+        config.breaker.clone(),
+        Arc::new(SystemClock),
+        config.upstream_timeout,
+    ));
     Ok(ServiceHost::builder(config.service)
         .registry(registry)
         .http(move |cfg| {
@@ -322,6 +331,7 @@ pub async fn host_with_registry(
                         .default_service(web::to(proxy::forward)),
                 );
             }
+            chat::configure(cfg, chat_upstream.clone(), max_body);
             routes::extractor_config(cfg, max_body);
             routes::configure(cfg);
             routes::admin::configure(cfg);
@@ -364,15 +374,21 @@ mod tests {
 
     #[test]
     fn passthrough_routes_may_not_shadow_the_rest_api() {
-        let ok = config(&[("GATEWAY_PASSTHROUGH", "/api/v1/chat=chat, /files/=storage")]).unwrap();
+        let ok = config(&[("GATEWAY_PASSTHROUGH", "/api/v1/echo=echo, /files/=storage")]).unwrap();
         assert_eq!(
             ok.passthrough,
             [
-                ("/api/v1/chat".to_owned(), "chat".to_owned()),
+                ("/api/v1/echo".to_owned(), "echo".to_owned()),
                 ("/files".to_owned(), "storage".to_owned())
             ]
         );
-        for bad in ["/api/v1/users=evil", "chat", "nochat=chat", "/x="] {
+        for bad in [
+            "/api/v1/users=evil",
+            "/api/v1/chat/x=chat",
+            "chat",
+            "nochat=chat",
+            "/x=",
+        ] {
             let err = config(&[("GATEWAY_PASSTHROUGH", bad)]).unwrap_err();
             assert!(
                 err.to_string().starts_with("GATEWAY_PASSTHROUGH:"),

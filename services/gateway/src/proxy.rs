@@ -56,18 +56,36 @@ impl Passthrough {
                 .finish(),
         }
     }
+
+    pub fn client(&self) -> &awc::Client {
+        &self.client
+    }
 }
 
 fn forwardable(name: &HeaderName) -> bool {
     !HOP_BY_HOP.contains(&name.as_str())
 }
 
+/// Passes the request on unchanged (`GATEWAY_PASSTHROUGH` routes).
 pub async fn forward(
     req: HttpRequest,
     body: web::Bytes,
     ctx: CallContext,
     pass: web::Data<Passthrough>,
     upstream: web::Data<Arc<Upstream>>,
+) -> Result<HttpResponse, ApiError> {
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    forward_to(&req, path_and_query, body, &ctx, &pass, &upstream).await
+}
+
+/// Passes the request on to `path_and_query` of an instance of `upstream`.
+pub async fn forward_to(
+    req: &HttpRequest,
+    path_and_query: &str,
+    body: web::Bytes,
+    ctx: &CallContext,
+    pass: &Passthrough,
+    upstream: &Upstream,
 ) -> Result<HttpResponse, ApiError> {
     let permit = upstream
         .breaker()
@@ -83,7 +101,6 @@ pub async fn forward(
             retry_after: Duration::from_secs(1),
         });
     };
-    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let mut outgoing = pass
         .client
         .request(

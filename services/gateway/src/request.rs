@@ -85,11 +85,17 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <token>'"))?;
+    verify_token(req, token.trim())
+}
+
+/// The user a token names, if it is valid and this gateway signed it.
+pub fn verify_token(req: &HttpRequest, token: &str) -> Result<AuthUser, ApiError> {
+    let unauthorized = |why: &str| ApiError::Unauthorized(why.to_owned());
     let signer = req
         .app_data::<web::Data<TokenSigner>>()
         .ok_or_else(|| unauthorized("authentication is not configured"))?;
     let claims = signer
-        .verify(token.trim())
+        .verify(token)
         .map_err(|e| unauthorized(&e.to_string()))?;
     claims
         .sub

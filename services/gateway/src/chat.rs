@@ -1,0 +1,295 @@
+//! `/api/v1/chat`: the chat service behind the gateway.
+//!
+//! `GET /api/v1/chat/ws` checks the access token, opens a WebSocket to a
+//! chat replica found through discovery (behind the chat breaker, within
+//! the upstream timeout) and only then upgrades the client, so a refused or
+//! failed upstream is an ordinary problem response. After that, frames are
+//! pumped both ways one message at a time: each is forwarded before the
+//! next is read, so a slow side slows its own connection down and nothing
+//! accumulates in the gateway. Pings and pongs pass through, so chat's
+//! heartbeat and idle timeout see the real client. `GET
+//! /api/v1/chat/rooms/...` is passed through to chat's REST routes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::AggregatedMessage;
+use awc::ws::{CloseCode, CloseReason, Codec, Frame, Message};
+use futures_util::{SinkExt, StreamExt};
+
+use crate::problem::ApiError;
+use crate::proxy::{self, Passthrough};
+use crate::request::verify_token;
+use crate::upstream::{CallContext, Upstream};
+
+/// The chat service's upstream, as app data of the chat scope.
+pub struct ChatUpstream(pub Arc<Upstream>);
+
+/// Largest WebSocket message relayed, either way.
+pub struct MaxFrame(pub usize);
+
+pub fn configure(cfg: &mut web::ServiceConfig, upstream: Arc<Upstream>, max_frame: usize) {
+    cfg.service(
+        web::scope("/api/v1/chat")
+            .app_data(web::Data::new(ChatUpstream(upstream)))
+            .app_data(web::Data::new(MaxFrame(max_frame)))
+            .wrap(actix_web::middleware::from_fn(crate::ratelimit::limit_rate))
+            .wrap(actix_web::middleware::from_fn(crate::request::request_id))
+            .route("/ws", web::get().to(ws))
+            .route("/rooms", web::get().to(rest))
+            .route("/rooms/{tail:.*}", web::get().to(rest)),
+    );
+}
+
+/// `GET /api/v1/chat/rooms...` → chat's `GET /rooms...`.
+async fn rest(
+    req: HttpRequest,
+    ctx: CallContext,
+    pass: web::Data<Passthrough>,
+    chat: web::Data<ChatUpstream>,
+) -> Result<HttpResponse, ApiError> {
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let target = path.strip_prefix("/api/v1/chat").unwrap_or(path).to_owned();
+    proxy::forward_to(&req, &target, web::Bytes::new(), &ctx, &pass, &chat.0).await
+}
+
+/// The token from `Authorization: Bearer`, or from `?access_token=` for
+/// browsers, which cannot set headers on a WebSocket.
+fn access_token(req: &HttpRequest) -> Option<String> {
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    header.or_else(|| {
+        web::Query::<TokenQuery>::from_query(req.query_string())
+            .ok()
+            .and_then(|q| q.into_inner().access_token)
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    access_token: Option<String>,
+}
+
+async fn ws(
+    req: HttpRequest,
+    body: web::Payload,
+    ctx: CallContext,
+    pass: web::Data<Passthrough>,
+    chat: web::Data<ChatUpstream>,
+    max_frame: web::Data<MaxFrame>,
+) -> Result<HttpResponse, ApiError> {
+    let token = access_token(&req).ok_or_else(|| {
+        ApiError::Unauthorized(
+            "an access token is required (Authorization: Bearer or ?access_token=)".into(),
+        )
+    })?;
+    verify_token(&req, &token)?;
+    let upstream = &chat.0;
+    let max_frame = max_frame.0;
+    // Validates the upgrade before anything is asked of chat.
+    let (response, session, client) =
+        actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest {
+            code: "websocket_upgrade_required",
+            detail: e.to_string(),
+            field: None,
+        })?;
+    let upstream_socket = connect(&req, &token, &ctx, &pass, upstream, max_frame).await?;
+    actix_web::rt::spawn(pump(session, client, upstream_socket, max_frame));
+    Ok(response)
+}
+
+type Socket = actix_codec::Framed<awc::BoxedSocket, Codec>;
+
+/// Opens the WebSocket to a chat replica, counting the outcome against
+/// chat's breaker.
+async fn connect(
+    req: &HttpRequest,
+    token: &str,
+    ctx: &CallContext,
+    pass: &Passthrough,
+    upstream: &Upstream,
+    max_frame: usize,
+) -> Result<Socket, ApiError> {
+    let service = upstream.service();
+    let permit = upstream
+        .breaker()
+        .try_acquire()
+        .map_err(|rejected| ApiError::Unavailable {
+            service,
+            retry_after: rejected.retry_after,
+        })?;
+    let Some(authority) = upstream.pick_http() else {
+        upstream.breaker().record(permit, false);
+        return Err(ApiError::Unavailable {
+            service,
+            retry_after: Duration::from_secs(1),
+        });
+    };
+    let mut request = pass
+        .client()
+        .ws(format!("ws://{authority}/ws"))
+        .max_frame_size(max_frame)
+        .bearer_auth(token);
+    let mut headers = vec![("x-request-id".to_owned(), ctx.request_id.clone())];
+    if let Some(peer) = req.peer_addr() {
+        headers.push(("x-forwarded-for".to_owned(), peer.ip().to_string()));
+    }
+    let mut trace = http::HeaderMap::new();
+    common::telemetry::propagation::inject_http(&mut trace);
+    for (name, value) in &trace {
+        if let Ok(value) = value.to_str() {
+            headers.push((name.as_str().to_owned(), value.to_owned()));
+        }
+    }
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            request = request.set_header(name, value);
+        }
+    }
+    let connected = tokio::time::timeout(upstream.timeout(), request.connect()).await;
+    let result = match connected {
+        Ok(Ok((_, socket))) => Ok(socket),
+        Ok(Err(awc::error::WsClientError::InvalidResponseStatus(status))) => {
+            // Chat refused this client (its token, its connection cap): an
+            // answer about the request, not a sick upstream.
+            Err(match status.as_u16() {
+                401 => ApiError::Unauthorized("chat refused the access token".into()),
+                429 => ApiError::TooManyRequests {
+                    retry_after: Duration::from_secs(1),
+                },
+                s if s >= 500 => ApiError::BadGateway { service },
+                _ => ApiError::BadRequest {
+                    code: "websocket_refused",
+                    detail: format!("chat answered the upgrade with {status}"),
+                    field: None,
+                },
+            })
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "chat WebSocket connect failed");
+            Err(ApiError::Unavailable {
+                service,
+                retry_after: Duration::from_secs(1),
+            })
+        }
+        Err(_) => Err(ApiError::Timeout { service }),
+    };
+    let healthy = !matches!(
+        result,
+        Err(ApiError::Unavailable { .. } | ApiError::Timeout { .. } | ApiError::BadGateway { .. })
+    );
+    upstream.breaker().record(permit, healthy);
+    if !healthy {
+        metrics::counter!("gateway_upstream_failures_total", "upstream" => service).increment(1);
+    }
+    result
+}
+
+/// Why the pump stopped, and what to tell the side still open.
+enum End {
+    /// The client said goodbye (or went away): tell chat.
+    Client(Option<CloseReason>),
+    /// Chat closed: tell the client.
+    Upstream(Option<CloseReason>),
+}
+
+/// Relays frames until either side closes, then closes the other.
+async fn pump(
+    mut session: actix_ws::Session,
+    client: actix_ws::MessageStream,
+    upstream: Socket,
+    max_frame: usize,
+) {
+    let _open = OpenGauge::new();
+    let (mut to_chat, mut from_chat) = upstream.split();
+    let mut client = client
+        .max_frame_size(max_frame)
+        .aggregate_continuations()
+        .max_continuation_size(max_frame);
+    let end = loop {
+        tokio::select! {
+            incoming = client.recv() => {
+                let message = match incoming {
+                    Some(Ok(AggregatedMessage::Text(text))) => Message::Text(text),
+                    Some(Ok(AggregatedMessage::Binary(bytes))) => Message::Binary(bytes),
+                    Some(Ok(AggregatedMessage::Ping(bytes))) => Message::Ping(bytes),
+                    Some(Ok(AggregatedMessage::Pong(bytes))) => Message::Pong(bytes),
+                    Some(Ok(AggregatedMessage::Close(reason))) => break End::Client(reason),
+                    Some(Err(actix_ws::ProtocolError::Overflow)) => {
+                        break End::Upstream(Some(CloseReason {
+                            code: CloseCode::Size,
+                            description: Some(format!("messages are limited to {max_frame} bytes")),
+                        }));
+                    }
+                    Some(Err(_)) => break End::Upstream(Some(CloseCode::Protocol.into())),
+                    None => break End::Client(Some(CloseCode::Away.into())),
+                };
+                if to_chat.send(message).await.is_err() {
+                    break End::Upstream(Some(CloseCode::Away.into()));
+                }
+            }
+            frame = from_chat.next() => {
+                let sent = match frame {
+                    Some(Ok(Frame::Text(bytes))) => match bytestring::ByteString::try_from(bytes) {
+                        Ok(text) => session.text(text).await,
+                        Err(_) => break End::Client(Some(CloseCode::Invalid.into())),
+                    },
+                    Some(Ok(Frame::Binary(bytes))) => session.binary(bytes).await,
+                    Some(Ok(Frame::Ping(bytes))) => session.ping(&bytes).await,
+                    Some(Ok(Frame::Pong(bytes))) => session.pong(&bytes).await,
+                    Some(Ok(Frame::Close(reason))) => break End::Upstream(reason),
+                    // Chat sends whole messages; a fragmented one is a
+                    // protocol error here rather than something to buffer.
+                    Some(Ok(Frame::Continuation(_))) | Some(Err(_)) => {
+                        break End::Upstream(Some(CloseReason {
+                            code: CloseCode::Error,
+                            description: Some("chat connection failed".into()),
+                        }));
+                    }
+                    None => break End::Upstream(Some(CloseReason {
+                        code: CloseCode::Away,
+                        description: Some("chat went away".into()),
+                    })),
+                };
+                if sent.is_err() {
+                    break End::Client(Some(CloseCode::Away.into()));
+                }
+            }
+        }
+    };
+    match end {
+        End::Client(reason) => {
+            let _ = to_chat.send(Message::Close(reason.clone())).await;
+            let _ = session.close(reason).await;
+        }
+        End::Upstream(reason) => {
+            let _ = session.close(reason).await;
+            let _ = to_chat.send(Message::Close(None)).await;
+        }
+    }
+}
+
+/// `gateway_websockets_open`, kept right however the pump ends.
+struct OpenGauge;
+
+impl OpenGauge {
+    fn new() -> Self {
+        metrics::gauge!("gateway_websockets_open").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("gateway_websockets_open").decrement(1.0);
+    }
+}

@@ -1,0 +1,287 @@
+//! Chat through the gateway: a real users service, gateway and chat
+//! service on random ports; WebSocket clients upgrade at
+//! `/api/v1/chat/ws` with the token the gateway's login issued.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use awc::ws::{self, CloseCode, Frame};
+use common::config::{Env, ServiceConfig};
+use common::discovery::Registry;
+use common::events::{EventBus, MemoryBus};
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Platform, Running, platform, problem, run};
+
+const KEY: &str = "0123456789abcdef0123456789abcdef-test";
+
+async fn start_chat(registry: &Arc<dyn Registry>) -> Running {
+    let mut config = chat::Config::from_source(&Env::from_map(
+        "CHAT",
+        [("CHAT_JWT_SECRET", KEY), ("CHAT_MAX_FRAME_BYTES", "1024")],
+    ))
+    .unwrap();
+    config.service = ServiceConfig::ephemeral("chat", false);
+    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::default());
+    let host = chat::host_with_bus(config, Some(bus))
+        .await
+        .unwrap()
+        .registry(registry.clone())
+        .build()
+        .unwrap();
+    let running = run(host);
+    for _ in 0..100 {
+        if !registry.healthy_instances("chat").await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    running
+}
+
+type Socket = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
+
+fn ws_url(platform: &Platform) -> String {
+    format!("{}/api/v1/chat/ws", platform.base.replacen("http", "ws", 1))
+}
+
+async fn connect(platform: &Platform, token: &str) -> Socket {
+    let (response, socket) = awc::Client::new()
+        .ws(ws_url(platform))
+        .bearer_auth(token)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    socket
+}
+
+async fn send(socket: &mut Socket, frame: Value) {
+    socket
+        .send(ws::Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// The next JSON frame of `kind`, skipping presence chatter.
+async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a frame within 5 s")
+            .expect("the connection is open")
+            .unwrap();
+        match frame {
+            Frame::Text(text) => {
+                let value: Value = serde_json::from_slice(&text).unwrap();
+                if value["type"] == kind {
+                    return value;
+                }
+                assert_eq!(value["type"], "presence", "waiting for {kind}: {value}");
+            }
+            Frame::Ping(bytes) => socket.send(ws::Message::Pong(bytes)).await.unwrap(),
+            other => panic!("waiting for {kind}, got {other:?}"),
+        }
+    }
+}
+
+async fn local<F: std::future::Future<Output = ()>>(test: F) {
+    tokio::task::LocalSet::new().run_until(test).await;
+}
+
+#[tokio::test]
+async fn an_upgrade_with_the_gateways_token_reaches_chat_and_frames_flow_both_ways() {
+    local(async {
+        let platform = platform().await;
+        let _chat = start_chat(&platform.registry).await;
+        platform.sign_up("alice").await;
+        platform.sign_up("bobby").await;
+        let alice_token = platform.login("alice").await;
+        let bob_token = platform.login("bobby").await;
+
+        let mut alice = connect(&platform, &alice_token).await;
+        // Browsers pass the token in the query string.
+        let (_, mut bob) = awc::Client::new()
+            .ws(format!("{}?access_token={bob_token}", ws_url(&platform)))
+            .connect()
+            .await
+            .unwrap();
+        send(&mut alice, json!({"type": "join", "room": "lobby"})).await;
+        next_of(&mut alice, "joined").await;
+        send(&mut bob, json!({"type": "join", "room": "lobby"})).await;
+        let joined = next_of(&mut bob, "joined").await;
+        let names: Vec<&str> = joined["presence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["alice", "bobby"], "names come from the login token");
+
+        send(
+            &mut alice,
+            json!({"type": "send", "room": "lobby", "content": "hello @bobby"}),
+        )
+        .await;
+        assert_eq!(next_of(&mut alice, "ack").await["offset"], 1);
+        let message = next_of(&mut bob, "message").await;
+        assert_eq!(message["content"], "hello @bobby");
+        assert_eq!(message["user"]["name"], "alice");
+
+        // Pings cross the gateway and chat's pong comes back.
+        alice
+            .send(ws::Message::Ping("are you there".into()))
+            .await
+            .unwrap();
+        let pong = loop {
+            match tokio::time::timeout(Duration::from_secs(5), alice.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+            {
+                Frame::Text(_) => {} // her own message
+                other => break other,
+            }
+        };
+        assert_eq!(pong, Frame::Pong("are you there".into()));
+
+        // REST for rooms goes to chat too.
+        let presence: Value = platform
+            .client
+            .get(format!(
+                "{}/api/v1/chat/rooms/lobby/presence",
+                platform.base
+            ))
+            .bearer_auth(&alice_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(presence["members"].as_array().unwrap().len(), 2);
+        let history = platform
+            .client
+            .get(format!(
+                "{}/api/v1/chat/rooms/lobby/history?limit=10",
+                platform.base
+            ))
+            .bearer_auth(&alice_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(history.status(), StatusCode::OK);
+        assert!(history.headers().contains_key("x-ratelimit-limit"));
+        let history: Value = history.json().await.unwrap();
+        assert_eq!(history["messages"][0]["content"], "hello @bobby");
+
+        // Chat's own limits reach the client unchanged: an oversized frame
+        // is closed by chat with 1009, relayed through the gateway.
+        alice
+            .send(ws::Message::Text("x".repeat(4096).into()))
+            .await
+            .unwrap();
+        let code = loop {
+            match tokio::time::timeout(Duration::from_secs(5), alice.next())
+                .await
+                .unwrap()
+            {
+                Some(Ok(Frame::Close(reason))) => break reason.map(|r| r.code),
+                Some(Ok(_)) => {}
+                other => panic!("expected a close, got {other:?}"),
+            }
+        };
+        assert_eq!(code, Some(CloseCode::Size));
+
+        // Bob is unaffected and sees alice leave.
+        let left = next_of(&mut bob, "presence").await;
+        assert_eq!(left["action"], "leave");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn upgrades_without_a_valid_token_are_refused_before_chat_is_asked() {
+    local(async {
+        let platform = platform().await;
+        let _chat = start_chat(&platform.registry).await;
+        let forged = format!(
+            "{}.{}.",
+            support::base64_url(r#"{"alg":"none","typ":"JWT"}"#),
+            support::base64_url(r#"{"sub":"1","name":"x","exp":9999999999,"iat":0}"#)
+        );
+        for token in [None, Some("garbage"), Some(forged.as_str())] {
+            let mut request = platform
+                .client
+                .get(ws_url(&platform).replacen("ws", "http", 1));
+            request = request
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-version", "13")
+                .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.unwrap();
+            problem(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+        }
+        let plain = platform
+            .client
+            .get(format!("{}/api/v1/chat/rooms", platform.base))
+            .send()
+            .await
+            .unwrap();
+        problem(plain, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_plain_get_on_the_websocket_route_is_a_bad_request() {
+    local(async {
+        let platform = platform().await;
+        platform.sign_up("carol").await;
+        let token = platform.login("carol").await;
+        let response = platform
+            .client
+            .get(ws_url(&platform).replacen("ws", "http", 1))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        problem(
+            response,
+            StatusCode::BAD_REQUEST,
+            "websocket_upgrade_required",
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_a_chat_replica_the_upgrade_is_a_503_problem() {
+    local(async {
+        let platform = platform().await;
+        platform.sign_up("dave1").await;
+        let token = platform.login("dave1").await;
+        match awc::Client::new()
+            .ws(ws_url(&platform))
+            .bearer_auth(&token)
+            .connect()
+            .await
+        {
+            Err(awc::error::WsClientError::InvalidResponseStatus(status)) => {
+                assert_eq!(status, 503);
+            }
+            other => panic!("expected 503, got {:?}", other.map(|(r, _)| r.status())),
+        }
+    })
+    .await;
+}
