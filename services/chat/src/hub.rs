@@ -6,11 +6,11 @@
 //! goes on at full speed (the seed's hub blocked every member on the
 //! slowest one).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::Member;
@@ -22,13 +22,78 @@ pub const SLOW_CONSUMER: u16 = 4008;
 
 struct Handle {
     member: Member,
-    tx: mpsc::Sender<Arc<str>>,
+    outbox: Arc<Outbox>,
     kicked: CancellationToken,
+    /// The rooms this connection is in (changed under the hub's room lock).
+    rooms: Mutex<Vec<String>>,
+}
+
+/// A room's members on this replica.
+#[derive(Default)]
+struct Room {
+    connections: HashMap<ConnId, Arc<Handle>>,
+    /// Connections per user, so "is this user here" and "how many users"
+    /// are single lookups however large the room.
+    users: HashMap<u64, u32>,
+}
+
+/// A connection's bounded queue of frames. Lighter than a channel for the
+/// common case of ten thousand idle connections: nothing is allocated
+/// until a frame is queued, and a drained queue gives its memory back.
+struct Outbox {
+    frames: Mutex<VecDeque<Arc<str>>>,
+    ready: Notify,
+    capacity: usize,
+}
+
+impl Outbox {
+    /// Queues `frame`; false when the queue is full.
+    fn push(&self, frame: Arc<str>) -> bool {
+        let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
+        if frames.len() >= self.capacity {
+            return false;
+        }
+        frames.push_back(frame);
+        drop(frames);
+        self.ready.notify_one();
+        true
+    }
+
+    fn pop(&self) -> Option<Arc<str>> {
+        let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
+        let frame = frames.pop_front();
+        if frames.is_empty() && frames.capacity() > 16 {
+            *frames = VecDeque::new();
+        }
+        frame
+    }
+}
+
+/// The receiving end of a connection's queue.
+pub struct Outbound(Arc<Outbox>);
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Empty;
+
+impl Outbound {
+    /// The next frame, waiting for one.
+    pub async fn recv(&mut self) -> Option<Arc<str>> {
+        loop {
+            if let Some(frame) = self.0.pop() {
+                return Some(frame);
+            }
+            self.0.ready.notified().await;
+        }
+    }
+
+    pub fn try_recv(&mut self) -> Result<Arc<str>, Empty> {
+        self.0.pop().ok_or(Empty)
+    }
 }
 
 #[derive(Default)]
 pub struct Hub {
-    rooms: RwLock<HashMap<String, HashMap<ConnId, Arc<Handle>>>>,
+    rooms: RwLock<HashMap<String, Room>>,
     connections: Mutex<HashMap<ConnId, Arc<Handle>>>,
     per_user: Mutex<HashMap<u64, usize>>,
     next_id: AtomicU64,
@@ -39,7 +104,7 @@ pub struct Registration {
     hub: Arc<Hub>,
     pub id: ConnId,
     pub member: Member,
-    pub outbound: mpsc::Receiver<Arc<str>>,
+    pub outbound: Outbound,
     /// Cancelled when the connection fell behind.
     pub kicked: CancellationToken,
 }
@@ -72,12 +137,17 @@ impl Hub {
             *count += 1;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, outbound) = mpsc::channel(queue.max(1));
+        let outbox = Arc::new(Outbox {
+            frames: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+            capacity: queue.max(1),
+        });
         let kicked = CancellationToken::new();
         let handle = Arc::new(Handle {
             member: member.clone(),
-            tx,
+            outbox: outbox.clone(),
             kicked: kicked.clone(),
+            rooms: Mutex::new(Vec::new()),
         });
         let open = {
             let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
@@ -89,7 +159,7 @@ impl Hub {
             hub: self.clone(),
             id,
             member,
-            outbound,
+            outbound: Outbound(outbox),
             kicked,
         })
     }
@@ -108,8 +178,16 @@ impl Hub {
         };
         let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
         let members = rooms.entry(room.to_owned()).or_default();
-        let first = members.is_empty();
-        let added = members.insert(id, handle).is_none();
+        let first = members.connections.is_empty();
+        let added = members.connections.insert(id, handle.clone()).is_none();
+        if added {
+            *members.users.entry(handle.member.id).or_default() += 1;
+            handle
+                .rooms
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(room.to_owned());
+        }
         let count = rooms.len();
         drop(rooms);
         metrics::gauge!("chat_rooms").set(count as f64);
@@ -123,25 +201,49 @@ impl Hub {
         let Some(members) = rooms.get_mut(room) else {
             return (false, false);
         };
-        let removed = members.remove(&id).is_some();
-        let empty = members.is_empty();
+        let Some(handle) = members.connections.remove(&id) else {
+            return (false, false);
+        };
+        if let Some(count) = members.users.get_mut(&handle.member.id) {
+            *count -= 1;
+            if *count == 0 {
+                members.users.remove(&handle.member.id);
+            }
+        }
+        handle
+            .rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|r| r != room);
+        let empty = members.connections.is_empty();
         if empty {
             rooms.remove(room);
         }
         let count = rooms.len();
         drop(rooms);
         metrics::gauge!("chat_rooms").set(count as f64);
-        (removed, empty)
+        (true, empty)
     }
 
+    /// The rooms connection `id` is in.
     pub fn rooms_of(&self, id: ConnId) -> Vec<String> {
-        self.rooms
-            .read()
+        self.connections
+            .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|(_, members)| members.contains_key(&id))
-            .map(|(room, _)| room.clone())
-            .collect()
+            .get(&id)
+            .map(|h| h.rooms.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// How many rooms connection `id` is in.
+    pub fn room_count(&self, id: ConnId) -> usize {
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map_or(0, |h| {
+                h.rooms.lock().unwrap_or_else(|p| p.into_inner()).len()
+            })
     }
 
     /// Whether connection `id` is in `room` (one lookup, for every send).
@@ -150,16 +252,21 @@ impl Hub {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(room)
-            .is_some_and(|m| m.contains_key(&id))
+            .is_some_and(|m| m.connections.contains_key(&id))
     }
 
     /// Whether `user` is in `room` through another connection than `except`.
     pub fn user_in_room(&self, room: &str, user: u64, except: ConnId) -> bool {
-        self.rooms
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(room)
-            .is_some_and(|m| m.iter().any(|(id, h)| *id != except && h.member.id == user))
+        let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
+        let Some(members) = rooms.get(room) else {
+            return false;
+        };
+        let count = members.users.get(&user).copied().unwrap_or(0);
+        let own = members
+            .connections
+            .get(&except)
+            .is_some_and(|h| h.member.id == user);
+        count > u32::from(own)
     }
 
     /// The distinct users in `room` on this replica.
@@ -167,11 +274,20 @@ impl Hub {
         let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
         let mut members: Vec<Member> = rooms
             .get(room)
-            .map(|m| m.values().map(|h| h.member.clone()).collect())
+            .map(|m| m.connections.values().map(|h| h.member.clone()).collect())
             .unwrap_or_default();
         members.sort_by_key(|m| m.id);
         members.dedup_by_key(|m| m.id);
         members
+    }
+
+    /// How many distinct users are in `room` on this replica.
+    pub fn user_count(&self, room: &str) -> usize {
+        self.rooms
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(room)
+            .map_or(0, |m| m.users.len())
     }
 
     /// Rooms with members on this replica.
@@ -192,16 +308,12 @@ impl Hub {
             return 0;
         };
         let mut delivered = 0;
-        for handle in members.values() {
-            match handle.tx.try_send(frame.clone()) {
-                Ok(()) => delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    if !handle.kicked.is_cancelled() {
-                        metrics::counter!("chat_slow_clients_dropped_total").increment(1);
-                        handle.kicked.cancel();
-                    }
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+        for handle in members.connections.values() {
+            if handle.outbox.push(frame.clone()) {
+                delivered += 1;
+            } else if !handle.kicked.is_cancelled() {
+                metrics::counter!("chat_slow_clients_dropped_total").increment(1);
+                handle.kicked.cancel();
             }
         }
         metrics::counter!("chat_messages_out_total").increment(delivered as u64);
@@ -217,7 +329,7 @@ impl Hub {
             .get(&id)
             .cloned();
         if let Some(handle) = handle
-            && let Err(mpsc::error::TrySendError::Full(_)) = handle.tx.try_send(frame)
+            && !handle.outbox.push(frame)
             && !handle.kicked.is_cancelled()
         {
             metrics::counter!("chat_slow_clients_dropped_total").increment(1);

@@ -57,6 +57,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Most missed messages a rejoining client is sent.
     pub recovery_limit: usize,
+    /// Rooms with more users than this do not announce joins and leaves
+    /// and send no member list on join: filling a room of n would
+    /// otherwise cost n² frames.
+    pub large_room: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +96,7 @@ impl Config {
             heartbeat: env.get("HEARTBEAT", Duration::from_secs(15))?,
             idle_timeout: env.get("IDLE_TIMEOUT", Duration::from_secs(45))?,
             recovery_limit: env.get("RECOVERY_LIMIT", 100)?,
+            large_room: env.get("LARGE_ROOM", 50)?,
         };
         if limits.heartbeat >= limits.idle_timeout {
             return Err(ConfigError::Invalid {

@@ -89,6 +89,10 @@ pub enum ServerFrame<'a> {
         /// the client should reload.
         recovered: bool,
         missed: &'a [ChatMessage],
+        /// How many users are in the room.
+        members: usize,
+        /// Who they are, unless the room is large (then empty: ask
+        /// `GET /rooms/{room}/presence`).
         presence: &'a [Member],
     },
     Message(&'a ChatMessage),

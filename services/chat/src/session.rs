@@ -109,7 +109,9 @@ pub async fn run(
                 };
                 match message {
                     actix_ws::AggregatedMessage::Text(text) => {
-                        match handle(&chat, &reg, &mut session, &mut bucket, &text).await {
+                        // Boxed: an idle connection's task then holds no
+                        // room for the (large, rarely live) handler state.
+                        match Box::pin(handle(&chat, &reg, &mut session, &mut bucket, &text)).await {
                             Next::Continue => {}
                             Next::Close(reason) => break Some(reason),
                         }
@@ -136,10 +138,14 @@ pub async fn run(
             }
         }
     };
-    for room in chat.hub.rooms_of(reg.id) {
-        leave(&chat, &reg, &room).await;
-    }
-    let _ = session.close(close).await;
+    // Boxed like the handler: it runs once, at the end.
+    Box::pin(async move {
+        for room in chat.hub.rooms_of(reg.id) {
+            leave(&chat, &reg, &room).await;
+        }
+        let _ = session.close(close).await;
+    })
+    .await;
 }
 
 /// Writes one frame; false when the connection is gone.
@@ -228,7 +234,7 @@ async fn join(
         );
     }
     if !chat.hub.in_room(room, reg.id)
-        && chat.hub.rooms_of(reg.id).len() >= chat.limits.max_rooms_per_connection
+        && chat.hub.room_count(reg.id) >= chat.limits.max_rooms_per_connection
     {
         return error(
             "too_many_rooms",
@@ -241,7 +247,15 @@ async fn join(
     if first && let Err(e) = chat.broker.watch(room).await {
         tracing::warn!(error = %common::exit::chain(&e), room, "cannot receive the room's traffic");
     }
-    if added && !user_was_here {
+    let arrived = added && !user_was_here && set_presence(chat, room, &reg.member, true).await;
+    let members = chat.broker.presence_count(room).await.unwrap_or(0);
+    let large = members > chat.limits.large_room;
+    let presence = if large {
+        Vec::new()
+    } else {
+        chat.broker.presence(room).await.unwrap_or_default()
+    };
+    if arrived && !large {
         announce(chat, room, &reg.member, PresenceAction::Join).await;
     }
     let recovery = match chat
@@ -259,12 +273,12 @@ async fn join(
             );
         }
     };
-    let presence = chat.broker.presence(room).await.unwrap_or_default();
     ServerFrame::Joined {
         room,
         position: recovery.position,
         recovered: recovery.recovered,
         missed: &recovery.missed,
+        members: members.max(presence.len()),
         presence: &presence,
     }
     .to_text()
@@ -276,13 +290,38 @@ async fn leave(chat: &Chat, reg: &Registration, room: &str) -> bool {
     if !removed {
         return false;
     }
-    if !chat.hub.user_in_room(room, reg.member.id, reg.id) {
-        announce(chat, room, &reg.member, PresenceAction::Leave).await;
+    if !chat.hub.user_in_room(room, reg.member.id, reg.id)
+        && set_presence(chat, room, &reg.member, false).await
+    {
+        // Counted without the leaver: a room that was just large
+        // announces nothing.
+        let remaining = chat.broker.presence_count(room).await.unwrap_or(0);
+        if remaining < chat.limits.large_room {
+            announce(chat, room, &reg.member, PresenceAction::Leave).await;
+        }
     }
     if empty && let Err(e) = chat.broker.unwatch(room).await {
         tracing::warn!(error = %common::exit::chain(&e), room, "cannot stop receiving the room");
     }
     true
+}
+
+/// Records the user's presence; true when the room's presence changed
+/// (or it is unknown because the store failed: better a repeated
+/// announcement than a missing one).
+async fn set_presence(
+    chat: &Chat,
+    room: &str,
+    member: &crate::protocol::Member,
+    present: bool,
+) -> bool {
+    match chat.broker.set_presence(room, member, present).await {
+        Ok(changed) => changed,
+        Err(e) => {
+            tracing::warn!(error = %common::exit::chain(&e), room, "presence change not stored");
+            true
+        }
+    }
 }
 
 async fn announce(
@@ -291,21 +330,13 @@ async fn announce(
     member: &crate::protocol::Member,
     action: PresenceAction,
 ) {
-    let present = action == PresenceAction::Join;
     let frame = ServerFrame::Presence {
         room,
         user: member,
         action,
     }
     .to_text();
-    let changed = match chat.broker.set_presence(room, member, present).await {
-        Ok(changed) => changed,
-        Err(e) => {
-            tracing::warn!(error = %common::exit::chain(&e), room, "presence change not stored");
-            true
-        }
-    };
-    if changed && let Err(e) = chat.broker.broadcast(room, Arc::from(frame)).await {
+    if let Err(e) = chat.broker.broadcast(room, Arc::from(frame)).await {
         tracing::warn!(error = %common::exit::chain(&e), room, "presence change not shared");
     }
 }

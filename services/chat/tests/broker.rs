@@ -271,9 +271,15 @@ async fn presence_lists_members_until_they_leave() {
             },
             "{backend}"
         );
+        assert_eq!(
+            broker.presence_count("r").await.unwrap(),
+            if backend == "memory" { 0 } else { 2 },
+            "{backend}"
+        );
         assert!(broker.set_presence("r", &member(1), false).await.unwrap());
         if backend == "redis" {
             assert_eq!(broker.presence("r").await.unwrap(), vec![member(2)]);
+            assert_eq!(broker.presence_count("r").await.unwrap(), 1);
         }
     }
 }
@@ -284,12 +290,19 @@ async fn in_process_presence_is_the_rooms_connected_members() {
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub.clone(), limits(10)));
     let a = subscriber(&hub, &broker, 1, "r").await;
     let _b = subscriber(&hub, &broker, 2, "r").await;
+    let _also_b = subscriber(&hub, &broker, 2, "r").await;
     assert_eq!(
         broker.presence("r").await.unwrap(),
         vec![member(1), member(2)]
     );
+    assert_eq!(
+        broker.presence_count("r").await.unwrap(),
+        2,
+        "users, not connections"
+    );
     drop(a);
     assert_eq!(broker.presence("r").await.unwrap(), vec![member(2)]);
+    assert_eq!(broker.presence_count("r").await.unwrap(), 1);
 }
 
 #[tokio::test]

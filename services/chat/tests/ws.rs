@@ -580,3 +580,29 @@ async fn two_replicas_on_one_redis_share_rooms_presence_and_history() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn large_rooms_do_not_announce_every_join_or_send_the_member_list() {
+    run(async {
+        let server = server(&[("CHAT_LARGE_ROOM", "2")]).await;
+        let mut alice = Client::connect(&server, 1, "alice").await;
+        let mut bob = Client::connect(&server, 2, "bob").await;
+        let mut carol = Client::connect(&server, 3, "carol").await;
+        alice.join("big").await;
+        let joined = bob.join("big").await;
+        assert_eq!(joined["members"], 2);
+        assert_eq!(joined["presence"].as_array().unwrap().len(), 2);
+        assert_eq!(alice.presence_of(2).await["action"], "join");
+
+        let joined = carol.join("big").await;
+        assert_eq!(joined["members"], 3, "the count is always there");
+        assert_eq!(joined["presence"], json!([]), "the list is not");
+        alice
+            .send(json!({"type": "send", "room": "big", "content": "hi"}))
+            .await;
+        let next = alice.next().await;
+        assert_ne!(next["type"], "presence", "carol's join was not announced");
+        assert_eq!(carol.next_of("message").await["content"], "hi");
+    })
+    .await;
+}

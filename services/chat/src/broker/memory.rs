@@ -152,4 +152,8 @@ impl Broker for MemoryBroker {
     async fn presence(&self, room: &str) -> Result<Vec<Member>, BrokerError> {
         Ok(self.hub.members(room))
     }
+
+    async fn presence_count(&self, room: &str) -> Result<usize, BrokerError> {
+        Ok(self.hub.user_count(room))
+    }
 }

@@ -89,6 +89,10 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Who is in the room, on every replica.
     async fn presence(&self, room: &str) -> Result<Vec<Member>, BrokerError>;
+
+    /// How many users are in the room, on every replica (without listing
+    /// them).
+    async fn presence_count(&self, room: &str) -> Result<usize, BrokerError>;
 }
 
 /// Unix milliseconds now.

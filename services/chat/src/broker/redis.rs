@@ -106,6 +106,13 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 ";
 
+/// KEYS: the room's member set. Returns how many are not yet expired.
+const COUNT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+";
+
 /// A message as kept in the stream; room, offset and epoch are where it is.
 #[derive(Serialize, Deserialize)]
 struct Stored {
@@ -172,6 +179,7 @@ struct Scripts {
     present: Script,
     absent: Script,
     members: Script,
+    count: Script,
 }
 
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> BrokerError {
@@ -216,6 +224,7 @@ impl RedisBroker {
                 present: Script::from_lua(PRESENT),
                 absent: Script::from_lua(ABSENT),
                 members: Script::from_lua(MEMBERS),
+                count: Script::from_lua(COUNT),
             },
             config,
         });
@@ -352,7 +361,7 @@ impl RedisBroker {
             subs.entry(room.to_owned()).or_default().clone()
         };
         let mut subscribed = lock.lock().await;
-        let wanted = !self.hub.members(room).is_empty();
+        let wanted = self.hub.user_count(room) > 0;
         let result = if wanted && !*subscribed {
             self.subscriber
                 .subscribe(self.channel(room))
@@ -573,5 +582,15 @@ impl Broker for RedisBroker {
         members.sort_by_key(|m| m.id);
         members.dedup_by_key(|m| m.id);
         Ok(members)
+    }
+
+    async fn presence_count(&self, room: &str) -> Result<usize, BrokerError> {
+        let count: u64 = self
+            .scripts
+            .count
+            .evalsha_with_reload(&self.client, vec![self.key(room, "members")], ())
+            .await
+            .map_err(unavailable)?;
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 }
