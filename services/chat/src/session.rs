@@ -22,6 +22,8 @@ struct Bucket {
     last: Instant,
     rate: f64,
     burst: f64,
+    /// Frames refused since the last one let through.
+    refused: u32,
 }
 
 impl Bucket {
@@ -32,6 +34,7 @@ impl Bucket {
             last: Instant::now(),
             rate: f64::from(limits.messages_per_second.max(1)),
             burst,
+            refused: 0,
         }
     }
 
@@ -42,8 +45,10 @@ impl Bucket {
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
+            self.refused = 0;
             true
         } else {
+            self.refused += 1;
             false
         }
     }
@@ -173,6 +178,14 @@ async fn handle(
     };
     if !bucket.take() {
         metrics::counter!("chat_rate_limited_total").increment(1);
+        // A client that ignores `rate_limited` for a whole burst is not
+        // slowing down; it goes.
+        if bucket.refused > chat.limits.message_burst.max(1) {
+            return Next::Close(CloseReason {
+                code: CloseCode::Policy,
+                description: Some("flooding: frames kept coming after rate_limited".into()),
+            });
+        }
         let sent = reply(
             session,
             error("rate_limited", "too many frames; slow down", None),

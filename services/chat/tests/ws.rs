@@ -398,6 +398,21 @@ async fn a_flooding_client_is_rate_limited() {
             }
         }
         assert_eq!((acks, limited), (2, 2));
+
+        // Ignoring rate_limited for a whole burst more ends the connection
+        // with 1008; the room carries on for everyone else.
+        let mut bob = Client::connect(&server, 2, "bob").await;
+        bob.join("r").await;
+        for _ in 0..10 {
+            alice
+                .send(json!({"type": "send", "room": "r", "content": "spam"}))
+                .await;
+        }
+        assert_eq!(alice.closed().await, Some(CloseCode::Policy));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        bob.send(json!({"type": "send", "room": "r", "content": "still here"}))
+            .await;
+        assert_eq!(bob.next_of("ack").await["room"], "r");
     })
     .await;
 }
