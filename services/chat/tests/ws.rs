@@ -621,3 +621,47 @@ async fn large_rooms_do_not_announce_every_join_or_send_the_member_list() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_rooms_messages_arrive_in_order_and_stay_in_that_room() {
+    run(async {
+        let server = server(&[("CHAT_MESSAGE_BURST", "100")]).await;
+        let mut alice = Client::connect(&server, 1, "alice").await;
+        let mut bob = Client::connect(&server, 2, "bob").await;
+        let mut carol = Client::connect(&server, 3, "carol").await;
+        alice.join("one").await;
+        bob.join("one").await;
+        carol.join("two").await;
+        for i in 0..30 {
+            alice
+                .send(json!({"type": "send", "room": "one", "content": format!("m{i}")}))
+                .await;
+        }
+        carol
+            .send(json!({"type": "send", "room": "two", "content": "elsewhere"}))
+            .await;
+        for i in 0..30 {
+            let message = bob.next_of("message").await;
+            assert_eq!(message["content"], format!("m{i}"));
+            assert_eq!(message["offset"], i + 1);
+        }
+        // Carol hears only her own room: the ack and her own message.
+        let mut kinds = Vec::new();
+        while kinds.len() < 2 {
+            let frame = carol.next().await;
+            assert_eq!(frame["room"], "two", "{frame}");
+            if frame["type"] != "presence" {
+                kinds.push(frame["type"].as_str().unwrap().to_owned());
+            }
+        }
+        kinds.sort();
+        assert_eq!(kinds, ["ack", "message"]);
+        carol.send(json!({"type": "typing", "room": "two"})).await;
+        assert_eq!(
+            carol.next_of("typing").await["room"],
+            "two",
+            "nothing from room one came first"
+        );
+    })
+    .await;
+}
