@@ -8,8 +8,12 @@
 #  (b) nginx (Debian package): proxy_pass with upstream keep-alive and
 #      limit_req; one worker process.
 #
+#  (c) for scale, bench/src/bin/bare_proxy.rs: hyper on one thread, each
+#      client connection paired with its own upstream connection, nothing
+#      else — the floor for any Rust proxy on this stack.
+#
 # Both limits are set far above the offered load so every request is
-# decided and none refused. wrk (Debian) drives each in turn, A B A B.
+# decided and none refused. wrk (Debian) drives each in turn, A B C A B C.
 # Then REST→gRPC: `GET /api/v1/users/{id}` through the gateway to the users
 # service (SQLite, cache warm).
 #
@@ -37,6 +41,8 @@ cleanup() {
 trap cleanup EXIT
 
 "$bin/bare-http" 127.0.0.1:19100 1 &
+pids+=($!)
+"$bin/bare-proxy" 127.0.0.1:19200 127.0.0.1:19100 &
 pids+=($!)
 
 cat >"$work/nginx.conf" <<NGINX
@@ -87,6 +93,7 @@ echo "round name req_per_s p99"
 for round in $(seq 1 "$ROUNDS"); do
   echo "$round $(run gateway http://127.0.0.1:18080/api/v1/echo/ping)"
   echo "$round $(run nginx http://127.0.0.1:18090/api/v1/echo/ping)"
+  echo "$round $(run bare-proxy http://127.0.0.1:19200/api/v1/echo/ping)"
 done
 echo "== REST to gRPC: GET /api/v1/users/1 through the gateway"
 for round in $(seq 1 "$ROUNDS"); do

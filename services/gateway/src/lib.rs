@@ -30,7 +30,7 @@ use resilience::clock::SystemClock;
 use resilience::rate_limit::{MemoryLimiter, Quota, RedisLimiter};
 
 use crate::jwt::TokenSigner;
-use crate::ratelimit::{DynamicRateLimiter, OnRedisError};
+use crate::ratelimit::{DynamicRateLimiter, OnRedisError, WorkerRedis};
 use crate::routes::admin::AdminToken;
 use crate::upstream::Upstream;
 
@@ -206,32 +206,44 @@ pub struct Gateway {
     pub signer: Arc<TokenSigner>,
 }
 
-/// A Redis client that connects (and reconnects) in the background: the
-/// gateway starts even while Redis is down and limits in process until it
-/// answers.
-fn redis_client(url: &str) -> Result<fred::prelude::Client, GatewayStartError> {
+fn redis_config(url: &str) -> Result<fred::prelude::Config, GatewayStartError> {
+    fred::prelude::Config::from_url(url).map_err(|source| GatewayStartError::Redis {
+        url: url.to_owned(),
+        source,
+    })
+}
+
+/// A Redis client that connects (and reconnects) in the background on the
+/// calling thread's runtime: the gateway starts even while Redis is down
+/// and limits in process until it answers.
+fn redis_client(url: &str) -> Option<fred::prelude::Client> {
     use fred::prelude::*;
-    let config =
-        fred::prelude::Config::from_url(url).map_err(|source| GatewayStartError::Redis {
-            url: url.to_owned(),
-            source,
-        })?;
-    let client = Builder::from_config(config)
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(1);
-            c.internal_command_timeout = Duration::from_secs(1);
-        })
-        .with_performance_config(|p| {
-            p.default_command_timeout = Duration::from_millis(250);
-        })
-        .set_policy(ReconnectPolicy::new_constant(0, 500))
-        .build()
-        .map_err(|source| GatewayStartError::Redis {
-            url: url.to_owned(),
-            source,
-        })?;
-    drop(client.connect());
-    Ok(client)
+    let built = redis_config(url).and_then(|config| {
+        Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(1);
+                c.internal_command_timeout = Duration::from_secs(1);
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = Duration::from_millis(250);
+            })
+            .set_policy(ReconnectPolicy::new_constant(0, 500))
+            .build()
+            .map_err(|source| GatewayStartError::Redis {
+                url: url.to_owned(),
+                source,
+            })
+    });
+    match built {
+        Ok(client) => {
+            drop(client.connect());
+            Some(client)
+        }
+        Err(error) => {
+            tracing::error!(error = %common::exit::chain(&error), "rate limits stay in process");
+            None
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -274,13 +286,14 @@ pub async fn host_with_registry(
     });
     let signer = web::Data::from(signer);
     let max_body = config.max_body_bytes;
-    let redis = match &config.redis_url {
-        Some(url) => Some(RedisLimiter::new(redis_client(url)?, "ratelimit:")),
-        None => None,
-    };
+    // Checked here so a bad URL stops the start; each worker then makes
+    // its own client from it.
+    if let Some(url) = &config.redis_url {
+        redis_config(url)?;
+    }
+    let redis_url = config.redis_url.clone();
     let limiter = web::Data::new(Arc::new(DynamicRateLimiter::new(
         config.rate_limit,
-        redis,
         MemoryLimiter::new(Arc::new(SystemClock)),
         config.on_redis_error,
     )));
@@ -316,8 +329,15 @@ pub async fn host_with_registry(
                 .app_data(limiter.clone())
                 .app_data(admin.clone())
                 .app_data(sunset.clone())
-                // Runs once per worker: each gets its own upstream client.
-                .app_data(web::Data::new(proxy::Passthrough::for_this_worker()));
+                // Runs once per worker: each gets its own upstream client
+                // and Redis connection.
+                .app_data(web::Data::new(proxy::Passthrough::for_this_worker()))
+                .app_data(web::Data::new(WorkerRedis::new(
+                    redis_url
+                        .as_deref()
+                        .and_then(redis_client)
+                        .map(|client| RedisLimiter::new(client, "ratelimit:")),
+                )));
             // Before the REST scopes: a scope that matches a prefix answers
             // 404 itself rather than passing the request on.
             for (prefix, upstream) in &passthrough_routes {

@@ -10,7 +10,7 @@ use resilience::rate_limit::Quota;
 use serde::{Deserialize, Serialize};
 
 use crate::problem::ApiError;
-use crate::ratelimit::DynamicRateLimiter;
+use crate::ratelimit::{DynamicRateLimiter, WorkerRedis};
 
 /// The configured admin token, if admin endpoints are enabled.
 #[derive(Clone)]
@@ -86,6 +86,7 @@ fn validate_key(key: &str) -> Result<(), ApiError> {
 async fn set(
     req: HttpRequest,
     limiter: web::Data<Arc<DynamicRateLimiter>>,
+    redis: web::Data<WorkerRedis>,
     key: web::Path<String>,
     body: web::Json<OverrideBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -101,7 +102,7 @@ async fn set(
         limit: body.limit,
         period: Duration::from_secs(body.period_seconds),
     };
-    limiter.set_override(&key, quota).await;
+    limiter.set_override(&redis, &key, quota).await;
     tracing::info!(key = %key, limit = body.limit, period_seconds = body.period_seconds, "rate limit override set");
     Ok(HttpResponse::Ok().json(OverrideView {
         key: key.into_inner(),
