@@ -42,7 +42,10 @@ async fn relay(client: TcpStream, upstream: &str) -> Result<(), Error> {
     client.set_nodelay(true)?;
     let up = TcpStream::connect(upstream).await?;
     up.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(up)).await?;
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(up))
+        .await?;
     tokio::spawn(connection);
     // HTTP/1 serves one request at a time per connection, so the lock is
     // never contended.
@@ -52,6 +55,7 @@ async fn relay(client: TcpStream, upstream: &str) -> Result<(), Error> {
         async move { sender.lock().await.send_request(req).await }
     });
     http1::Builder::new()
+        .writev(false)
         .serve_connection(TokioIo::new(client), service)
         .await?;
     Ok(())
