@@ -19,7 +19,7 @@ use actix_ws::AggregatedMessage;
 use awc::ws::{CloseCode, CloseReason, Codec, Frame, Message};
 use futures_util::{SinkExt, StreamExt};
 
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Problem};
 use crate::proxy::{self, Passthrough};
 use crate::request::verify_token;
 use crate::upstream::{CallContext, Upstream};
@@ -38,9 +38,52 @@ pub fn configure(cfg: &mut web::ServiceConfig, upstream: Arc<Upstream>, max_fram
             .wrap(actix_web::middleware::from_fn(crate::ratelimit::limit_rate))
             .wrap(actix_web::middleware::from_fn(crate::request::request_id))
             .route("/ws", web::get().to(ws))
-            .route("/rooms", web::get().to(rest))
-            .route("/rooms/{tail:.*}", web::get().to(rest)),
+            .route("/rooms", web::get().to(rooms))
+            .route("/rooms/{room}/presence", web::get().to(presence))
+            .route("/rooms/{room}/history", web::get().to(history)),
     );
+}
+
+/// Rooms with members on the chat replica that answers.
+#[utoipa::path(get, path = "/api/v1/chat/rooms", tag = "chat",
+    security(("bearer" = [])),
+    responses((status = 200, description = "`{rooms: [string]}`"), (status = 401, body = Problem),
+        (status = 503, body = Problem)))]
+pub async fn rooms(
+    req: HttpRequest,
+    ctx: CallContext,
+    pass: web::Data<Passthrough>,
+    chat: web::Data<ChatUpstream>,
+) -> Result<HttpResponse, ApiError> {
+    rest(req, ctx, pass, chat).await
+}
+
+/// Who is in a room now, on every chat replica.
+#[utoipa::path(get, path = "/api/v1/chat/rooms/{room}/presence", tag = "chat",
+    security(("bearer" = [])), params(("room" = String, Path)),
+    responses((status = 200, description = "`{room, members: [{id, name}]}`"),
+        (status = 401, body = Problem), (status = 503, body = Problem)))]
+pub async fn presence(
+    req: HttpRequest,
+    ctx: CallContext,
+    pass: web::Data<Passthrough>,
+    chat: web::Data<ChatUpstream>,
+) -> Result<HttpResponse, ApiError> {
+    rest(req, ctx, pass, chat).await
+}
+
+/// A room's recent messages, oldest first.
+#[utoipa::path(get, path = "/api/v1/chat/rooms/{room}/history", tag = "chat",
+    security(("bearer" = [])), params(("room" = String, Path), ("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "`{room, position: {offset, epoch}, messages}`"),
+        (status = 401, body = Problem), (status = 503, body = Problem)))]
+pub async fn history(
+    req: HttpRequest,
+    ctx: CallContext,
+    pass: web::Data<Passthrough>,
+    chat: web::Data<ChatUpstream>,
+) -> Result<HttpResponse, ApiError> {
+    rest(req, ctx, pass, chat).await
 }
 
 /// `GET /api/v1/chat/rooms...` → chat's `GET /rooms...`.
@@ -76,7 +119,15 @@ struct TokenQuery {
     access_token: Option<String>,
 }
 
-async fn ws(
+/// Upgrades to a WebSocket speaking chat's protocol (see the README),
+/// relayed to a chat replica.
+#[utoipa::path(get, path = "/api/v1/chat/ws", tag = "chat",
+    security(("bearer" = [])), params(("access_token" = Option<String>, Query,
+        description = "the access token, for browsers that cannot set headers")),
+    responses((status = 101, description = "switching to the WebSocket protocol"),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 429, body = Problem), (status = 503, body = Problem)))]
+pub async fn ws(
     req: HttpRequest,
     body: web::Payload,
     ctx: CallContext,

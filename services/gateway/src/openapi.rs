@@ -7,6 +7,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::chat;
 use crate::routes::{posts, users, v2};
 
 struct BearerAuth;
@@ -35,6 +36,7 @@ impl Modify for BearerAuth {
         posts::create_comment, posts::comments_of_post, posts::comments_of_user,
         posts::get_comment, posts::update_comment, posts::delete_comment,
         v2::list_users, v2::get_user,
+        chat::ws, chat::rooms, chat::presence, chat::history,
     ),
     modifiers(&BearerAuth)
 )]
