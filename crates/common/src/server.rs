@@ -77,9 +77,19 @@ pub struct ServiceHostBuilder {
     checks: Vec<Arc<dyn ReadinessCheck>>,
     registry: Option<Arc<dyn Registry>>,
     tasks: Vec<(&'static str, BackgroundTask)>,
+    draining: Vec<CancellationToken>,
 }
 
 impl ServiceHostBuilder {
+    /// `token` is cancelled the moment the host starts draining. Long-lived
+    /// connections (WebSockets, event streams) should end then, telling
+    /// their clients to reconnect elsewhere; otherwise the drain waits for
+    /// them until the shutdown timeout.
+    pub fn on_drain(mut self, token: CancellationToken) -> Self {
+        self.draining.push(token);
+        self
+    }
+
     /// Work that runs beside the servers (an outbox relay, a consumer). It
     /// starts with the service and is told to stop, through the token,
     /// after in-flight requests have drained; the host waits for it to
@@ -166,6 +176,7 @@ impl ServiceHostBuilder {
             grpc_names: self.grpc_names,
             registry,
             tasks: self.tasks,
+            draining: self.draining,
         })
     }
 }
@@ -210,6 +221,7 @@ pub struct ServiceHost {
     grpc_names: Vec<&'static str>,
     registry: Arc<dyn Registry>,
     tasks: Vec<(&'static str, BackgroundTask)>,
+    draining: Vec<CancellationToken>,
 }
 
 impl ServiceHost {
@@ -222,6 +234,7 @@ impl ServiceHost {
             checks: Vec::new(),
             registry: None,
             tasks: Vec::new(),
+            draining: Vec::new(),
         }
     }
 
@@ -332,6 +345,9 @@ impl ServiceHost {
         // Not ready and deregistered first: load balancers and discovery
         // stop routing here while in-flight requests still complete.
         self.health.mark_shutting_down();
+        for token in &self.draining {
+            token.cancel();
+        }
         if let Some(reporter) = &reporter {
             set_grpc_status(reporter, &self.grpc_names, ServingStatus::NotServing).await;
         }

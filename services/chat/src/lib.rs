@@ -132,6 +132,9 @@ pub struct Chat {
     pub bus: Arc<dyn EventBus>,
     pub signer: TokenSigner,
     pub limits: Limits,
+    /// Cancelled when the service starts draining: every session closes
+    /// with 1001 so clients reconnect to another replica.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +178,7 @@ pub async fn host_with_bus(
         }
         None => Arc::new(MemoryBroker::new(hub.clone(), config.history)),
     };
+    let closing = tokio_util::sync::CancellationToken::new();
     let chat = web::Data::new(Chat {
         hub,
         broker,
@@ -182,9 +186,12 @@ pub async fn host_with_bus(
         // The lifetime is the gateway's business; chat only verifies.
         signer: TokenSigner::new(secret.expose().as_bytes(), Duration::ZERO),
         limits: config.limits,
+        closing: closing.clone(),
     });
-    Ok(ServiceHost::builder(config.service).http(move |cfg| {
-        cfg.app_data(chat.clone());
-        routes::configure(cfg);
-    }))
+    Ok(ServiceHost::builder(config.service)
+        .on_drain(closing)
+        .http(move |cfg| {
+            cfg.app_data(chat.clone());
+            routes::configure(cfg);
+        }))
 }

@@ -94,6 +94,10 @@ pub async fn run(
         tokio::select! {
             biased;
             () = kicked.cancelled() => break Some(slow()),
+            () = chat.closing.cancelled() => break Some(CloseReason {
+                code: CloseCode::Away,
+                description: Some("server shutting down; reconnect".into()),
+            }),
             frame = reg.outbound.recv() => {
                 let Some(frame) = frame else { break None };
                 tokio::select! {

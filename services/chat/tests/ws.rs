@@ -665,3 +665,15 @@ async fn a_rooms_messages_arrive_in_order_and_stay_in_that_room() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn shutting_down_closes_every_session_with_1001() {
+    run(async {
+        let server = server(&[]).await;
+        let mut alice = Client::connect(&server, 1, "alice").await;
+        alice.join("r").await;
+        server.stop.cancel();
+        assert_eq!(alice.closed().await, Some(CloseCode::Away));
+    })
+    .await;
+}

@@ -17,6 +17,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::AggregatedMessage;
 use awc::ws::{CloseCode, CloseReason, Codec, Frame, Message};
+use common::shutdown::CancellationToken;
 use futures_util::{SinkExt, StreamExt};
 
 use crate::problem::{ApiError, Problem};
@@ -27,13 +28,24 @@ use crate::upstream::{CallContext, Upstream};
 /// The chat service's upstream, as app data of the chat scope.
 pub struct ChatUpstream(pub Arc<Upstream>);
 
+/// Cancelled when the gateway starts draining: relayed WebSockets close
+/// with 1001 so clients reconnect through another gateway replica.
+#[derive(Clone)]
+pub struct Closing(pub CancellationToken);
+
 /// Largest WebSocket message relayed, either way.
 pub struct MaxFrame(pub usize);
 
-pub fn configure(cfg: &mut web::ServiceConfig, upstream: Arc<Upstream>, max_frame: usize) {
+pub fn configure(
+    cfg: &mut web::ServiceConfig,
+    upstream: Arc<Upstream>,
+    max_frame: usize,
+    closing: Closing,
+) {
     cfg.service(
         web::scope("/api/v1/chat")
             .app_data(web::Data::new(ChatUpstream(upstream)))
+            .app_data(web::Data::new(closing))
             .app_data(web::Data::new(MaxFrame(max_frame)))
             .wrap(actix_web::middleware::from_fn(crate::ratelimit::limit_rate))
             .wrap(actix_web::middleware::from_fn(crate::request::request_id))
@@ -134,6 +146,7 @@ pub async fn ws(
     pass: web::Data<Passthrough>,
     chat: web::Data<ChatUpstream>,
     max_frame: web::Data<MaxFrame>,
+    closing: web::Data<Closing>,
 ) -> Result<HttpResponse, ApiError> {
     let token = access_token(&req).ok_or_else(|| {
         ApiError::Unauthorized(
@@ -151,7 +164,8 @@ pub async fn ws(
             field: None,
         })?;
     let upstream_socket = connect(&req, &token, &ctx, &pass, upstream, max_frame).await?;
-    actix_web::rt::spawn(pump(session, client, upstream_socket, max_frame));
+    let closing = closing.0.clone();
+    actix_web::rt::spawn(pump(session, client, upstream_socket, max_frame, closing));
     Ok(response)
 }
 
@@ -251,6 +265,8 @@ enum End {
     Client(Option<CloseReason>),
     /// Chat closed: tell the client.
     Upstream(Option<CloseReason>),
+    /// The gateway is going away: tell both.
+    Both(CloseReason),
 }
 
 /// Relays frames until either side closes, then closes the other.
@@ -259,6 +275,7 @@ async fn pump(
     client: actix_ws::MessageStream,
     upstream: Socket,
     max_frame: usize,
+    closing: CancellationToken,
 ) {
     let _open = OpenGauge::new();
     let (mut to_chat, mut from_chat) = upstream.split();
@@ -268,6 +285,10 @@ async fn pump(
         .max_continuation_size(max_frame);
     let end = loop {
         tokio::select! {
+            () = closing.cancelled() => break End::Both(CloseReason {
+                code: CloseCode::Away,
+                description: Some("gateway shutting down; reconnect".into()),
+            }),
             incoming = client.recv() => {
                 let message = match incoming {
                     Some(Ok(AggregatedMessage::Text(text))) => Message::Text(text),
@@ -325,6 +346,10 @@ async fn pump(
         End::Upstream(reason) => {
             let _ = session.close(reason).await;
             let _ = to_chat.send(Message::Close(None)).await;
+        }
+        End::Both(reason) => {
+            let _ = to_chat.send(Message::Close(Some(reason.clone()))).await;
+            let _ = session.close(Some(reason)).await;
         }
     }
 }

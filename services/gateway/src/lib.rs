@@ -321,8 +321,10 @@ pub async fn host_with_registry(
         Arc::new(SystemClock),
         config.upstream_timeout,
     ));
+    let closing = chat::Closing(common::shutdown::CancellationToken::new());
     Ok(ServiceHost::builder(config.service)
         .registry(registry)
+        .on_drain(closing.0.clone())
         .http(move |cfg| {
             cfg.app_data(gateway.clone())
                 .app_data(signer.clone())
@@ -351,7 +353,7 @@ pub async fn host_with_registry(
                         .default_service(web::to(proxy::forward)),
                 );
             }
-            chat::configure(cfg, chat_upstream.clone(), max_body);
+            chat::configure(cfg, chat_upstream.clone(), max_body, closing.clone());
             routes::extractor_config(cfg, max_body);
             routes::configure(cfg);
             routes::admin::configure(cfg);

@@ -285,3 +285,59 @@ async fn without_a_chat_replica_the_upgrade_is_a_503_problem() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn when_chat_shuts_down_its_1001_reaches_the_client_through_the_gateway() {
+    local(async {
+        let platform = platform().await;
+        let chat = start_chat(&platform.registry).await;
+        platform.sign_up("frank").await;
+        let token = platform.login("frank").await;
+        let mut socket = connect(&platform, &token).await;
+        send(&mut socket, json!({"type": "join", "room": "r"})).await;
+        next_of(&mut socket, "joined").await;
+
+        chat.stop().await;
+        let code = loop {
+            match tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .expect("the gateway closes the client within 10 s")
+            {
+                Some(Ok(Frame::Close(reason))) => break reason.map(|r| r.code),
+                Some(Ok(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        assert_eq!(code, Some(CloseCode::Away), "chat's 1001, relayed");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_draining_gateway_closes_relayed_websockets_with_1001() {
+    local(async {
+        let platform = platform().await;
+        let _chat = start_chat(&platform.registry).await;
+        platform.sign_up("grace").await;
+        let token = platform.login("grace").await;
+        let mut socket = connect(&platform, &token).await;
+        send(&mut socket, json!({"type": "join", "room": "r"})).await;
+        next_of(&mut socket, "joined").await;
+
+        let Platform { gateway, .. } = platform;
+        let stopping = tokio::spawn(gateway.stop());
+        let code = loop {
+            match tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .expect("closed within 10 s")
+            {
+                Some(Ok(Frame::Close(reason))) => break reason.map(|r| r.code),
+                Some(Ok(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        assert_eq!(code, Some(CloseCode::Away));
+        stopping.await.unwrap();
+    })
+    .await;
+}
