@@ -36,6 +36,7 @@ impl Modify for BearerAuth {
         posts::create_comment, posts::comments_of_post, posts::comments_of_user,
         posts::get_comment, posts::update_comment, posts::delete_comment,
         v2::list_users, v2::get_user,
+        v2::posts_of_user, v2::comments_of_post, v2::comments_of_user, v2::get_post, v2::get_comment,
         chat::ws, chat::rooms, chat::presence, chat::history,
     ),
     modifiers(&BearerAuth)

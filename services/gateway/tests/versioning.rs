@@ -135,3 +135,115 @@ async fn unversioned_paths_follow_the_accept_header() {
     problem(v3, StatusCode::NOT_FOUND, "unsupported_version").await;
     p.stop().await;
 }
+
+/// Follows `next_cursor` from `first` to the end; returns every item's
+/// `field` and how many pages it took.
+async fn all_pages(p: &support::Platform, first: &str, field: &str) -> (Vec<String>, usize) {
+    let mut items = Vec::new();
+    let mut pages = 0;
+    let mut url = format!("{}{first}", p.base);
+    loop {
+        let body: Value = p
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        pages += 1;
+        for item in body["data"].as_array().unwrap() {
+            items.push(item[field].as_str().unwrap().to_owned());
+        }
+        match body.get("next_cursor").and_then(Value::as_str) {
+            Some(cursor) => url = format!("{}{first}&cursor={cursor}", p.base),
+            None => return (items, pages),
+        }
+    }
+}
+
+#[tokio::test]
+async fn v2_pages_posts_and_comments_with_cursors_of_their_own_kind() {
+    let p = platform().await;
+    let ann = p.sign_up("ann").await;
+    let token = p.login("ann").await;
+    let mut post_ids = Vec::new();
+    for i in 0..5 {
+        let post: Value = p
+            .client
+            .post(format!("{}/api/v1/posts", p.base))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"title": format!("post {i}"), "content": "body"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        post_ids.push(post["id"].as_u64().unwrap());
+    }
+    for i in 0..3 {
+        let res = p
+            .client
+            .post(format!("{}/api/v1/posts/{}/comments", p.base, post_ids[0]))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"content": format!("comment {i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    let user = ann["id"].as_u64().unwrap();
+
+    let (titles, pages) =
+        all_pages(&p, &format!("/api/v2/users/{user}/posts?limit=2"), "title").await;
+    assert_eq!(titles, ["post 0", "post 1", "post 2", "post 3", "post 4"]);
+    assert_eq!(pages, 3);
+    let (on_post, _) = all_pages(
+        &p,
+        &format!("/api/v2/posts/{}/comments?limit=2", post_ids[0]),
+        "content",
+    )
+    .await;
+    assert_eq!(on_post, ["comment 0", "comment 1", "comment 2"]);
+    let (by_user, _) = all_pages(
+        &p,
+        &format!("/api/v2/users/{user}/comments?limit=2"),
+        "content",
+    )
+    .await;
+    assert_eq!(by_user, on_post);
+
+    let one: Value = p
+        .client
+        .get(format!("{}/api/v2/posts/{}", p.base, post_ids[1]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["data"]["title"], "post 1");
+    let page: Value = p
+        .client
+        .get(format!("{}/api/v2/users/{user}/posts?limit=1", p.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let posts_cursor = page["next_cursor"].as_str().unwrap();
+    let misused = p
+        .client
+        .get(format!(
+            "{}/api/v2/posts/{}/comments?cursor={posts_cursor}",
+            p.base, post_ids[0]
+        ))
+        .send()
+        .await
+        .unwrap();
+    problem(misused, StatusCode::BAD_REQUEST, "invalid_cursor").await;
+    p.stop().await;
+}

@@ -229,6 +229,29 @@ impl Page {
     }
 }
 
+/// Which part of a listing: a numbered page, or (keyset) the first
+/// `limit` items with ids above `id` — stable while items are added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slice {
+    Page(Page),
+    After { id: i64, limit: i64 },
+}
+
+impl Slice {
+    /// From a listing request's `page`, `per_page` and `after_id`.
+    pub fn parse(page: i32, per_page: i32, after_id: Option<u64>) -> Result<Self, FieldError> {
+        let page = Page::parse(page, per_page)?;
+        match after_id {
+            None => Ok(Self::Page(page)),
+            Some(after) => Ok(Self::After {
+                id: i64::try_from(after)
+                    .map_err(|_| FieldError::new("after_id", "is out of range"))?,
+                limit: page.limit(),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

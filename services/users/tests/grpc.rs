@@ -356,6 +356,7 @@ async fn posts_and_comments_rpcs() {
                 author_id: ann.id,
                 page: 1,
                 per_page: 10,
+                after_id: None,
             })
             .await
             .unwrap()
@@ -385,6 +386,7 @@ async fn posts_and_comments_rpcs() {
                 post_id: post.id,
                 page: 1,
                 per_page: 5,
+                after_id: None,
             })
             .await
             .unwrap()
@@ -395,6 +397,7 @@ async fn posts_and_comments_rpcs() {
                 author_id: ann.id,
                 page: 1,
                 per_page: 5,
+                after_id: None,
             })
             .await
             .unwrap()

@@ -6,7 +6,7 @@
 mod support;
 
 use sqlx::Row;
-use users::domain::{Email, Page, Username};
+use users::domain::{Email, Page, Slice, Username};
 use users::events::{POSTS_TOPIC, USERS_TOPIC};
 use users::store::{NewUser, Store, StoreError, UserChanges};
 
@@ -220,13 +220,60 @@ async fn posts_and_comments_need_existing_authors_and_posts() {
                 .unwrap();
         }
         let (page, total) = store
-            .posts_by_author(ann.id, Page::parse(2, 2).unwrap())
+            .posts_by_author(ann.id, Slice::Page(Page::parse(2, 2).unwrap()))
             .await
             .unwrap();
         assert_eq!(total, 5, "{backend}");
         assert_eq!(
             page.iter().map(|p| p.title.as_str()).collect::<Vec<_>>(),
             ["post 2", "post 3"]
+        );
+        // Keyset: the two after post 2, whatever page they were on.
+        let (after, _) = store
+            .posts_by_author(
+                ann.id,
+                Slice::After {
+                    id: page[0].id,
+                    limit: 2,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            after.iter().map(|p| p.title.as_str()).collect::<Vec<_>>(),
+            ["post 3", "post 4"],
+            "{backend}"
+        );
+        let post = page[0].id;
+        for i in 0..3 {
+            store
+                .create_comment(post, ann.id, format!("comment {i}"), None)
+                .await
+                .unwrap();
+        }
+        let (first, total) = store
+            .comments_by_post(post, Slice::After { id: 0, limit: 2 })
+            .await
+            .unwrap();
+        assert_eq!(total, 3, "{backend}");
+        let (rest, _) = store
+            .comments_by_post(
+                post,
+                Slice::After {
+                    id: first[1].id,
+                    limit: 2,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            first
+                .iter()
+                .chain(&rest)
+                .map(|c| c.content.as_str())
+                .collect::<Vec<_>>(),
+            ["comment 0", "comment 1", "comment 2"],
+            "{backend}"
         );
         let updated = store
             .update_post(page[0].id, None, Some("edited".into()), None)

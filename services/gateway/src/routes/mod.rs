@@ -29,7 +29,12 @@ pub fn configure(cfg: &mut aw::ServiceConfig) {
             .wrap(from_fn(limit_rate))
             .wrap(from_fn(request_id))
             .route("/users", aw::get().to(v2::list_users))
-            .route("/users/{id}", aw::get().to(v2::get_user)),
+            .route("/users/{id}", aw::get().to(v2::get_user))
+            .route("/users/{id}/posts", aw::get().to(v2::posts_of_user))
+            .route("/users/{id}/comments", aw::get().to(v2::comments_of_user))
+            .route("/posts/{id}", aw::get().to(v2::get_post))
+            .route("/posts/{id}/comments", aw::get().to(v2::comments_of_post))
+            .route("/comments/{id}", aw::get().to(v2::get_comment)),
     )
     .service(
         aw::scope("/api")

@@ -228,6 +228,7 @@ pub(super) async fn posts_of_user(
         author_id: *id,
         page: query.page.unwrap_or(1),
         per_page: query.per_page.unwrap_or(0),
+        after_id: None,
     };
     let list = gw
         .users
@@ -275,6 +276,7 @@ pub(super) async fn comments_of_post(
         post_id: *id,
         page: query.page.unwrap_or(1),
         per_page: query.per_page.unwrap_or(0),
+        after_id: None,
     };
     let list = gw
         .users
@@ -299,6 +301,7 @@ pub(super) async fn comments_of_user(
         author_id: *id,
         page: query.page.unwrap_or(1),
         per_page: query.per_page.unwrap_or(0),
+        after_id: None,
     };
     let list = gw
         .users

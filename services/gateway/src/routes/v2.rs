@@ -5,10 +5,14 @@
 use actix_web::{HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use platform_proto::posts::v1 as posts_pb;
+use platform_proto::posts::v1::comment_service_client::CommentServiceClient;
+use platform_proto::posts::v1::post_service_client::PostServiceClient;
 use platform_proto::users::v1 as pb;
 use platform_proto::users::v1::user_service_client::UserServiceClient;
 use serde::{Deserialize, Serialize};
 
+use super::posts::{Comment, Post};
 use super::users::User;
 use crate::Gateway;
 use crate::problem::{ApiError, Problem};
@@ -31,19 +35,56 @@ pub(super) struct Envelope<T> {
     next_cursor: Option<String>,
 }
 
-fn encode_cursor(last_id: u64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("users:{last_id}"))
+/// Cursors name what they page through, so one listing's cursor is refused
+/// by another.
+fn encode_cursor(kind: &str, last_id: u64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{kind}:{last_id}"))
 }
 
-fn decode_cursor(cursor: &str) -> Result<u64, ApiError> {
+fn decode_cursor(kind: &str, cursor: &str) -> Result<u64, ApiError> {
     URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix("users:").and_then(|id| id.parse().ok()))
+        .and_then(|text| {
+            text.strip_prefix(kind)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .and_then(|id| id.parse().ok())
+        })
         .ok_or_else(|| {
             ApiError::bad_request("invalid_cursor", "the cursor is not one this API issued")
         })
+}
+
+impl CursorQuery {
+    /// The page size and the id to continue after.
+    fn window(&self, kind: &str) -> Result<(u32, u64), ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+        let after = self
+            .cursor
+            .as_deref()
+            .map(|c| decode_cursor(kind, c))
+            .transpose()?
+            .unwrap_or(0);
+        Ok((limit, after))
+    }
+}
+
+/// A full page has a next one to ask for (perhaps empty); a short page is
+/// the last.
+fn page_of<T, U: From<T>>(
+    items: Vec<T>,
+    limit: u32,
+    kind: &str,
+    id: impl Fn(&T) -> u64,
+) -> Envelope<Vec<U>> {
+    let next_cursor = (items.len() == limit as usize)
+        .then(|| items.last().map(|item| encode_cursor(kind, id(item))))
+        .flatten();
+    Envelope {
+        data: items.into_iter().map(U::from).collect(),
+        next_cursor,
+    }
 }
 
 /// A page of users after the cursor, oldest first.
@@ -55,13 +96,7 @@ pub(super) async fn list_users(
     ctx: CallContext,
     query: web::Query<CursorQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let after = query
-        .cursor
-        .as_deref()
-        .map(decode_cursor)
-        .transpose()?
-        .unwrap_or(0);
+    let (limit, after) = query.window("users")?;
     let message = pb::ListUsersRequest {
         page: 1,
         per_page: i32::try_from(limit).unwrap_or(20),
@@ -73,13 +108,7 @@ pub(super) async fn list_users(
             UserServiceClient::new(ch).list_users(req).await
         })
         .await?;
-    let next_cursor = (list.users.len() == limit as usize)
-        .then(|| list.users.last().map(|u| encode_cursor(u.id)))
-        .flatten();
-    Ok(HttpResponse::Ok().json(Envelope {
-        data: list.users.into_iter().map(User::from).collect::<Vec<_>>(),
-        next_cursor,
-    }))
+    Ok(HttpResponse::Ok().json(page_of::<_, User>(list.users, limit, "users", |u| u.id)))
 }
 
 /// One user, in an envelope.
@@ -105,18 +134,152 @@ pub(super) async fn get_user(
     }))
 }
 
+/// A user's posts after the cursor, oldest first.
+#[utoipa::path(get, path = "/api/v2/users/{id}/posts", tag = "posts (v2)",
+    params(("id" = u64, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = Envelope<Vec<Post>>), (status = 400, body = Problem)))]
+pub(super) async fn posts_of_user(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    id: web::Path<u64>,
+    query: web::Query<CursorQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, after) = query.window("posts")?;
+    let message = posts_pb::ListPostsByAuthorRequest {
+        author_id: *id,
+        page: 1,
+        per_page: i32::try_from(limit).unwrap_or(20),
+        after_id: Some(after),
+    };
+    let list = gw
+        .users
+        .call(&ctx, true, message, |ch, req| async move {
+            PostServiceClient::new(ch).list_posts_by_author(req).await
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(page_of::<_, Post>(list.posts, limit, "posts", |p| p.id)))
+}
+
+/// Comments on a post after the cursor, oldest first.
+#[utoipa::path(get, path = "/api/v2/posts/{id}/comments", tag = "posts (v2)",
+    params(("id" = u64, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = Envelope<Vec<Comment>>), (status = 400, body = Problem)))]
+pub(super) async fn comments_of_post(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    id: web::Path<u64>,
+    query: web::Query<CursorQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, after) = query.window("comments")?;
+    let message = posts_pb::ListCommentsByPostRequest {
+        post_id: *id,
+        page: 1,
+        per_page: i32::try_from(limit).unwrap_or(20),
+        after_id: Some(after),
+    };
+    let list = gw
+        .users
+        .call(&ctx, true, message, |ch, req| async move {
+            CommentServiceClient::new(ch)
+                .list_comments_by_post(req)
+                .await
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(page_of::<_, Comment>(
+        list.comments,
+        limit,
+        "comments",
+        |c| c.id,
+    )))
+}
+
+/// A user's comments after the cursor, oldest first.
+#[utoipa::path(get, path = "/api/v2/users/{id}/comments", tag = "posts (v2)",
+    params(("id" = u64, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = Envelope<Vec<Comment>>), (status = 400, body = Problem)))]
+pub(super) async fn comments_of_user(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    id: web::Path<u64>,
+    query: web::Query<CursorQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, after) = query.window("comments")?;
+    let message = posts_pb::ListCommentsByAuthorRequest {
+        author_id: *id,
+        page: 1,
+        per_page: i32::try_from(limit).unwrap_or(20),
+        after_id: Some(after),
+    };
+    let list = gw
+        .users
+        .call(&ctx, true, message, |ch, req| async move {
+            CommentServiceClient::new(ch)
+                .list_comments_by_author(req)
+                .await
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(page_of::<_, Comment>(
+        list.comments,
+        limit,
+        "comments",
+        |c| c.id,
+    )))
+}
+
+/// One post, in an envelope.
+#[utoipa::path(get, path = "/api/v2/posts/{id}", tag = "posts (v2)", params(("id" = u64, Path)),
+    responses((status = 200, body = Envelope<Post>), (status = 404, body = Problem)))]
+pub(super) async fn get_post(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let post = gw
+        .users
+        .call(
+            &ctx,
+            true,
+            posts_pb::GetPostRequest { id: *id },
+            |ch, req| async move { PostServiceClient::new(ch).get_post(req).await },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(Envelope {
+        data: Post::from(post),
+        next_cursor: None,
+    }))
+}
+
+/// One comment, in an envelope.
+#[utoipa::path(get, path = "/api/v2/comments/{id}", tag = "posts (v2)", params(("id" = u64, Path)),
+    responses((status = 200, body = Envelope<Comment>), (status = 404, body = Problem)))]
+pub(super) async fn get_comment(
+    gw: web::Data<Gateway>,
+    ctx: CallContext,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let comment = gw
+        .users
+        .call(
+            &ctx,
+            true,
+            posts_pb::GetCommentRequest { id: *id },
+            |ch, req| async move { CommentServiceClient::new(ch).get_comment(req).await },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(Envelope {
+        data: Comment::from(comment),
+        next_cursor: None,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn cursors_round_trip_and_foreign_ones_are_refused() {
-        assert_eq!(super::decode_cursor(&super::encode_cursor(42)).unwrap(), 42);
-        assert!(super::decode_cursor("not-a-cursor").is_err());
-        assert!(
-            super::decode_cursor(&base64::Engine::encode(
-                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                "posts:1"
-            ))
-            .is_err()
-        );
+        let users = super::encode_cursor("users", 42);
+        assert_eq!(super::decode_cursor("users", &users).unwrap(), 42);
+        assert!(super::decode_cursor("users", "not-a-cursor").is_err());
+        assert!(super::decode_cursor("posts", &users).is_err());
+        assert!(super::decode_cursor("user", &users).is_err());
     }
 }

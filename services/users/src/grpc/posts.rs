@@ -6,7 +6,7 @@ use platform_proto::posts::v1::post_service_server::PostService;
 use tonic::{Request, Response, Status};
 
 use super::{invalid, store_status, total, traceparent, unsigned};
-use crate::domain::{Page, parse_comment_content, parse_id, parse_post_content, parse_title};
+use crate::domain::{Slice, parse_comment_content, parse_id, parse_post_content, parse_title};
 use crate::store::{Comment, Post, Store};
 use crate::views::Views;
 
@@ -129,10 +129,10 @@ impl PostService for PostApi {
     ) -> Result<Response<pb::ListPostsResponse>, Status> {
         let req = request.into_inner();
         let author = parse_id("author_id", req.author_id).map_err(invalid)?;
-        let page = Page::parse(req.page, req.per_page).map_err(invalid)?;
+        let slice = Slice::parse(req.page, req.per_page, req.after_id).map_err(invalid)?;
         let (posts, count) = self
             .store
-            .posts_by_author(author, page)
+            .posts_by_author(author, slice)
             .await
             .map_err(store_status)?;
         Ok(Response::new(pb::ListPostsResponse {
@@ -202,10 +202,10 @@ impl CommentService for CommentApi {
     ) -> Result<Response<pb::ListCommentsResponse>, Status> {
         let req = request.into_inner();
         let post = parse_id("post_id", req.post_id).map_err(invalid)?;
-        let page = Page::parse(req.page, req.per_page).map_err(invalid)?;
+        let slice = Slice::parse(req.page, req.per_page, req.after_id).map_err(invalid)?;
         let (comments, count) = self
             .store
-            .comments_by_post(post, page)
+            .comments_by_post(post, slice)
             .await
             .map_err(store_status)?;
         Ok(Response::new(pb::ListCommentsResponse {
@@ -220,10 +220,10 @@ impl CommentService for CommentApi {
     ) -> Result<Response<pb::ListCommentsResponse>, Status> {
         let req = request.into_inner();
         let author = parse_id("author_id", req.author_id).map_err(invalid)?;
-        let page = Page::parse(req.page, req.per_page).map_err(invalid)?;
+        let slice = Slice::parse(req.page, req.per_page, req.after_id).map_err(invalid)?;
         let (comments, count) = self
             .store
-            .comments_by_author(author, page)
+            .comments_by_author(author, slice)
             .await
             .map_err(store_status)?;
         Ok(Response::new(pb::ListCommentsResponse {

@@ -5,7 +5,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::journal::{next_id, record};
 use super::{Store, StoreError, count};
-use crate::domain::Page;
+use crate::domain::Slice;
 use crate::events::{CommentState, Deleted, DomainEvent, PostState};
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -168,16 +168,30 @@ impl Store {
     pub async fn posts_by_author(
         &self,
         author_id: i64,
-        page: Page,
+        slice: Slice,
     ) -> Result<(Vec<Post>, i64), StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {POST_COLUMNS} FROM posts WHERE author_id = $1 ORDER BY id LIMIT $2 OFFSET $3"
-        ))
-        .bind(author_id)
-        .bind(page.limit())
-        .bind(page.offset())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = match slice {
+            Slice::Page(page) => {
+                sqlx::query(&format!(
+                    "SELECT {POST_COLUMNS} FROM posts WHERE author_id = $1 ORDER BY id LIMIT $2 OFFSET $3"
+                ))
+                .bind(author_id)
+                .bind(page.limit())
+                .bind(page.offset())
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Slice::After { id, limit } => {
+                sqlx::query(&format!(
+                    "SELECT {POST_COLUMNS} FROM posts WHERE author_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+                ))
+                .bind(author_id)
+                .bind(id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
         let total = count(
             &sqlx::query("SELECT COUNT(*) FROM posts WHERE author_id = $1")
                 .bind(author_id)
@@ -265,21 +279,36 @@ impl Store {
         Ok(Comment::from_row(&row)?)
     }
 
-    /// Comments where `column` (post_id or author_id) is `id`, oldest first.
+    /// Comments where `column` (post_id or author_id) is `id`, oldest first:
+    /// a numbered page, or the first `limit` after an id (keyset).
     async fn comments_where(
         &self,
         column: &'static str,
         id: i64,
-        page: Page,
+        slice: Slice,
     ) -> Result<(Vec<Comment>, i64), StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COMMENT_COLUMNS} FROM comments WHERE {column} = $1 ORDER BY id LIMIT $2 OFFSET $3"
-        ))
-        .bind(id)
-        .bind(page.limit())
-        .bind(page.offset())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = match slice {
+            Slice::Page(page) => {
+                sqlx::query(&format!(
+                    "SELECT {COMMENT_COLUMNS} FROM comments WHERE {column} = $1 ORDER BY id LIMIT $2 OFFSET $3"
+                ))
+                .bind(id)
+                .bind(page.limit())
+                .bind(page.offset())
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Slice::After { id: after, limit } => {
+                sqlx::query(&format!(
+                    "SELECT {COMMENT_COLUMNS} FROM comments WHERE {column} = $1 AND id > $2 ORDER BY id LIMIT $3"
+                ))
+                .bind(id)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
         let total = count(
             &sqlx::query(&format!(
                 "SELECT COUNT(*) FROM comments WHERE {column} = $1"
@@ -299,16 +328,16 @@ impl Store {
     pub async fn comments_by_post(
         &self,
         post_id: i64,
-        page: Page,
+        slice: Slice,
     ) -> Result<(Vec<Comment>, i64), StoreError> {
-        self.comments_where("post_id", post_id, page).await
+        self.comments_where("post_id", post_id, slice).await
     }
 
     pub async fn comments_by_author(
         &self,
         author_id: i64,
-        page: Page,
+        slice: Slice,
     ) -> Result<(Vec<Comment>, i64), StoreError> {
-        self.comments_where("author_id", author_id, page).await
+        self.comments_where("author_id", author_id, slice).await
     }
 }
