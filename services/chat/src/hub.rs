@@ -17,6 +17,11 @@ use crate::protocol::Member;
 
 pub type ConnId = u64;
 
+/// A serialized server frame. Reference-counted bytes: fanning one out to
+/// a room clones a pointer, and the session hands the same bytes to the
+/// socket without copying them again.
+pub type Frame = bytestring::ByteString;
+
 /// Close code for a client that could not keep up (private-use range).
 pub const SLOW_CONSUMER: u16 = 4008;
 
@@ -41,14 +46,14 @@ struct Room {
 /// common case of ten thousand idle connections: nothing is allocated
 /// until a frame is queued, and a drained queue gives its memory back.
 struct Outbox {
-    frames: Mutex<VecDeque<Arc<str>>>,
+    frames: Mutex<VecDeque<Frame>>,
     ready: Notify,
     capacity: usize,
 }
 
 impl Outbox {
     /// Queues `frame`; false when the queue is full.
-    fn push(&self, frame: Arc<str>) -> bool {
+    fn push(&self, frame: Frame) -> bool {
         let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
         if frames.len() >= self.capacity {
             return false;
@@ -59,7 +64,7 @@ impl Outbox {
         true
     }
 
-    fn pop(&self) -> Option<Arc<str>> {
+    fn pop(&self) -> Option<Frame> {
         let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
         let frame = frames.pop_front();
         if frames.is_empty() && frames.capacity() > 16 {
@@ -77,7 +82,7 @@ pub struct Empty;
 
 impl Outbound {
     /// The next frame, waiting for one.
-    pub async fn recv(&mut self) -> Option<Arc<str>> {
+    pub async fn recv(&mut self) -> Option<Frame> {
         loop {
             if let Some(frame) = self.0.pop() {
                 return Some(frame);
@@ -86,7 +91,7 @@ impl Outbound {
         }
     }
 
-    pub fn try_recv(&mut self) -> Result<Arc<str>, Empty> {
+    pub fn try_recv(&mut self) -> Result<Frame, Empty> {
         self.0.pop().ok_or(Empty)
     }
 }
@@ -302,7 +307,7 @@ impl Hub {
 
     /// Hands `frame` to every member of `room` on this replica without
     /// waiting; a member whose queue is full is kicked.
-    pub fn deliver(&self, room: &str, frame: &Arc<str>) -> usize {
+    pub fn deliver(&self, room: &str, frame: &Frame) -> usize {
         let rooms = self.rooms.read().unwrap_or_else(|p| p.into_inner());
         let Some(members) = rooms.get(room) else {
             return 0;
@@ -321,7 +326,7 @@ impl Hub {
     }
 
     /// Sends `frame` to one connection (answers, acknowledgements).
-    pub fn send_to(&self, id: ConnId, frame: Arc<str>) {
+    pub fn send_to(&self, id: ConnId, frame: Frame) {
         let handle = self
             .connections
             .lock()
@@ -389,7 +394,7 @@ mod tests {
         hub.join("r", fast.id);
         hub.join("r", slow.id);
         for i in 0..3 {
-            let frame: Arc<str> = Arc::from(format!("m{i}"));
+            let frame: Frame = Frame::from(format!("m{i}"));
             hub.deliver("r", &frame);
             assert_eq!(&*fast.outbound.try_recv().unwrap(), format!("m{i}"));
         }

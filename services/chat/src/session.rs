@@ -9,7 +9,7 @@ use actix_ws::{CloseCode, CloseReason, ProtocolError};
 
 use crate::broker::Draft;
 use crate::events;
-use crate::hub::{Registration, SLOW_CONSUMER};
+use crate::hub::{Frame, Registration, SLOW_CONSUMER};
 use crate::protocol::{ClientFrame, PresenceAction, ServerFrame, mentions, valid_room};
 use crate::{Chat, Limits};
 
@@ -101,7 +101,7 @@ pub async fn run(
             frame = reg.outbound.recv() => {
                 let Some(frame) = frame else { break None };
                 tokio::select! {
-                    sent = session.text(&*frame) => if sent.is_err() { break None },
+                    sent = session.text(frame) => if sent.is_err() { break None },
                     () = kicked.cancelled() => break Some(slow()),
                 }
             }
@@ -222,7 +222,7 @@ async fn handle(
                     user: &reg.member,
                 }
                 .to_text();
-                if let Err(e) = chat.broker.broadcast(&room, Arc::from(frame)).await {
+                if let Err(e) = chat.broker.broadcast(&room, Frame::from(frame)).await {
                     tracing::warn!(error = %common::exit::chain(&e), "typing not delivered");
                 }
                 return Next::Continue;
@@ -353,7 +353,7 @@ async fn announce(
         action,
     }
     .to_text();
-    if let Err(e) = chat.broker.broadcast(room, Arc::from(frame)).await {
+    if let Err(e) = chat.broker.broadcast(room, Frame::from(frame)).await {
         tracing::warn!(error = %common::exit::chain(&e), room, "presence change not shared");
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat::broker::{Broker, Draft, HistoryLimits, MemoryBroker, RedisBroker, RedisBrokerConfig};
-use chat::hub::{Hub, Registration};
+use chat::hub::{Frame, Hub, Registration};
 use chat::protocol::{Member, Position};
 
 fn redis_url() -> String {
@@ -233,7 +233,7 @@ async fn members_of_a_room_receive_its_messages_in_order_and_nothing_else() {
         }
         broker.publish("room-b", draft(2, "b0")).await.unwrap();
         broker
-            .broadcast("room-a", Arc::from(r#"{"type":"typing"}"#))
+            .broadcast("room-a", Frame::from(r#"{"type":"typing"}"#))
             .await
             .unwrap();
         for i in 0..20 {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{Broker, BrokerError, Draft, HistoryLimits, Recovery, new_epoch, now_ms, recover_from};
-use crate::hub::Hub;
+use crate::hub::{Frame, Hub};
 use crate::protocol::{ChatMessage, Member, Position, ServerFrame};
 
 struct Log {
@@ -92,13 +92,13 @@ impl Broker for MemoryBroker {
             }
             message
         });
-        let frame: Arc<str> = Arc::from(ServerFrame::Message(&message).to_text());
+        let frame: Frame = Frame::from(ServerFrame::Message(&message).to_text());
         self.hub.deliver(room, &frame);
         metrics::histogram!("chat_fanout_seconds").record(started.elapsed().as_secs_f64());
         Ok(message)
     }
 
-    async fn broadcast(&self, room: &str, frame: Arc<str>) -> Result<(), BrokerError> {
+    async fn broadcast(&self, room: &str, frame: Frame) -> Result<(), BrokerError> {
         self.hub.deliver(room, &frame);
         Ok(())
     }

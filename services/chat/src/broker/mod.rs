@@ -5,7 +5,6 @@
 mod memory;
 mod redis;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,6 +12,7 @@ use async_trait::async_trait;
 pub use memory::MemoryBroker;
 pub use redis::{RedisBroker, RedisBrokerConfig, RedisConnectError};
 
+use crate::hub::Frame;
 use crate::protocol::{ChatMessage, Member, Position};
 
 /// A message before the broker places it.
@@ -55,7 +55,7 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Delivers an ephemeral frame (presence, typing) to the room's members
     /// on every replica; it is not kept.
-    async fn broadcast(&self, room: &str, frame: Arc<str>) -> Result<(), BrokerError>;
+    async fn broadcast(&self, room: &str, frame: Frame) -> Result<(), BrokerError>;
 
     /// The room's position and, given the client's last position, what it
     /// missed (at most `limit` messages; more means not recoverable).

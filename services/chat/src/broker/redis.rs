@@ -22,7 +22,7 @@ use fred::types::scripts::Script;
 use serde::{Deserialize, Serialize};
 
 use super::{Broker, BrokerError, Draft, HistoryLimits, Recovery, new_epoch, now_ms, recover_from};
-use crate::hub::Hub;
+use crate::hub::{Frame, Hub};
 use crate::protocol::{ChatMessage, Member, Position, ServerFrame};
 
 /// KEYS: meta hash, log stream. ARGV: epoch for a new history, history
@@ -287,7 +287,7 @@ impl RedisBroker {
 
     fn fan_out(&self, room: &str, payload: &str) {
         if let Some(frame) = payload.strip_prefix("e ") {
-            self.hub.deliver(room, &Arc::from(frame));
+            self.hub.deliver(room, &Frame::from(frame));
             return;
         }
         let Some(rest) = payload.strip_prefix("m ") else {
@@ -310,7 +310,7 @@ impl RedisBroker {
         };
         let message = stored.into_message(room, offset, epoch);
         self.hub
-            .deliver(room, &Arc::from(ServerFrame::Message(&message).to_text()));
+            .deliver(room, &Frame::from(ServerFrame::Message(&message).to_text()));
         let elapsed_us = now_us().saturating_sub(published_us);
         metrics::histogram!("chat_fanout_seconds").record(elapsed_us as f64 / 1e6);
     }
@@ -494,7 +494,7 @@ impl Broker for RedisBroker {
         Ok(stored.into_message(room, offset, &epoch))
     }
 
-    async fn broadcast(&self, room: &str, frame: Arc<str>) -> Result<(), BrokerError> {
+    async fn broadcast(&self, room: &str, frame: Frame) -> Result<(), BrokerError> {
         self.client
             .publish::<(), _, _>(self.channel(room), format!("e {frame}"))
             .await
