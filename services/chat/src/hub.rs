@@ -7,11 +7,10 @@
 //! slowest one).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::protocol::Member;
 
@@ -28,7 +27,6 @@ pub const SLOW_CONSUMER: u16 = 4008;
 struct Handle {
     member: Member,
     outbox: Arc<Outbox>,
-    kicked: CancellationToken,
     /// The rooms this connection is in (changed under the hub's room lock).
     rooms: Mutex<Vec<String>>,
 }
@@ -42,14 +40,21 @@ struct Room {
     users: HashMap<u64, u32>,
 }
 
-/// A connection's bounded queue of frames. Lighter than a channel for the
-/// common case of ten thousand idle connections: nothing is allocated
-/// until a frame is queued, and a drained queue gives its memory back.
+/// A connection's bounded queue of frames, and why it must end if it
+/// must. Lighter than a channel plus cancellation tokens for the common
+/// case of ten thousand idle connections: nothing is allocated until a
+/// frame is queued, a drained queue gives its memory back, and the session
+/// waits on one thing.
 struct Outbox {
     frames: Mutex<VecDeque<Frame>>,
     ready: Notify,
     capacity: usize,
+    end: AtomicU8,
 }
+
+const OPEN: u8 = 0;
+const KICKED: u8 = 1;
+const CLOSING: u8 = 2;
 
 impl Outbox {
     /// Queues `frame`; false when the queue is full.
@@ -72,6 +77,54 @@ impl Outbox {
         }
         frame
     }
+
+    /// Marks the connection as ending (the first reason wins); true when
+    /// this call did it.
+    fn end(&self, why: u8) -> bool {
+        let ended = self
+            .end
+            .compare_exchange(OPEN, why, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if ended {
+            self.ready.notify_one();
+        }
+        ended
+    }
+
+    fn ended(&self) -> Option<End> {
+        match self.end.load(Ordering::Acquire) {
+            KICKED => Some(End::TooSlow),
+            CLOSING => Some(End::ShuttingDown),
+            _ => None,
+        }
+    }
+
+    /// A full queue kicks the connection, counted once.
+    fn push_or_kick(&self, frame: Frame) -> bool {
+        if self.push(frame) {
+            return true;
+        }
+        if self.end(KICKED) {
+            metrics::counter!("chat_slow_clients_dropped_total").increment(1);
+        }
+        false
+    }
+}
+
+/// Why a connection must end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Its queue overflowed: it did not read fast enough.
+    TooSlow,
+    /// The service is draining.
+    ShuttingDown,
+}
+
+/// What a session is told next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Frame(Frame),
+    End(End),
 }
 
 /// The receiving end of a connection's queue.
@@ -81,18 +134,38 @@ pub struct Outbound(Arc<Outbox>);
 pub struct Empty;
 
 impl Outbound {
-    /// The next frame, waiting for one.
-    pub async fn recv(&mut self) -> Option<Frame> {
+    /// The next frame, or why the connection must end (which comes first,
+    /// even with frames queued).
+    pub async fn next(&mut self) -> Next {
         loop {
-            if let Some(frame) = self.0.pop() {
-                return Some(frame);
+            if let Some(end) = self.0.ended() {
+                return Next::End(end);
             }
+            if let Some(frame) = self.0.pop() {
+                return Next::Frame(frame);
+            }
+            self.0.ready.notified().await;
+        }
+    }
+
+    /// Resolves when the connection must end.
+    pub async fn ended(&self) -> End {
+        loop {
+            if let Some(end) = self.0.ended() {
+                return end;
+            }
+            // Frames wake this too; `next` pops before it waits, so a wake
+            // taken here loses nothing.
             self.0.ready.notified().await;
         }
     }
 
     pub fn try_recv(&mut self) -> Result<Frame, Empty> {
         self.0.pop().ok_or(Empty)
+    }
+
+    pub fn end(&self) -> Option<End> {
+        self.0.ended()
     }
 }
 
@@ -110,8 +183,6 @@ pub struct Registration {
     pub id: ConnId,
     pub member: Member,
     pub outbound: Outbound,
-    /// Cancelled when the connection fell behind.
-    pub kicked: CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,12 +217,11 @@ impl Hub {
             frames: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
             capacity: queue.max(1),
+            end: AtomicU8::new(OPEN),
         });
-        let kicked = CancellationToken::new();
         let handle = Arc::new(Handle {
             member: member.clone(),
             outbox: outbox.clone(),
-            kicked: kicked.clone(),
             rooms: Mutex::new(Vec::new()),
         });
         let open = {
@@ -165,7 +235,6 @@ impl Hub {
             id,
             member,
             outbound: Outbound(outbox),
-            kicked,
         })
     }
 
@@ -314,11 +383,8 @@ impl Hub {
         };
         let mut delivered = 0;
         for handle in members.connections.values() {
-            if handle.outbox.push(frame.clone()) {
+            if handle.outbox.push_or_kick(frame.clone()) {
                 delivered += 1;
-            } else if !handle.kicked.is_cancelled() {
-                metrics::counter!("chat_slow_clients_dropped_total").increment(1);
-                handle.kicked.cancel();
             }
         }
         metrics::counter!("chat_messages_out_total").increment(delivered as u64);
@@ -333,12 +399,16 @@ impl Hub {
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
             .cloned();
-        if let Some(handle) = handle
-            && !handle.outbox.push(frame)
-            && !handle.kicked.is_cancelled()
-        {
-            metrics::counter!("chat_slow_clients_dropped_total").increment(1);
-            handle.kicked.cancel();
+        if let Some(handle) = handle {
+            handle.outbox.push_or_kick(frame);
+        }
+    }
+
+    /// Tells every connection to end: the service is draining.
+    pub fn shut_down(&self) {
+        let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        for handle in connections.values() {
+            handle.outbox.end(CLOSING);
         }
     }
 
@@ -398,8 +468,12 @@ mod tests {
             hub.deliver("r", &frame);
             assert_eq!(&*fast.outbound.try_recv().unwrap(), format!("m{i}"));
         }
-        assert!(slow.kicked.is_cancelled(), "the third frame did not fit");
-        assert!(!fast.kicked.is_cancelled());
+        assert_eq!(
+            slow.outbound.end(),
+            Some(End::TooSlow),
+            "the third frame did not fit"
+        );
+        assert_eq!(fast.outbound.end(), None);
     }
 
     #[test]

@@ -132,9 +132,6 @@ pub struct Chat {
     pub bus: Arc<dyn EventBus>,
     pub signer: TokenSigner,
     pub limits: Limits,
-    /// Cancelled when the service starts draining: every session closes
-    /// with 1001 so clients reconnect to another replica.
-    pub closing: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +176,7 @@ pub async fn host_with_bus(
         None => Arc::new(MemoryBroker::new(hub.clone(), config.history)),
     };
     let closing = tokio_util::sync::CancellationToken::new();
+    let hub_for_drain = hub.clone();
     let chat = web::Data::new(Chat {
         hub,
         broker,
@@ -186,7 +184,13 @@ pub async fn host_with_bus(
         // The lifetime is the gateway's business; chat only verifies.
         signer: TokenSigner::new(secret.expose().as_bytes(), Duration::ZERO),
         limits: config.limits,
-        closing: closing.clone(),
+    });
+    // When the host starts draining, every session closes with 1001 so its
+    // client reconnects to another replica instead of holding the drain.
+    let draining = closing.clone();
+    tokio::spawn(async move {
+        draining.cancelled().await;
+        hub_for_drain.shut_down();
     });
     Ok(ServiceHost::builder(config.service)
         .on_drain(closing)

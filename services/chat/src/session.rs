@@ -9,7 +9,7 @@ use actix_ws::{CloseCode, CloseReason, ProtocolError};
 
 use crate::broker::Draft;
 use crate::events;
-use crate::hub::{Frame, Registration, SLOW_CONSUMER};
+use crate::hub::{End, Frame, Next as Outgoing, Registration, SLOW_CONSUMER};
 use crate::protocol::{ClientFrame, PresenceAction, ServerFrame, mentions, valid_room};
 use crate::{Chat, Limits};
 
@@ -84,27 +84,27 @@ pub async fn run(
     heartbeat.tick().await;
     let mut last_seen = Instant::now();
     let mut bucket = Bucket::new(&limits);
-    let kicked = reg.kicked.clone();
-    let slow = || CloseReason {
-        code: CloseCode::Other(SLOW_CONSUMER),
-        description: Some("too slow: messages were not read in time".into()),
+    let reason = |end: End| match end {
+        End::TooSlow => CloseReason {
+            code: CloseCode::Other(SLOW_CONSUMER),
+            description: Some("too slow: messages were not read in time".into()),
+        },
+        End::ShuttingDown => CloseReason {
+            code: CloseCode::Away,
+            description: Some("server shutting down; reconnect".into()),
+        },
     };
 
     let close = loop {
         tokio::select! {
             biased;
-            () = kicked.cancelled() => break Some(slow()),
-            () = chat.closing.cancelled() => break Some(CloseReason {
-                code: CloseCode::Away,
-                description: Some("server shutting down; reconnect".into()),
-            }),
-            frame = reg.outbound.recv() => {
-                let Some(frame) = frame else { break None };
-                tokio::select! {
+            next = reg.outbound.next() => match next {
+                Outgoing::End(end) => break Some(reason(end)),
+                Outgoing::Frame(frame) => tokio::select! {
                     sent = session.text(frame) => if sent.is_err() { break None },
-                    () = kicked.cancelled() => break Some(slow()),
-                }
-            }
+                    end = reg.outbound.ended() => break Some(reason(end)),
+                },
+            },
             incoming = stream.recv() => {
                 last_seen = Instant::now();
                 let message = match incoming {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat::broker::{Broker, Draft, HistoryLimits, MemoryBroker, RedisBroker, RedisBrokerConfig};
-use chat::hub::{Frame, Hub, Registration};
+use chat::hub::{Frame, Hub, Next, Registration};
 use chat::protocol::{Member, Position};
 
 fn redis_url() -> String {
@@ -82,10 +82,12 @@ async fn subscriber(hub: &Arc<Hub>, broker: &Arc<dyn Broker>, id: u64, room: &st
 }
 
 async fn next_frame(reg: &mut Registration) -> serde_json::Value {
-    let frame = tokio::time::timeout(Duration::from_secs(5), reg.outbound.recv())
+    let next = tokio::time::timeout(Duration::from_secs(5), reg.outbound.next())
         .await
-        .expect("a frame within 5 s")
-        .expect("the queue is open");
+        .expect("a frame within 5 s");
+    let Next::Frame(frame) = next else {
+        panic!("the connection was ended: {next:?}")
+    };
     serde_json::from_str(&frame).unwrap()
 }
 
