@@ -7,8 +7,9 @@
 //! slowest one).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -50,11 +51,16 @@ struct Outbox {
     ready: Notify,
     capacity: usize,
     end: AtomicU8,
+    /// The hub's heartbeat asks for a ping.
+    ping: AtomicBool,
+    /// When the client last sent anything (ms since the hub started).
+    last_seen: AtomicU64,
 }
 
 const OPEN: u8 = 0;
 const KICKED: u8 = 1;
 const CLOSING: u8 = 2;
+const IDLE: u8 = 3;
 
 impl Outbox {
     /// Queues `frame`; false when the queue is full.
@@ -95,6 +101,7 @@ impl Outbox {
         match self.end.load(Ordering::Acquire) {
             KICKED => Some(End::TooSlow),
             CLOSING => Some(End::ShuttingDown),
+            IDLE => Some(End::Idle),
             _ => None,
         }
     }
@@ -118,12 +125,16 @@ pub enum End {
     TooSlow,
     /// The service is draining.
     ShuttingDown,
+    /// The client sent nothing (not even a pong) for the idle timeout.
+    Idle,
 }
 
 /// What a session is told next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
     Frame(Frame),
+    /// Time to ping the client.
+    Ping,
     End(End),
 }
 
@@ -143,6 +154,9 @@ impl Outbound {
             }
             if let Some(frame) = self.0.pop() {
                 return Next::Frame(frame);
+            }
+            if self.0.ping.swap(false, Ordering::AcqRel) {
+                return Next::Ping;
             }
             self.0.ready.notified().await;
         }
@@ -169,12 +183,34 @@ impl Outbound {
     }
 }
 
-#[derive(Default)]
+impl Registration {
+    /// The client sent something: it is not idle.
+    pub fn seen(&self) {
+        self.outbound
+            .0
+            .last_seen
+            .store(self.hub.millis(), Ordering::Relaxed);
+    }
+}
+
 pub struct Hub {
+    started: Instant,
     rooms: RwLock<HashMap<String, Room>>,
     connections: Mutex<HashMap<ConnId, Arc<Handle>>>,
     per_user: Mutex<HashMap<u64, usize>>,
     next_id: AtomicU64,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            rooms: RwLock::default(),
+            connections: Mutex::default(),
+            per_user: Mutex::default(),
+            next_id: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A registered connection; unregisters (leaving every room) when dropped.
@@ -218,6 +254,8 @@ impl Hub {
             ready: Notify::new(),
             capacity: queue.max(1),
             end: AtomicU8::new(OPEN),
+            ping: AtomicBool::new(false),
+            last_seen: AtomicU64::new(self.millis()),
         });
         let handle = Arc::new(Handle {
             member: member.clone(),
@@ -404,6 +442,33 @@ impl Hub {
         }
     }
 
+    fn millis(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// One heartbeat for every connection: the ones silent for longer than
+    /// `idle_timeout` are ended, the others pinged. One sweep per replica
+    /// instead of a timer per connection.
+    pub fn heartbeat(&self, idle_timeout: Duration) {
+        let now = self.millis();
+        let idle_ms = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let outboxes: Vec<Arc<Outbox>> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|h| h.outbox.clone())
+            .collect();
+        for outbox in outboxes {
+            if now.saturating_sub(outbox.last_seen.load(Ordering::Relaxed)) > idle_ms {
+                outbox.end(IDLE);
+            } else {
+                outbox.ping.store(true, Ordering::Release);
+                outbox.ready.notify_one();
+            }
+        }
+    }
+
     /// Tells every connection to end: the service is draining.
     pub fn shut_down(&self) {
         let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
@@ -474,6 +539,20 @@ mod tests {
             "the third frame did not fit"
         );
         assert_eq!(fast.outbound.end(), None);
+    }
+
+    #[tokio::test]
+    async fn the_heartbeat_pings_live_connections_and_ends_silent_ones() {
+        let hub = Arc::new(Hub::default());
+        let mut live = hub.register(member(1), 4, 5).unwrap();
+        let mut silent = hub.register(member(2), 4, 5).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        live.seen();
+        hub.heartbeat(Duration::from_millis(50));
+        assert_eq!(live.outbound.next().await, Next::Ping);
+        assert_eq!(silent.outbound.next().await, Next::End(End::Idle));
+        hub.shut_down();
+        assert_eq!(live.outbound.next().await, Next::End(End::ShuttingDown));
     }
 
     #[test]

@@ -146,6 +146,34 @@ pub enum StartError {
     Redis(#[from] RedisConnectError),
 }
 
+/// Every `heartbeat`, pings the live connections and ends the idle ones;
+/// when the host starts draining, closes every session with 1001 so its
+/// client reconnects to another replica instead of holding the drain.
+async fn keep_alive(
+    hub: std::sync::Weak<Hub>,
+    heartbeat: Duration,
+    idle_timeout: Duration,
+    closing: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            () = closing.cancelled() => {
+                if let Some(hub) = hub.upgrade() {
+                    hub.shut_down();
+                }
+                return;
+            }
+            _ = tick.tick() => match hub.upgrade() {
+                Some(hub) => hub.heartbeat(idle_timeout),
+                None => return,
+            },
+        }
+    }
+}
+
 /// The service's routes on a host.
 pub async fn host(config: Config) -> Result<ServiceHostBuilder, StartError> {
     host_with_bus(config, None).await
@@ -185,13 +213,12 @@ pub async fn host_with_bus(
         signer: TokenSigner::new(secret.expose().as_bytes(), Duration::ZERO),
         limits: config.limits,
     });
-    // When the host starts draining, every session closes with 1001 so its
-    // client reconnects to another replica instead of holding the drain.
-    let draining = closing.clone();
-    tokio::spawn(async move {
-        draining.cancelled().await;
-        hub_for_drain.shut_down();
-    });
+    tokio::spawn(keep_alive(
+        Arc::downgrade(&hub_for_drain),
+        chat.limits.heartbeat,
+        chat.limits.idle_timeout,
+        closing.clone(),
+    ));
     Ok(ServiceHost::builder(config.service)
         .on_drain(closing)
         .http(move |cfg| {

@@ -80,9 +80,6 @@ pub async fn run(
         .max_frame_size(limits.max_frame_bytes)
         .aggregate_continuations()
         .max_continuation_size(limits.max_frame_bytes);
-    let mut heartbeat = tokio::time::interval(limits.heartbeat);
-    heartbeat.tick().await;
-    let mut last_seen = Instant::now();
     let mut bucket = Bucket::new(&limits);
     let reason = |end: End| match end {
         End::TooSlow => CloseReason {
@@ -93,6 +90,10 @@ pub async fn run(
             code: CloseCode::Away,
             description: Some("server shutting down; reconnect".into()),
         },
+        End::Idle => CloseReason {
+            code: CloseCode::Other(IDLE),
+            description: Some("idle timeout".into()),
+        },
     };
 
     let close = loop {
@@ -100,13 +101,14 @@ pub async fn run(
             biased;
             next = reg.outbound.next() => match next {
                 Outgoing::End(end) => break Some(reason(end)),
+                Outgoing::Ping => if session.ping(b"").await.is_err() { break None },
                 Outgoing::Frame(frame) => tokio::select! {
                     sent = session.text(frame) => if sent.is_err() { break None },
                     end = reg.outbound.ended() => break Some(reason(end)),
                 },
             },
             incoming = stream.recv() => {
-                last_seen = Instant::now();
+                reg.seen();
                 let message = match incoming {
                     None => break None,
                     Some(Err(ProtocolError::Overflow)) => break Some(CloseReason {
@@ -135,15 +137,6 @@ pub async fn run(
                     actix_ws::AggregatedMessage::Pong(_) => {}
                     actix_ws::AggregatedMessage::Close(_) => break Some(CloseCode::Normal.into()),
                 }
-            }
-            _ = heartbeat.tick() => {
-                if last_seen.elapsed() > limits.idle_timeout {
-                    break Some(CloseReason {
-                        code: CloseCode::Other(IDLE),
-                        description: Some("idle timeout".into()),
-                    });
-                }
-                if session.ping(b"").await.is_err() { break None }
             }
         }
     };
