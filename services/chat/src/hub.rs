@@ -6,21 +6,16 @@
 //! goes on at full speed (the seed's hub blocked every member on the
 //! slowest one).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
-
+use crate::outbox::{CLOSING, IDLE, Outbox};
+pub use crate::outbox::{Empty, End, Frame, Next, Outbound};
 use crate::protocol::Member;
 
 pub type ConnId = u64;
-
-/// A serialized server frame. Reference-counted bytes: fanning one out to
-/// a room clones a pointer, and the session hands the same bytes to the
-/// socket without copying them again.
-pub type Frame = bytestring::ByteString;
 
 /// Close code for a client that could not keep up (private-use range).
 pub const SLOW_CONSUMER: u16 = 4008;
@@ -41,155 +36,10 @@ struct Room {
     users: HashMap<u64, u32>,
 }
 
-/// A connection's bounded queue of frames, and why it must end if it
-/// must. Lighter than a channel plus cancellation tokens for the common
-/// case of ten thousand idle connections: nothing is allocated until a
-/// frame is queued, a drained queue gives its memory back, and the session
-/// waits on one thing.
-struct Outbox {
-    frames: Mutex<VecDeque<Frame>>,
-    ready: Notify,
-    capacity: usize,
-    end: AtomicU8,
-    /// The hub's heartbeat asks for a ping.
-    ping: AtomicBool,
-    /// When the client last sent anything (ms since the hub started).
-    last_seen: AtomicU64,
-}
-
-const OPEN: u8 = 0;
-const KICKED: u8 = 1;
-const CLOSING: u8 = 2;
-const IDLE: u8 = 3;
-
-impl Outbox {
-    /// Queues `frame`; false when the queue is full.
-    fn push(&self, frame: Frame) -> bool {
-        let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
-        if frames.len() >= self.capacity {
-            return false;
-        }
-        frames.push_back(frame);
-        drop(frames);
-        self.ready.notify_one();
-        true
-    }
-
-    fn pop(&self) -> Option<Frame> {
-        let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
-        let frame = frames.pop_front();
-        if frames.is_empty() && frames.capacity() > 16 {
-            *frames = VecDeque::new();
-        }
-        frame
-    }
-
-    /// Marks the connection as ending (the first reason wins); true when
-    /// this call did it.
-    fn end(&self, why: u8) -> bool {
-        let ended = self
-            .end
-            .compare_exchange(OPEN, why, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if ended {
-            self.ready.notify_one();
-        }
-        ended
-    }
-
-    fn ended(&self) -> Option<End> {
-        match self.end.load(Ordering::Acquire) {
-            KICKED => Some(End::TooSlow),
-            CLOSING => Some(End::ShuttingDown),
-            IDLE => Some(End::Idle),
-            _ => None,
-        }
-    }
-
-    /// A full queue kicks the connection, counted once.
-    fn push_or_kick(&self, frame: Frame) -> bool {
-        if self.push(frame) {
-            return true;
-        }
-        if self.end(KICKED) {
-            metrics::counter!("chat_slow_clients_dropped_total").increment(1);
-        }
-        false
-    }
-}
-
-/// Why a connection must end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum End {
-    /// Its queue overflowed: it did not read fast enough.
-    TooSlow,
-    /// The service is draining.
-    ShuttingDown,
-    /// The client sent nothing (not even a pong) for the idle timeout.
-    Idle,
-}
-
-/// What a session is told next.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Next {
-    Frame(Frame),
-    /// Time to ping the client.
-    Ping,
-    End(End),
-}
-
-/// The receiving end of a connection's queue.
-pub struct Outbound(Arc<Outbox>);
-
-#[derive(Debug, PartialEq, Eq)]
-pub struct Empty;
-
-impl Outbound {
-    /// The next frame, or why the connection must end (which comes first,
-    /// even with frames queued).
-    pub async fn next(&mut self) -> Next {
-        loop {
-            if let Some(end) = self.0.ended() {
-                return Next::End(end);
-            }
-            if let Some(frame) = self.0.pop() {
-                return Next::Frame(frame);
-            }
-            if self.0.ping.swap(false, Ordering::AcqRel) {
-                return Next::Ping;
-            }
-            self.0.ready.notified().await;
-        }
-    }
-
-    /// Resolves when the connection must end.
-    pub async fn ended(&self) -> End {
-        loop {
-            if let Some(end) = self.0.ended() {
-                return end;
-            }
-            // Frames wake this too; `next` pops before it waits, so a wake
-            // taken here loses nothing.
-            self.0.ready.notified().await;
-        }
-    }
-
-    pub fn try_recv(&mut self) -> Result<Frame, Empty> {
-        self.0.pop().ok_or(Empty)
-    }
-
-    pub fn end(&self) -> Option<End> {
-        self.0.ended()
-    }
-}
-
 impl Registration {
     /// The client sent something: it is not idle.
     pub fn seen(&self) {
-        self.outbound
-            .0
-            .last_seen
-            .store(self.hub.millis(), Ordering::Relaxed);
+        self.outbound.seen_at(self.hub.millis());
     }
 }
 
@@ -249,14 +99,7 @@ impl Hub {
             *count += 1;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let outbox = Arc::new(Outbox {
-            frames: Mutex::new(VecDeque::new()),
-            ready: Notify::new(),
-            capacity: queue.max(1),
-            end: AtomicU8::new(OPEN),
-            ping: AtomicBool::new(false),
-            last_seen: AtomicU64::new(self.millis()),
-        });
+        let outbox = Arc::new(Outbox::new(queue, self.millis()));
         let handle = Arc::new(Handle {
             member: member.clone(),
             outbox: outbox.clone(),

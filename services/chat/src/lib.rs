@@ -12,6 +12,7 @@
 pub mod broker;
 pub mod events;
 pub mod hub;
+mod outbox;
 pub mod protocol;
 pub mod routes;
 pub mod session;
