@@ -4,6 +4,7 @@
 
 mod memory;
 mod redis;
+mod redis_scripts;
 
 use std::time::Duration;
 
