@@ -116,7 +116,11 @@ pub(super) struct CommentBody {
     content: String,
 }
 
-async fn fetch_post(gw: &Gateway, ctx: &CallContext, id: u64) -> Result<pb::Post, ApiError> {
+pub(super) async fn fetch_post(
+    gw: &Gateway,
+    ctx: &CallContext,
+    id: u64,
+) -> Result<pb::Post, ApiError> {
     gw.users
         .call(ctx, true, pb::GetPostRequest { id }, |ch, req| async move {
             PostServiceClient::new(ch).get_post(req).await
@@ -124,7 +128,11 @@ async fn fetch_post(gw: &Gateway, ctx: &CallContext, id: u64) -> Result<pb::Post
         .await
 }
 
-async fn fetch_comment(gw: &Gateway, ctx: &CallContext, id: u64) -> Result<pb::Comment, ApiError> {
+pub(super) async fn fetch_comment(
+    gw: &Gateway,
+    ctx: &CallContext,
+    id: u64,
+) -> Result<pb::Comment, ApiError> {
     gw.users
         .call(
             ctx,
@@ -132,6 +140,48 @@ async fn fetch_comment(gw: &Gateway, ctx: &CallContext, id: u64) -> Result<pb::C
             pb::GetCommentRequest { id },
             |ch, req| async move { CommentServiceClient::new(ch).get_comment(req).await },
         )
+        .await
+}
+
+// The listings' calls, shared by v1 (numbered pages) and v2 (cursors).
+
+pub(super) async fn list_posts_by_author(
+    gw: &Gateway,
+    ctx: &CallContext,
+    message: pb::ListPostsByAuthorRequest,
+) -> Result<pb::ListPostsResponse, ApiError> {
+    gw.users
+        .call(ctx, true, message, |ch, req| async move {
+            PostServiceClient::new(ch).list_posts_by_author(req).await
+        })
+        .await
+}
+
+pub(super) async fn list_comments_by_post(
+    gw: &Gateway,
+    ctx: &CallContext,
+    message: pb::ListCommentsByPostRequest,
+) -> Result<pb::ListCommentsResponse, ApiError> {
+    gw.users
+        .call(ctx, true, message, |ch, req| async move {
+            CommentServiceClient::new(ch)
+                .list_comments_by_post(req)
+                .await
+        })
+        .await
+}
+
+pub(super) async fn list_comments_by_author(
+    gw: &Gateway,
+    ctx: &CallContext,
+    message: pb::ListCommentsByAuthorRequest,
+) -> Result<pb::ListCommentsResponse, ApiError> {
+    gw.users
+        .call(ctx, true, message, |ch, req| async move {
+            CommentServiceClient::new(ch)
+                .list_comments_by_author(req)
+                .await
+        })
         .await
 }
 
@@ -230,12 +280,7 @@ pub(super) async fn posts_of_user(
         per_page: query.per_page.unwrap_or(0),
         after_id: None,
     };
-    let list = gw
-        .users
-        .call(&ctx, true, message, |ch, req| async move {
-            PostServiceClient::new(ch).list_posts_by_author(req).await
-        })
-        .await?;
+    let list = list_posts_by_author(&gw, &ctx, message).await?;
     Ok(HttpResponse::Ok().json(Page::<Post>::of(list.posts, list.total, &query)))
 }
 
@@ -278,14 +323,7 @@ pub(super) async fn comments_of_post(
         per_page: query.per_page.unwrap_or(0),
         after_id: None,
     };
-    let list = gw
-        .users
-        .call(&ctx, true, message, |ch, req| async move {
-            CommentServiceClient::new(ch)
-                .list_comments_by_post(req)
-                .await
-        })
-        .await?;
+    let list = list_comments_by_post(&gw, &ctx, message).await?;
     Ok(HttpResponse::Ok().json(Page::<Comment>::of(list.comments, list.total, &query)))
 }
 
@@ -303,14 +341,7 @@ pub(super) async fn comments_of_user(
         per_page: query.per_page.unwrap_or(0),
         after_id: None,
     };
-    let list = gw
-        .users
-        .call(&ctx, true, message, |ch, req| async move {
-            CommentServiceClient::new(ch)
-                .list_comments_by_author(req)
-                .await
-        })
-        .await?;
+    let list = list_comments_by_author(&gw, &ctx, message).await?;
     Ok(HttpResponse::Ok().json(Page::<Comment>::of(list.comments, list.total, &query)))
 }
 

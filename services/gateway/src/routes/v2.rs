@@ -6,13 +6,11 @@ use actix_web::{HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use platform_proto::posts::v1 as posts_pb;
-use platform_proto::posts::v1::comment_service_client::CommentServiceClient;
-use platform_proto::posts::v1::post_service_client::PostServiceClient;
 use platform_proto::users::v1 as pb;
 use platform_proto::users::v1::user_service_client::UserServiceClient;
 use serde::{Deserialize, Serialize};
 
-use super::posts::{Comment, Post};
+use super::posts::{self, Comment, Post};
 use super::users::User;
 use crate::Gateway;
 use crate::problem::{ApiError, Problem};
@@ -151,12 +149,7 @@ pub(super) async fn posts_of_user(
         per_page: i32::try_from(limit).unwrap_or(20),
         after_id: Some(after),
     };
-    let list = gw
-        .users
-        .call(&ctx, true, message, |ch, req| async move {
-            PostServiceClient::new(ch).list_posts_by_author(req).await
-        })
-        .await?;
+    let list = posts::list_posts_by_author(&gw, &ctx, message).await?;
     Ok(HttpResponse::Ok().json(page_of::<_, Post>(list.posts, limit, "posts", |p| p.id)))
 }
 
@@ -177,14 +170,7 @@ pub(super) async fn comments_of_post(
         per_page: i32::try_from(limit).unwrap_or(20),
         after_id: Some(after),
     };
-    let list = gw
-        .users
-        .call(&ctx, true, message, |ch, req| async move {
-            CommentServiceClient::new(ch)
-                .list_comments_by_post(req)
-                .await
-        })
-        .await?;
+    let list = posts::list_comments_by_post(&gw, &ctx, message).await?;
     Ok(HttpResponse::Ok().json(page_of::<_, Comment>(
         list.comments,
         limit,
@@ -210,14 +196,7 @@ pub(super) async fn comments_of_user(
         per_page: i32::try_from(limit).unwrap_or(20),
         after_id: Some(after),
     };
-    let list = gw
-        .users
-        .call(&ctx, true, message, |ch, req| async move {
-            CommentServiceClient::new(ch)
-                .list_comments_by_author(req)
-                .await
-        })
-        .await?;
+    let list = posts::list_comments_by_author(&gw, &ctx, message).await?;
     Ok(HttpResponse::Ok().json(page_of::<_, Comment>(
         list.comments,
         limit,
@@ -234,17 +213,8 @@ pub(super) async fn get_post(
     ctx: CallContext,
     id: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
-    let post = gw
-        .users
-        .call(
-            &ctx,
-            true,
-            posts_pb::GetPostRequest { id: *id },
-            |ch, req| async move { PostServiceClient::new(ch).get_post(req).await },
-        )
-        .await?;
     Ok(HttpResponse::Ok().json(Envelope {
-        data: Post::from(post),
+        data: Post::from(posts::fetch_post(&gw, &ctx, *id).await?),
         next_cursor: None,
     }))
 }
@@ -257,17 +227,8 @@ pub(super) async fn get_comment(
     ctx: CallContext,
     id: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
-    let comment = gw
-        .users
-        .call(
-            &ctx,
-            true,
-            posts_pb::GetCommentRequest { id: *id },
-            |ch, req| async move { CommentServiceClient::new(ch).get_comment(req).await },
-        )
-        .await?;
     Ok(HttpResponse::Ok().json(Envelope {
-        data: Comment::from(comment),
+        data: Comment::from(posts::fetch_comment(&gw, &ctx, *id).await?),
         next_cursor: None,
     }))
 }
