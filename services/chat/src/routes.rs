@@ -68,27 +68,10 @@ impl actix_web::ResponseError for Problem {
     }
 }
 
-fn token(req: &HttpRequest) -> Option<String> {
-    if let Some(header) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
-        return header
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_owned());
-    }
-    web::Query::<TokenQuery>::from_query(req.query_string())
-        .ok()
-        .and_then(|q| q.into_inner().access_token)
-}
-
-#[derive(Deserialize)]
-struct TokenQuery {
-    access_token: Option<String>,
-}
-
 fn authenticate(chat: &Chat, req: &HttpRequest) -> Result<Member, Problem> {
     let unauthorized = |why: String| Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", why);
-    let token = token(req).ok_or_else(|| unauthorized("an access token is required".into()))?;
+    let token = common::auth::request_token(req)
+        .ok_or_else(|| unauthorized("an access token is required".into()))?;
     let claims = chat
         .signer
         .verify(&token)

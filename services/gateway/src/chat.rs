@@ -110,27 +110,6 @@ async fn rest(
     proxy::forward_to(&req, &target, web::Bytes::new(), &ctx, &pass, &chat.0).await
 }
 
-/// The token from `Authorization: Bearer`, or from `?access_token=` for
-/// browsers, which cannot set headers on a WebSocket.
-fn access_token(req: &HttpRequest) -> Option<String> {
-    let header = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_owned());
-    header.or_else(|| {
-        web::Query::<TokenQuery>::from_query(req.query_string())
-            .ok()
-            .and_then(|q| q.into_inner().access_token)
-    })
-}
-
-#[derive(serde::Deserialize)]
-struct TokenQuery {
-    access_token: Option<String>,
-}
-
 /// Upgrades to a WebSocket speaking chat's protocol (see the README),
 /// relayed to a chat replica.
 #[utoipa::path(get, path = "/api/v1/chat/ws", tag = "chat",
@@ -148,7 +127,7 @@ pub async fn ws(
     max_frame: web::Data<MaxFrame>,
     closing: web::Data<Closing>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = access_token(&req).ok_or_else(|| {
+    let token = common::auth::request_token(&req).ok_or_else(|| {
         ApiError::Unauthorized(
             "an access token is required (Authorization: Bearer or ?access_token=)".into(),
         )

@@ -150,9 +150,9 @@ fn client_key(req: &ServiceRequest) -> String {
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(common::auth::bearer)
         .zip(req.app_data::<web::Data<TokenSigner>>())
-        .and_then(|(token, signer)| signer.verify(token.trim()).ok());
+        .and_then(|(token, signer)| signer.verify(token).ok());
     match user {
         Some(claims) => format!("user:{}", claims.sub),
         None => format!(

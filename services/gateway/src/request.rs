@@ -83,9 +83,9 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
     let token = header
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(common::auth::bearer)
         .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <token>'"))?;
-    verify_token(req, token.trim())
+    verify_token(req, token)
 }
 
 /// The user a token names, if it is valid and this gateway signed it.
