@@ -8,7 +8,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{invalid, store_status, total, traceparent, unsigned, version};
-use crate::domain::{Email, FieldError, Page, Password, Username, parse_id};
+use crate::domain::{Email, FieldError, Password, Slice, Username, parse_id};
 use crate::password;
 use crate::store::{NewUser, Store, StoredEvent, User, UserChanges};
 use crate::views::Views;
@@ -187,19 +187,17 @@ impl UserService for UserApi {
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let req = request.into_inner();
-        let page = Page::parse(req.page, req.per_page).map_err(invalid)?;
-        let (users, count) = match req.after_id {
-            Some(after) => {
-                let after = i64::try_from(after)
-                    .map_err(|_| invalid(FieldError::new("after_id", "is out of range")))?;
+        let slice = Slice::parse(req.page, req.per_page, req.after_id).map_err(invalid)?;
+        let (users, count) = match slice {
+            Slice::After { id, limit } => {
                 let users = self
                     .store
-                    .users_after(after, page.limit())
+                    .users_after(id, limit)
                     .await
                     .map_err(store_status)?;
                 (users, self.store.count_users().await.map_err(store_status)?)
             }
-            None => self.store.list_users(page).await.map_err(store_status)?,
+            Slice::Page(page) => self.store.list_users(page).await.map_err(store_status)?,
         };
         Ok(Response::new(pb::ListUsersResponse {
             users: users.into_iter().map(to_proto).collect(),
