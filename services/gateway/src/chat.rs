@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::AggregatedMessage;
 use awc::ws::{CloseCode, CloseReason, Codec, Frame, Message};
@@ -161,43 +160,16 @@ async fn connect(
     max_frame: usize,
 ) -> Result<Socket, ApiError> {
     let service = upstream.service();
-    let permit = upstream
-        .breaker()
-        .try_acquire()
-        .map_err(|rejected| ApiError::Unavailable {
-            service,
-            retry_after: rejected.retry_after,
-        })?;
-    let Some(authority) = upstream.pick_http() else {
-        upstream.breaker().record(permit, false);
-        return Err(ApiError::Unavailable {
-            service,
-            retry_after: Duration::from_secs(1),
-        });
-    };
+    let (permit, authority) = proxy::admit(upstream)?;
     let mut request = pass
         .client()
         .ws(format!("ws://{authority}/ws"))
         .max_frame_size(max_frame)
         .bearer_auth(token);
-    let mut headers = vec![("x-request-id".to_owned(), ctx.request_id.clone())];
-    if let Some(peer) = req.peer_addr() {
-        headers.push(("x-forwarded-for".to_owned(), peer.ip().to_string()));
-    }
-    let mut trace = http::HeaderMap::new();
-    common::telemetry::propagation::inject_http(&mut trace);
-    for (name, value) in &trace {
-        if let Ok(value) = value.to_str() {
-            headers.push((name.as_str().to_owned(), value.to_owned()));
-        }
-    }
+    let mut headers = Vec::new();
+    proxy::hop_headers(req, ctx, |name, value| headers.push((name, value)));
     for (name, value) in headers {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            request = request.set_header(name, value);
-        }
+        request = request.set_header(name, value);
     }
     let connected = tokio::time::timeout(upstream.timeout(), request.connect()).await;
     let result = match connected {

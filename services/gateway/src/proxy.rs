@@ -18,6 +18,8 @@ use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use resilience::breaker::Permit;
+
 use crate::problem::ApiError;
 use crate::upstream::{CallContext, Upstream};
 
@@ -66,6 +68,56 @@ fn forwardable(name: &HeaderName) -> bool {
     !HOP_BY_HOP.contains(&name.as_str())
 }
 
+/// A permit from the upstream's breaker and an instance to send to; no
+/// instance counts as a failure.
+pub(crate) fn admit(upstream: &Upstream) -> Result<(Permit, String), ApiError> {
+    let permit = upstream
+        .breaker()
+        .try_acquire()
+        .map_err(|rejected| ApiError::Unavailable {
+            service: upstream.service(),
+            retry_after: rejected.retry_after,
+        })?;
+    match upstream.pick_http() {
+        Some(authority) => Ok((permit, authority)),
+        None => {
+            upstream.breaker().record(permit, false);
+            Err(ApiError::Unavailable {
+                service: upstream.service(),
+                retry_after: Duration::from_secs(1),
+            })
+        }
+    }
+}
+
+/// What the gateway adds to every hop it makes: the request id, the
+/// client's address and the trace context, each handed to `add` (no
+/// collection on the pass-through's hot path).
+pub(crate) fn hop_headers(
+    req: &HttpRequest,
+    ctx: &CallContext,
+    mut add: impl FnMut(HeaderName, HeaderValue),
+) {
+    if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+        add(HeaderName::from_static("x-request-id"), id);
+    }
+    if let Some(peer) = req.peer_addr()
+        && let Ok(ip) = HeaderValue::from_str(&peer.ip().to_string())
+    {
+        add(HeaderName::from_static("x-forwarded-for"), ip);
+    }
+    let mut trace = http::HeaderMap::new();
+    common::telemetry::propagation::inject_http(&mut trace);
+    for (name, value) in &trace {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            add(name, value);
+        }
+    }
+}
+
 /// Passes the request on unchanged (`GATEWAY_PASSTHROUGH` routes).
 pub async fn forward(
     req: HttpRequest,
@@ -87,20 +139,7 @@ pub async fn forward_to(
     pass: &Passthrough,
     upstream: &Upstream,
 ) -> Result<HttpResponse, ApiError> {
-    let permit = upstream
-        .breaker()
-        .try_acquire()
-        .map_err(|rejected| ApiError::Unavailable {
-            service: upstream.service(),
-            retry_after: rejected.retry_after,
-        })?;
-    let Some(authority) = upstream.pick_http() else {
-        upstream.breaker().record(permit, false);
-        return Err(ApiError::Unavailable {
-            service: upstream.service(),
-            retry_after: Duration::from_secs(1),
-        });
-    };
+    let (permit, authority) = admit(upstream)?;
     let mut outgoing = pass
         .client
         .request(
@@ -114,24 +153,9 @@ pub async fn forward_to(
             headers.append(name.clone(), value.clone());
         }
     }
-    if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
-        headers.insert(HeaderName::from_static("x-request-id"), id);
-    }
-    if let Some(peer) = req.peer_addr()
-        && let Ok(ip) = HeaderValue::from_str(&peer.ip().to_string())
-    {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), ip);
-    }
-    let mut trace = http::HeaderMap::new();
-    common::telemetry::propagation::inject_http(&mut trace);
-    for (name, value) in &trace {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_str().as_bytes()),
-            HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            headers.insert(name, value);
-        }
-    }
+    hop_headers(req, ctx, |name, value| {
+        headers.insert(name, value);
+    });
 
     let started = tokio::time::Instant::now();
     let sent = outgoing.send_body(body).await;
