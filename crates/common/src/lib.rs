@@ -8,6 +8,8 @@
 //! - [`shutdown`]: signals and cancellation;
 //! - [`discovery`]: the service registry (Consul or static);
 //! - [`events`]: CloudEvents over Kafka or an in-process bus;
+//! - [`auth`]: the access tokens the gateway signs and services verify;
+//! - [`redis`]: connecting a command client and a subscriber to Redis;
 //! - [`server`]: the host that serves one service's HTTP and gRPC APIs with
 //!   all of the above and shuts it down cleanly.
 
@@ -19,6 +21,7 @@ pub mod events;
 pub mod exit;
 pub mod health;
 pub mod metrics;
+pub mod redis;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -12,6 +12,7 @@ use fred::clients::SubscriberClient;
 use fred::prelude::*;
 
 use super::Inner;
+pub use crate::redis::RedisConnectError;
 
 /// Invalidation message meaning "every key".
 pub(super) const EVERYTHING: &str = "*";
@@ -20,14 +21,6 @@ pub(super) const EVERYTHING: &str = "*";
 pub struct RedisLevel {
     client: Client,
     subscriber: SubscriberClient,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("cannot connect to Redis at {url}")]
-pub struct RedisConnectError {
-    url: String,
-    #[source]
-    source: fred::error::Error,
 }
 
 fn value_key(name: &str, key: &str) -> String {
@@ -42,21 +35,7 @@ impl RedisLevel {
     /// Connects a command client and a subscriber; fails if Redis does not
     /// answer within a few seconds.
     pub async fn connect(url: &str) -> Result<Self, RedisConnectError> {
-        let err = |source| RedisConnectError {
-            url: url.to_owned(),
-            source,
-        };
-        let config = Config::from_url(url).map_err(err)?;
-        let builder = Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(3);
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .clone();
-        let client = builder.build().map_err(err)?;
-        let subscriber = builder.build_subscriber_client().map_err(err)?;
-        client.init().await.map_err(err)?;
-        subscriber.init().await.map_err(err)?;
+        let (client, subscriber) = crate::redis::connect(url, None).await?;
         Ok(Self { client, subscriber })
     }
 

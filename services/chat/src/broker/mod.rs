@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use common::redis::RedisConnectError;
 pub use memory::MemoryBroker;
-pub use redis::{RedisBroker, RedisBrokerConfig, RedisConnectError};
+pub use redis::{RedisBroker, RedisBrokerConfig};
 
 use crate::hub::Frame;
 use crate::protocol::{ChatMessage, Member, Position};

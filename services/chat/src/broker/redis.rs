@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::redis::RedisConnectError;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::scripts::Script;
@@ -64,14 +65,6 @@ pub struct RedisBrokerConfig {
     pub presence_ttl: Duration,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot connect to Redis at {url}")]
-pub struct RedisConnectError {
-    url: String,
-    #[source]
-    source: fred::error::Error,
-}
-
 pub struct RedisBroker {
     client: Client,
     subscriber: SubscriberClient,
@@ -110,21 +103,9 @@ impl RedisBroker {
         config: RedisBrokerConfig,
         hub: Arc<Hub>,
     ) -> Result<Arc<Self>, RedisConnectError> {
-        let err = |source| RedisConnectError {
-            url: config.url.clone(),
-            source,
-        };
-        let builder = Builder::from_config(Config::from_url(&config.url).map_err(err)?)
-            .with_connection_config(|c| c.connection_timeout = Duration::from_secs(3))
-            // A burst for a busy room must not overflow the hand-over from
-            // the connection to the fan-out task (fred's default is 32).
-            .with_performance_config(|p| p.broadcast_channel_capacity = 16 * 1024)
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .clone();
-        let client = builder.build().map_err(err)?;
-        let subscriber = builder.build_subscriber_client().map_err(err)?;
-        client.init().await.map_err(err)?;
-        subscriber.init().await.map_err(err)?;
+        // A burst for a busy room must not overflow the hand-over from the
+        // connection to the fan-out task (fred's default is 32).
+        let (client, subscriber) = common::redis::connect(&config.url, Some(16 * 1024)).await?;
         let broker = Arc::new(Self {
             client,
             subscriber,
