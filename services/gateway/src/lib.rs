@@ -216,31 +216,25 @@ fn redis_config(url: &str) -> Result<fred::prelude::Config, GatewayStartError> {
 /// A Redis client that connects (and reconnects) in the background on the
 /// calling thread's runtime: the gateway starts even while Redis is down
 /// and limits in process until it answers.
-fn redis_client(url: &str) -> Option<fred::prelude::Client> {
+fn redis_client(config: fred::prelude::Config) -> Option<fred::prelude::Client> {
     use fred::prelude::*;
-    let built = redis_config(url).and_then(|config| {
-        Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(1);
-                c.internal_command_timeout = Duration::from_secs(1);
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = Duration::from_millis(250);
-            })
-            .set_policy(ReconnectPolicy::new_constant(0, 500))
-            .build()
-            .map_err(|source| GatewayStartError::Redis {
-                url: url.to_owned(),
-                source,
-            })
-    });
+    let built = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(1);
+            c.internal_command_timeout = Duration::from_secs(1);
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_millis(250);
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 500))
+        .build();
     match built {
         Ok(client) => {
             drop(client.connect());
             Some(client)
         }
         Err(error) => {
-            tracing::error!(error = %common::exit::chain(&error), "rate limits stay in process");
+            tracing::error!(%error, "rate limits stay in process");
             None
         }
     }
@@ -286,12 +280,9 @@ pub async fn host_with_registry(
     });
     let signer = web::Data::from(signer);
     let max_body = config.max_body_bytes;
-    // Checked here so a bad URL stops the start; each worker then makes
-    // its own client from it.
-    if let Some(url) = &config.redis_url {
-        redis_config(url)?;
-    }
-    let redis_url = config.redis_url.clone();
+    // Parsed here so a bad URL stops the start; each worker then makes its
+    // own client from it.
+    let redis = config.redis_url.as_deref().map(redis_config).transpose()?;
     let limiter = web::Data::new(Arc::new(DynamicRateLimiter::new(
         config.rate_limit,
         MemoryLimiter::new(Arc::new(SystemClock)),
@@ -335,8 +326,8 @@ pub async fn host_with_registry(
                 // and Redis connection.
                 .app_data(web::Data::new(proxy::Passthrough::for_this_worker()))
                 .app_data(web::Data::new(WorkerRedis::new(
-                    redis_url
-                        .as_deref()
+                    redis
+                        .clone()
                         .and_then(redis_client)
                         .map(|client| RedisLimiter::new(client, "ratelimit:")),
                 )));
