@@ -196,13 +196,12 @@ pub async fn limit_rate(
     else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    let redis = req.app_data::<web::Data<WorkerRedis>>().cloned();
+    const IN_PROCESS: WorkerRedis = WorkerRedis(None);
+    let redis = req
+        .app_data::<web::Data<WorkerRedis>>()
+        .map_or(&IN_PROCESS, |r| r.get_ref());
     let key = client_key(&req);
-    let verdict = match &redis {
-        Some(redis) => limiter.check(redis, &key).await,
-        None => limiter.check(&WorkerRedis(None), &key).await,
-    };
-    let decision = match verdict {
+    let decision = match limiter.check(redis, &key).await {
         Verdict::Decided(decision) => decision,
         Verdict::Unlimited => return Ok(next.call(req).await?.map_into_left_body()),
         Verdict::Unavailable => {
