@@ -130,6 +130,9 @@ impl ServerFrame<'_> {
     }
 }
 
+/// What [`valid_room`] accepts, for error messages.
+pub const ROOM_RULES: &str = "room names are 1 to 64 letters, digits, '_', '.', ':' or '-'";
+
 pub fn valid_room(room: &str) -> bool {
     !room.is_empty()
         && room.len() <= MAX_ROOM_LEN

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::Chat;
-use crate::protocol::{Member, valid_room};
+use crate::protocol::{Member, ROOM_RULES, valid_room};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws", web::get().to(upgrade))
@@ -127,7 +127,7 @@ fn check_room(room: &str) -> Result<(), Problem> {
         Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "bad_room",
-            "room names are 1 to 64 letters, digits, '_', '.', ':' or '-'",
+            ROOM_RULES,
         ))
     }
 }

@@ -10,7 +10,7 @@ use actix_ws::{CloseCode, CloseReason, ProtocolError};
 use crate::broker::Draft;
 use crate::events;
 use crate::hub::{End, Frame, Next as Outgoing, Registration, SLOW_CONSUMER};
-use crate::protocol::{ClientFrame, PresenceAction, ServerFrame, mentions, valid_room};
+use crate::protocol::{ClientFrame, PresenceAction, ROOM_RULES, ServerFrame, mentions, valid_room};
 use crate::{Chat, Limits};
 
 /// Close code for a connection that sent nothing for too long.
@@ -237,11 +237,7 @@ async fn join(
     since: Option<&crate::protocol::Position>,
 ) -> String {
     if !valid_room(room) {
-        return error(
-            "bad_room",
-            "room names are 1 to 64 letters, digits, '_', '.', ':' or '-'",
-            None,
-        );
+        return error("bad_room", ROOM_RULES, None);
     }
     if !chat.hub.in_room(room, reg.id)
         && chat.hub.room_count(reg.id) >= chat.limits.max_rooms_per_connection
