@@ -1,5 +1,7 @@
 //! Test support for end-to-end tests: start the real service binaries on
-//! random ports and talk to them.
+//! random ports and talk to them; or, for tests that need several
+//! services but not their processes, start them in this process
+//! ([`in_process`]).
 //!
 //! Binaries are taken from the Cargo target directory this test binary was
 //! built into (`make test` builds them first). Each process logs JSON to
@@ -11,6 +13,7 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use test_support::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -18,15 +21,13 @@ use tokio::sync::mpsc;
 /// How long a process gets to start or to stop.
 pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The six services: binary name and environment prefix.
-pub const SERVICES: [(&str, &str); 6] = [
-    ("users", "USERS"),
-    ("chat", "CHAT"),
-    ("notifications", "NOTIFICATIONS"),
-    ("search", "SEARCH"),
-    ("storage", "STORAGE"),
-    ("gateway", "GATEWAY"),
-];
+pub mod in_process;
+
+/// Every service: its binary (named as the service) and environment
+/// prefix, from the all-in-one runner's one list.
+pub fn services() -> impl Iterator<Item = (&'static str, &'static str)> {
+    platform::SERVICES.iter().map(|s| (s.name, s.env_prefix))
+}
 
 /// Path of a workspace binary next to this test's target directory.
 pub fn binary(name: &str) -> PathBuf {
@@ -52,38 +53,10 @@ pub struct Listening {
     pub grpc: Option<String>,
 }
 
-/// A directory removed when dropped; services run inside one so their
-/// embedded data (SQLite files, disk caches) never lands in the checkout.
-pub struct WorkDir(pub PathBuf);
-
-impl WorkDir {
-    pub fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let dir = std::env::temp_dir().join(format!("e2e-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create work dir");
-        Self(dir)
-    }
-}
-
-impl Default for WorkDir {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A running service process, killed if the test drops it.
 pub struct ServiceProcess {
     child: Child,
-    _workdir: WorkDir,
+    _workdir: TempDir,
     pub listening: HashMap<String, Listening>,
     logs: mpsc::UnboundedReceiver<serde_json::Value>,
     seen: Vec<serde_json::Value>,
@@ -93,9 +66,9 @@ impl ServiceProcess {
     /// Starts `binary` with `env` added to a clean environment and waits
     /// until the services named in `expect` log where they listen.
     pub async fn start(binary_name: &str, env: &[(&str, &str)], expect: &[&str]) -> Self {
-        let workdir = WorkDir::new();
+        let workdir = TempDir::new("e2e");
         let mut child = Command::new(binary(binary_name))
-            .current_dir(&workdir.0)
+            .current_dir(workdir.path())
             .env_clear()
             .env("PLATFORM_LOG_FORMAT", "json")
             .envs(env.iter().copied())
@@ -186,9 +159,9 @@ impl ServiceProcess {
 /// Runs a binary that is expected to fail at start-up; returns its exit
 /// status and what it printed on stderr.
 pub async fn run_to_failure(binary_name: &str, env: &[(&str, &str)]) -> (ExitStatus, String) {
-    let workdir = WorkDir::new();
+    let workdir = TempDir::new("e2e");
     let mut child = Command::new(binary(binary_name))
-        .current_dir(&workdir.0)
+        .current_dir(workdir.path())
         .env_clear()
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -220,17 +193,13 @@ pub fn random_ports(prefix: &str) -> Vec<(String, String)> {
 /// Polls `url` until it answers 200 (a service may report listening a
 /// moment before its first readiness check passes).
 pub async fn wait_until_ok(client: &reqwest::Client, url: &str) -> reqwest::Response {
-    let deadline = tokio::time::Instant::now() + PROCESS_TIMEOUT;
-    loop {
-        match client.get(url).send().await {
-            Ok(res) if res.status().is_success() => return res,
-            other => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{url} never answered 200: {other:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    test_support::eventually_some(PROCESS_TIMEOUT, &format!("{url} to answer 200"), || async {
+        client
+            .get(url)
+            .send()
+            .await
+            .ok()
+            .filter(|res| res.status().is_success())
+    })
+    .await
 }

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use e2e::{SERVICES, ServiceProcess, random_ports, run_to_failure, wait_until_ok};
+use e2e::{ServiceProcess, random_ports, run_to_failure, services, wait_until_ok};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -71,7 +71,7 @@ async fn assert_serves_health_and_metrics(client: &reqwest::Client, base: &str) 
 #[tokio::test]
 async fn every_service_binary_starts_answers_and_exits_zero_on_sigterm() {
     let client = reqwest::Client::new();
-    for (name, prefix) in SERVICES {
+    for (name, prefix) in services() {
         let mut env = random_ports(prefix);
         env.push((
             "PLATFORM_JWT_SECRET".into(),
@@ -95,15 +95,24 @@ async fn every_service_binary_starts_answers_and_exits_zero_on_sigterm() {
 
 #[tokio::test]
 async fn all_in_one_runner_serves_every_service_and_exits_zero_on_sigterm() {
-    let env: Vec<(String, String)> = SERVICES
-        .iter()
+    let env: Vec<(String, String)> = services()
         .flat_map(|(_, prefix)| random_ports(prefix))
         .collect();
-    let names: Vec<&str> = SERVICES.iter().map(|(name, _)| *name).collect();
+    let names: Vec<&str> = services().map(|(name, _)| name).collect();
     let mut process = ServiceProcess::start("platform", &env_of(&env), &names).await;
     let client = reqwest::Client::new();
     for name in &names {
         assert_serves_health_and_metrics(&client, process.http(name)).await;
+        // One problem shape from every service, as clients see them
+        // relayed through the gateway.
+        let res = client
+            .get(format!("{}/nope", process.http(name)))
+            .send()
+            .await
+            .unwrap();
+        let problem = test_support::http::problem(res, 404, "not_found").await;
+        assert_eq!(problem.title, "Not Found", "{name}");
+        assert_eq!(problem.detail, "no route for GET /nope", "{name}");
     }
     // Each service registered itself in the shared static registry.
     let registered = process.wait_for_logs("registered", names.len()).await;

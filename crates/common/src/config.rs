@@ -80,6 +80,16 @@ impl Env {
         }
     }
 
+    /// The same variables with `name` set to `value`.
+    pub fn with_var(&self, name: &str, value: impl Into<String>) -> Self {
+        let mut vars = self.vars.clone();
+        vars.insert(name.to_owned(), value.into());
+        Self {
+            prefix: self.prefix.clone(),
+            vars,
+        }
+    }
+
     /// Name of this service's variable for `key`.
     pub fn var_name(&self, key: &str) -> String {
         format!("{}_{key}", self.prefix)

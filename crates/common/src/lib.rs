@@ -1,19 +1,25 @@
 //! What every platform service shares.
 //!
-//! - [`cache`]: the multi-level cache (moka, Redis, disk);
+//! - [`service`]: what a service is to the binaries and the all-in-one
+//!   runner that start it, and the backends they share;
+//! - [`problem`]: the RFC 9457 error body every service answers with;
+//! - [`cache`] (feature `cache`): the multi-level cache (moka, Redis, disk);
 //! - [`config`]: typed settings from `<SERVICE>_*` / `PLATFORM_*` variables;
 //! - [`telemetry`]: logs, OpenTelemetry traces and trace-context propagation;
 //! - [`metrics`]: the Prometheus recorder and HTTP/gRPC request metrics;
 //! - [`health`]: liveness and readiness;
 //! - [`shutdown`]: signals and cancellation;
-//! - [`discovery`]: the service registry (Consul or static);
-//! - [`events`]: CloudEvents over Kafka or an in-process bus;
+//! - [`discovery`]: the service registry (Consul with feature `consul`, or
+//!   static);
+//! - [`events`]: CloudEvents over Kafka (feature `kafka`) or an in-process
+//!   bus;
 //! - [`auth`]: the access tokens the gateway signs and services verify;
-//! - [`redis`]: connecting a command client and a subscriber to Redis;
+//! - [`redis`] (feature `redis`): connecting a command client and a subscriber to Redis;
 //! - [`server`]: the host that serves one service's HTTP and gRPC APIs with
 //!   all of the above and shuts it down cleanly.
 
 pub mod auth;
+#[cfg(feature = "cache")]
 pub mod cache;
 pub mod config;
 pub mod discovery;
@@ -21,7 +27,10 @@ pub mod events;
 pub mod exit;
 pub mod health;
 pub mod metrics;
+pub mod problem;
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod server;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;

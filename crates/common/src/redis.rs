@@ -1,5 +1,11 @@
-//! Connecting to Redis, for the services' Redis backends that both send
-//! commands and follow pub/sub (the cache's invalidations, chat's rooms).
+//! Connecting to Redis: every Redis client in the platform is made here,
+//! so timeouts and reconnection are chosen in one place.
+//!
+//! - [`connect`]: a command client and a subscriber, connected before the
+//!   service starts (the cache's invalidations, chat's rooms);
+//! - [`background_client`]: a command client that connects in the
+//!   background, for callers that must start and answer while Redis is
+//!   down (the gateway's rate limiter falls back to in-process limits).
 
 use std::time::Duration;
 
@@ -27,7 +33,7 @@ pub async fn connect(
         url: url.to_owned(),
         source,
     };
-    let config = Config::from_url(url).map_err(err)?;
+    let config = parse(url)?;
     let mut builder = Builder::from_config(config);
     builder
         .with_connection_config(|c| {
@@ -42,4 +48,36 @@ pub async fn connect(
     client.init().await.map_err(err)?;
     subscriber.init().await.map_err(err)?;
     Ok((client, subscriber))
+}
+
+/// `url` as a client configuration; fails on a malformed URL, so a typo
+/// stops the start instead of turning into endless reconnects.
+pub fn parse(url: &str) -> Result<Config, RedisConnectError> {
+    Config::from_url(url).map_err(|source| RedisConnectError {
+        url: url.to_owned(),
+        source,
+    })
+}
+
+/// A command client that connects, and reconnects every 500 ms, in the
+/// background on the calling thread's runtime; a command fails after
+/// `command_timeout` rather than waiting for a connection.
+pub fn background_client(
+    config: Config,
+    command_timeout: Duration,
+) -> Result<Client, fred::error::Error> {
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(1);
+            c.internal_command_timeout = Duration::from_secs(1);
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = command_timeout;
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 500))
+        .build()?;
+    // The connection task runs until the client is dropped; its result
+    // is the error that ended it, which reconnection already handles.
+    drop(client.connect());
+    Ok(client)
 }

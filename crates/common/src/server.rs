@@ -56,6 +56,11 @@ pub enum ServerError {
         #[source]
         source: DiscoveryError,
     },
+    #[error("the gRPC file descriptor set for reflection is invalid")]
+    Reflection {
+        #[source]
+        source: tonic_reflection::server::Error,
+    },
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("the {protocol} server stopped unexpectedly: {reason}")]
@@ -131,6 +136,22 @@ impl ServiceHostBuilder {
         self.grpc = self.grpc.add_service(service);
         self.grpc_names.push(S::NAME);
         self
+    }
+
+    /// Serves gRPC server reflection for the services in `descriptor_set`
+    /// (an encoded `FileDescriptorSet`), in both protocol versions: grpcurl
+    /// and Postman ask for `v1`, older clients (Python's reflection
+    /// client, Evans) only for `v1alpha`.
+    pub fn grpc_reflection(mut self, descriptor_set: &'static [u8]) -> Result<Self, ServerError> {
+        let configure = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(descriptor_set)
+        };
+        let invalid = |source| ServerError::Reflection { source };
+        let v1 = configure().build_v1().map_err(invalid)?;
+        let v1alpha = configure().build_v1alpha().map_err(invalid)?;
+        self.grpc = self.grpc.add_service(v1).add_service(v1alpha);
+        Ok(self)
     }
 
     /// A backend that must answer before the service reports ready.
@@ -453,17 +474,8 @@ async fn metrics_endpoint() -> HttpResponse {
         .body(crate::metrics::render())
 }
 
-/// RFC 9457 problem details for a path no route matches.
 async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
-    HttpResponse::NotFound()
-        .content_type("application/problem+json")
-        .json(serde_json::json!({
-            "type": "about:blank",
-            "title": "Not Found",
-            "status": 404,
-            "code": "not_found",
-            "detail": format!("no route for {} {}", req.method(), req.path()),
-        }))
+    crate::problem::Problem::no_route(req.method().as_str(), req.path()).response()
 }
 
 type GrpcTask = JoinHandle<Result<(), tonic::transport::Error>>;

@@ -1,12 +1,4 @@
-use std::process::ExitCode;
-
 #[tokio::main]
-async fn main() -> ExitCode {
-    common::exit::report(run().await)
-}
-
-async fn run() -> anyhow::Result<()> {
-    let config = chat::Config::from_env()?;
-    let telemetry = config.service.telemetry.clone();
-    common::server::serve(&telemetry, async { Ok(chat::host(config).await?.build()?) }).await
+async fn main() -> std::process::ExitCode {
+    common::service::main::<chat::ChatService>().await
 }

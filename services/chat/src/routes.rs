@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use common::problem::Problem;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -17,55 +18,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/rooms", web::get().to(rooms))
         .route("/rooms/{room}/presence", web::get().to(presence))
         .route("/rooms/{room}/history", web::get().to(history));
-}
-
-/// An error answered as an RFC 9457 problem with a stable `code`.
-#[derive(Debug)]
-pub struct Problem {
-    status: StatusCode,
-    code: &'static str,
-    detail: String,
-}
-
-impl Problem {
-    fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            detail: detail.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code, self.detail)
-    }
-}
-
-impl actix_web::ResponseError for Problem {
-    fn status_code(&self) -> StatusCode {
-        self.status
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status)
-            .content_type("application/problem+json")
-            .json(json!({
-                "type": format!("https://platform.example/problems/{}", self.code),
-                "title": self.status.canonical_reason().unwrap_or("Error"),
-                "status": self.status.as_u16(),
-                "detail": self.detail,
-                "code": self.code,
-            }));
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                actix_web::http::header::WWW_AUTHENTICATE,
-                actix_web::http::header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        response
-    }
 }
 
 fn authenticate(chat: &Chat, req: &HttpRequest) -> Result<Member, Problem> {

@@ -12,9 +12,7 @@ use chat::broker::{Broker, Draft, HistoryLimits, MemoryBroker, RedisBroker, Redi
 use chat::hub::{Frame, Hub, Next, Registration};
 use chat::protocol::{Member, Position};
 
-fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
+use test_support::backends::redis_url;
 
 /// A fresh key space per test, so runs never see each other's rooms.
 fn prefix() -> String {

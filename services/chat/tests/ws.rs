@@ -2,58 +2,20 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+use common::auth::TokenSigner;
 use std::time::Duration;
 
 use actix_web::web::Bytes;
 use awc::ws::{self, CloseCode, Frame};
-use chat::Config;
-use common::auth::TokenSigner;
-use common::config::{Env, ServiceConfig};
-use common::events::{EventBus, MemoryBus};
-use common::shutdown::CancellationToken;
+use chat::test_util::token;
+use common::service::Shared;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 
-const KEY: &str = "a chat test signing key, 32 bytes";
-
-struct Server {
-    base: String,
-    ws: String,
-    bus: Arc<MemoryBus>,
-    stop: CancellationToken,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
+type Server = chat::test_util::TestApp;
 
 async fn server(vars: &[(&str, &str)]) -> Server {
-    let mut all = vec![("CHAT_JWT_SECRET", KEY)];
-    all.extend_from_slice(vars);
-    let mut config = Config::from_source(&Env::from_map("CHAT", all.iter().copied())).unwrap();
-    config.service = ServiceConfig::ephemeral("chat", false);
-    let bus = Arc::new(MemoryBus::default());
-    let host = chat::host_with_bus(config, Some(bus.clone() as Arc<dyn EventBus>))
-        .await
-        .unwrap()
-        .build()
-        .unwrap();
-    let addr = host.http_addr();
-    let stop = CancellationToken::new();
-    tokio::spawn(host.run_until_stopped(stop.clone().cancelled_owned()));
-    Server {
-        base: format!("http://{addr}"),
-        ws: format!("ws://{addr}/ws"),
-        bus,
-        stop,
-    }
-}
-
-fn token(id: u64, name: &str) -> String {
-    TokenSigner::new(KEY.as_bytes(), Duration::from_secs(600)).issue(id, name)
+    chat::test_util::spawn_app(vars, &Shared::default()).await
 }
 
 type Socket = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
@@ -515,15 +477,11 @@ async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
     .await;
 }
 
-fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
 #[tokio::test]
 async fn two_replicas_on_one_redis_share_rooms_presence_and_history() {
     run(async {
         let prefix = format!("chat-ws-test:{}:", uuid::Uuid::new_v4().simple());
-        let redis = redis_url();
+        let redis = test_support::backends::redis_url();
         let vars = [
             ("CHAT_REDIS_URL", redis.as_str()),
             ("CHAT_REDIS_PREFIX", prefix.as_str()),
@@ -672,8 +630,8 @@ async fn shutting_down_closes_every_session_with_1001() {
         let server = server(&[]).await;
         let mut alice = Client::connect(&server, 1, "alice").await;
         alice.join("r").await;
-        server.stop.cancel();
-        assert_eq!(alice.closed().await, Some(CloseCode::Away));
+        let (code, ()) = tokio::join!(alice.closed(), server.stop());
+        assert_eq!(code, Some(CloseCode::Away));
     })
     .await;
 }

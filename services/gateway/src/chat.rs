@@ -19,7 +19,7 @@ use awc::ws::{CloseCode, CloseReason, Codec, Frame, Message};
 use common::shutdown::CancellationToken;
 use futures_util::{SinkExt, StreamExt};
 
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, ProblemBody};
 use crate::proxy::{self, Passthrough};
 use crate::request::verify_token;
 use crate::upstream::{CallContext, Upstream};
@@ -58,8 +58,8 @@ pub fn configure(
 /// Rooms with members on the chat replica that answers.
 #[utoipa::path(get, path = "/api/v1/chat/rooms", tag = "chat",
     security(("bearer" = [])),
-    responses((status = 200, description = "`{rooms: [string]}`"), (status = 401, body = Problem),
-        (status = 503, body = Problem)))]
+    responses((status = 200, description = "`{rooms: [string]}`"), (status = 401, body = ProblemBody),
+        (status = 503, body = ProblemBody)))]
 pub async fn rooms(
     req: HttpRequest,
     ctx: CallContext,
@@ -73,7 +73,7 @@ pub async fn rooms(
 #[utoipa::path(get, path = "/api/v1/chat/rooms/{room}/presence", tag = "chat",
     security(("bearer" = [])), params(("room" = String, Path)),
     responses((status = 200, description = "`{room, members: [{id, name}]}`"),
-        (status = 401, body = Problem), (status = 503, body = Problem)))]
+        (status = 401, body = ProblemBody), (status = 503, body = ProblemBody)))]
 pub async fn presence(
     req: HttpRequest,
     ctx: CallContext,
@@ -87,7 +87,7 @@ pub async fn presence(
 #[utoipa::path(get, path = "/api/v1/chat/rooms/{room}/history", tag = "chat",
     security(("bearer" = [])), params(("room" = String, Path), ("limit" = Option<u32>, Query)),
     responses((status = 200, description = "`{room, position: {offset, epoch}, messages}`"),
-        (status = 401, body = Problem), (status = 503, body = Problem)))]
+        (status = 401, body = ProblemBody), (status = 503, body = ProblemBody)))]
 pub async fn history(
     req: HttpRequest,
     ctx: CallContext,
@@ -115,8 +115,8 @@ async fn rest(
     security(("bearer" = [])), params(("access_token" = Option<String>, Query,
         description = "the access token, for browsers that cannot set headers")),
     responses((status = 101, description = "switching to the WebSocket protocol"),
-        (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 429, body = Problem), (status = 503, body = Problem)))]
+        (status = 400, body = ProblemBody), (status = 401, body = ProblemBody),
+        (status = 429, body = ProblemBody), (status = 503, body = ProblemBody)))]
 pub async fn ws(
     req: HttpRequest,
     body: web::Payload,
@@ -182,7 +182,9 @@ async fn connect(
                 429 => ApiError::TooManyRequests {
                     retry_after: Duration::from_secs(1),
                 },
-                s if s >= 500 => ApiError::BadGateway { service },
+                s if s >= 500 => ApiError::BadGateway {
+                    service: service.clone(),
+                },
                 _ => ApiError::BadRequest {
                     code: "websocket_refused",
                     detail: format!("chat answered the upgrade with {status}"),
@@ -193,11 +195,13 @@ async fn connect(
         Ok(Err(error)) => {
             tracing::debug!(%error, "chat WebSocket connect failed");
             Err(ApiError::Unavailable {
-                service,
+                service: service.clone(),
                 retry_after: Duration::from_secs(1),
             })
         }
-        Err(_) => Err(ApiError::Timeout { service }),
+        Err(_) => Err(ApiError::Timeout {
+            service: service.clone(),
+        }),
     };
     let healthy = !matches!(
         result,
@@ -205,7 +209,8 @@ async fn connect(
     );
     upstream.breaker().record(permit, healthy);
     if !healthy {
-        metrics::counter!("gateway_upstream_failures_total", "upstream" => service).increment(1);
+        metrics::counter!("gateway_upstream_failures_total", "upstream" => service.clone())
+            .increment(1);
     }
     result
 }

@@ -1,13 +1,13 @@
-//! Every error the gateway returns, as RFC 9457 problem details:
-//! `application/problem+json` with `type`, `title`, `status`, `detail` and
-//! a stable machine-readable `code` (listed in the README).
+//! Every error the gateway returns, mapped once into the platform's RFC
+//! 9457 [`Problem`] (stable `code`s listed in the README).
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
+pub use common::problem::{Problem, ProblemBody};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -45,30 +45,13 @@ pub enum ApiError {
     TooManyRequests { retry_after: Duration },
     #[error("the {service} service is unavailable")]
     Unavailable {
-        service: &'static str,
+        service: Arc<str>,
         retry_after: Duration,
     },
     #[error("the {service} service did not answer in time")]
-    Timeout { service: &'static str },
+    Timeout { service: Arc<str> },
     #[error("the {service} service failed")]
-    BadGateway { service: &'static str },
-}
-
-/// RFC 9457 problem details, as every error is returned.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Problem {
-    #[serde(rename = "type")]
-    #[schema(example = "about:blank")]
-    pub kind: &'static str,
-    pub title: String,
-    pub status: u16,
-    /// Stable, machine-readable error code.
-    #[schema(example = "invalid_field")]
-    pub code: String,
-    pub detail: String,
-    /// The offending field, for field errors.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
+    BadGateway { service: Arc<str> },
 }
 
 impl ApiError {
@@ -113,7 +96,7 @@ impl ApiError {
     }
 
     /// Maps a users-service status; `service` names the upstream.
-    pub fn from_status(service: &'static str, status: &tonic::Status) -> Self {
+    pub fn from_status(service: &Arc<str>, status: &tonic::Status) -> Self {
         let field = status
             .get_details_bad_request()
             .and_then(|b| b.field_violations.into_iter().next())
@@ -138,12 +121,16 @@ impl ApiError {
             },
             Code::Unauthenticated => Self::Unauthorized(detail),
             Code::PermissionDenied => Self::Forbidden(detail),
-            Code::DeadlineExceeded => Self::Timeout { service },
+            Code::DeadlineExceeded => Self::Timeout {
+                service: service.clone(),
+            },
             Code::Unavailable | Code::ResourceExhausted => Self::Unavailable {
-                service,
+                service: service.clone(),
                 retry_after: Duration::from_secs(1),
             },
-            _ => Self::BadGateway { service },
+            _ => Self::BadGateway {
+                service: service.clone(),
+            },
         }
     }
 }
@@ -167,26 +154,15 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        let body = Problem {
-            kind: "about:blank",
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            code: self.code().to_owned(),
-            detail: self.to_string(),
-            field: self.field().map(str::to_owned),
-        };
-        let mut response = HttpResponse::build(status);
-        response.content_type("application/problem+json");
-        if let Some(retry) = self.retry_after() {
-            let seconds = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
-            if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
-                response.insert_header((header::RETRY_AFTER, value));
-            }
-        }
-        if matches!(self, Self::Unauthorized(_)) {
-            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
-        }
-        response.json(body)
+        Problem::from(self).response()
+    }
+}
+
+impl From<&ApiError> for Problem {
+    fn from(error: &ApiError) -> Self {
+        let mut problem = Problem::new(error.status_code(), error.code(), error.to_string());
+        problem.field = error.field().map(str::to_owned);
+        problem.retry_after = error.retry_after();
+        problem
     }
 }

@@ -75,7 +75,7 @@ pub(crate) fn admit(upstream: &Upstream) -> Result<(Permit, String), ApiError> {
         .breaker()
         .try_acquire()
         .map_err(|rejected| ApiError::Unavailable {
-            service: upstream.service(),
+            service: upstream.service().clone(),
             retry_after: rejected.retry_after,
         })?;
     match upstream.pick_http() {
@@ -83,7 +83,7 @@ pub(crate) fn admit(upstream: &Upstream) -> Result<(Permit, String), ApiError> {
         None => {
             upstream.breaker().record(permit, false);
             Err(ApiError::Unavailable {
-                service: upstream.service(),
+                service: upstream.service().clone(),
                 retry_after: Duration::from_secs(1),
             })
         }
@@ -165,7 +165,7 @@ pub async fn forward_to(
     };
     metrics::histogram!(
         "gateway_upstream_request_duration_seconds",
-        "upstream" => upstream.service(),
+        "upstream" => upstream.service().clone(),
         "result" => result
     )
     .record(started.elapsed().as_secs_f64());
@@ -173,15 +173,15 @@ pub async fn forward_to(
         Ok(response) => response,
         Err(error) => {
             upstream.breaker().record(permit, false);
-            metrics::counter!("gateway_upstream_failures_total", "upstream" => upstream.service())
+            metrics::counter!("gateway_upstream_failures_total", "upstream" => upstream.service().clone())
                 .increment(1);
-            tracing::debug!(%error, upstream = upstream.service(), "pass-through call failed");
+            tracing::debug!(%error, upstream = %upstream.service(), "pass-through call failed");
             return Err(match error {
                 awc::error::SendRequestError::Timeout => ApiError::Timeout {
-                    service: upstream.service(),
+                    service: upstream.service().clone(),
                 },
                 _ => ApiError::Unavailable {
-                    service: upstream.service(),
+                    service: upstream.service().clone(),
                     retry_after: Duration::from_secs(1),
                 },
             });

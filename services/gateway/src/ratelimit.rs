@@ -206,7 +206,7 @@ pub async fn limit_rate(
         Verdict::Unlimited => return Ok(next.call(req).await?.map_into_left_body()),
         Verdict::Unavailable => {
             let error = ApiError::Unavailable {
-                service: "rate limiter",
+                service: "rate limiter".into(),
                 retry_after: Duration::from_secs(1),
             };
             return Ok(req

@@ -41,7 +41,7 @@ impl CallContext {
 }
 
 pub struct Upstream {
-    service: &'static str,
+    service: Arc<str>,
     instances: InstanceWatch,
     channels: Mutex<HashMap<String, Channel>>,
     next: AtomicUsize,
@@ -64,14 +64,14 @@ fn upstream_failure(code: Code) -> bool {
 
 impl Upstream {
     pub fn new(
-        service: &'static str,
+        service: &str,
         registry: &dyn Registry,
         breaker: BreakerConfig,
         clock: Arc<dyn Clock>,
         timeout: Duration,
     ) -> Self {
         Self {
-            service,
+            service: service.into(),
             instances: registry.watch(service),
             channels: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
@@ -117,8 +117,8 @@ impl Upstream {
         Some(instance.http_authority())
     }
 
-    pub fn service(&self) -> &'static str {
-        self.service
+    pub fn service(&self) -> &Arc<str> {
+        &self.service
     }
 
     pub fn timeout(&self) -> Duration {
@@ -151,13 +151,13 @@ impl Upstream {
                 .breaker
                 .try_acquire()
                 .map_err(|rejected| ApiError::Unavailable {
-                    service: self.service,
+                    service: self.service.clone(),
                     retry_after: rejected.retry_after,
                 })?;
             let Some(channel) = self.pick() else {
                 self.breaker.record(permit, false);
                 return Err(ApiError::Unavailable {
-                    service: self.service,
+                    service: self.service.clone(),
                     retry_after: Duration::from_secs(1),
                 });
             };
@@ -174,7 +174,7 @@ impl Upstream {
             };
             metrics::histogram!(
                 "gateway_upstream_request_duration_seconds",
-                "upstream" => self.service,
+                "upstream" => self.service.clone(),
                 "result" => result
             )
             .record(started.elapsed().as_secs_f64());
@@ -185,13 +185,13 @@ impl Upstream {
                 }
                 Ok(Err(status)) if !upstream_failure(status.code()) => {
                     self.breaker.record(permit, true);
-                    return Err(ApiError::from_status(self.service, &status));
+                    return Err(ApiError::from_status(&self.service, &status));
                 }
                 Ok(Err(status)) => status,
                 Err(_) => tonic::Status::deadline_exceeded("the gateway's deadline passed"),
             };
             self.breaker.record(permit, false);
-            metrics::counter!("gateway_upstream_failures_total", "upstream" => self.service)
+            metrics::counter!("gateway_upstream_failures_total", "upstream" => self.service.clone())
                 .increment(1);
             // Jitter spreads retries of many clients apart: 50–150 % of the step.
             let jitter =
@@ -201,13 +201,13 @@ impl Upstream {
                 && status.code() == Code::Unavailable
                 && Instant::now() + pause < deadline;
             if !retry {
-                return Err(ApiError::from_status(self.service, &status));
+                return Err(ApiError::from_status(&self.service, &status));
             }
             tokio::time::sleep(pause).await;
             backoff *= 2;
         }
         Err(ApiError::Unavailable {
-            service: self.service,
+            service: self.service.clone(),
             retry_after: Duration::from_secs(1),
         })
     }

@@ -4,8 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
+use common::service::Shared;
 use serde_json::Value;
 
 const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
@@ -25,9 +24,11 @@ fn the_document_matches_the_committed_openapi_json() {
 
 #[tokio::test]
 async fn every_documented_operation_is_routed_and_the_document_is_served() {
-    let p = support::platform().await;
-    let served: Value = p
-        .client
+    // Without upstreams every route answers 503 or 401: what matters is
+    // that none answers "no route".
+    let p = gateway::test_util::spawn_app(&[], &Shared::default()).await;
+    let client = reqwest::Client::new();
+    let served: Value = client
         .get(format!("{}/openapi.json", p.base))
         .send()
         .await
@@ -43,8 +44,7 @@ async fn every_documented_operation_is_routed_and_the_document_is_served() {
         for method in operations.as_object().unwrap().keys() {
             let url = format!("{}{}", p.base, path.replace("{id}", "1"));
             let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let res = p
-                .client
+            let res = client
                 .request(method.clone(), &url)
                 .json(&serde_json::json!({}))
                 .send()

@@ -2,12 +2,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use common::discovery::{Instance, Registration};
+use common::service::Shared;
+use gateway::test_util::spawn_app;
 use reqwest::StatusCode;
-use support::{platform_with, problem};
+use test_support::http::problem;
 
 async fn echo(req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let request_id = req
@@ -29,7 +29,12 @@ async fn echo(req: HttpRequest, body: web::Bytes) -> HttpResponse {
 
 #[tokio::test]
 async fn requests_pass_through_to_a_discovered_http_service() {
-    let p = platform_with(&[("GATEWAY_PASSTHROUGH", "/api/v1/echo=echo")]).await;
+    let p = spawn_app(
+        &[("GATEWAY_PASSTHROUGH", "/api/v1/echo=echo")],
+        &Shared::default(),
+    )
+    .await;
+    let client = reqwest::Client::new();
     let server = HttpServer::new(|| App::new().default_service(web::to(echo)))
         .workers(1)
         .disable_signals()
@@ -51,8 +56,7 @@ async fn requests_pass_through_to_a_discovered_http_service() {
         .await
         .unwrap();
 
-    let res = p
-        .client
+    let res = client
         .post(format!("{}/api/v1/echo/things/7?x=1", p.base))
         .header("x-request-id", "proxy-test")
         .body("hello")
@@ -73,12 +77,11 @@ async fn requests_pass_through_to_a_discovered_http_service() {
     assert_eq!(body["request_id"], "proxy-test");
 
     handle.stop(false).await;
-    let res = p
-        .client
+    let res = client
         .get(format!("{}/api/v1/echo/x", p.base))
         .send()
         .await
         .unwrap();
-    problem(res, StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable").await;
+    problem(res, 503, "upstream_unavailable").await;
     p.stop().await;
 }

@@ -5,18 +5,30 @@
 //! shared. With static discovery (the default) the services share one
 //! in-process registry and find each other at the ports they actually bound,
 //! so even `*_HTTP_ADDR=127.0.0.1:0` works. With `PLATFORM_DISCOVERY_URL`
-//! pointing at Consul, each registers there as usual. Without Kafka the
-//! services share one in-process event bus.
+//! pointing at Consul, each registers there as usual. Without Kafka
+//! (`PLATFORM_KAFKA_BROKERS`) the services share one in-process event bus.
 
 use std::sync::Arc;
 
 use common::config::{ConfigError, Env};
 use common::discovery::{DiscoveryConfig, Registry, StaticRegistry};
 use common::events::{EventBus, EventBusConfig, MemoryBus};
-use common::server::{ServiceHost, ServiceHostBuilder};
+use common::server::ServiceHost;
+use common::service::{BoxError, Prepared, ServiceEntry, Shared};
 use common::shutdown::CancellationToken;
 use common::telemetry::TelemetryConfig;
 use tokio::task::JoinSet;
+
+/// Every service of the platform, in start order. A new service is one
+/// more line here (and in the README's "Adding a service" checklist).
+pub const SERVICES: &[ServiceEntry] = &[
+    users::SERVICE,
+    chat::SERVICE,
+    notifications::SERVICE,
+    search::SERVICE,
+    storage::SERVICE,
+    gateway::SERVICE,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
@@ -26,21 +38,19 @@ pub enum PlatformError {
     Service {
         service: &'static str,
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: BoxError,
     },
     #[error("a service task panicked: {0}")]
     Panicked(String),
 }
 
-/// Every service's configuration, each read with its own prefix.
+/// Every service's configuration, each read with its own prefix, and what
+/// they will share.
 pub struct PlatformConfig {
     pub telemetry: TelemetryConfig,
-    pub users: users::Config,
-    pub chat: chat::Config,
-    pub notifications: notifications::Config,
-    pub search: search::Config,
-    pub storage: storage::Config,
-    pub gateway: gateway::Config,
+    discovery: DiscoveryConfig,
+    events: EventBusConfig,
+    services: Vec<(&'static str, Prepared)>,
 }
 
 impl PlatformConfig {
@@ -49,25 +59,40 @@ impl PlatformConfig {
     }
 
     pub fn from_source(env: &Env) -> Result<Self, ConfigError> {
-        let gateway = gateway::Config::from_source(&env.with_prefix(gateway::ENV_PREFIX))?;
-        let mut chat = chat::Config::from_source(&env.with_prefix(chat::ENV_PREFIX))?;
-        // Chat verifies the tokens the gateway signs: in development the
-        // gateway may have made its key up, so chat gets the same one.
-        if chat.jwt_secret.is_none() {
-            chat.jwt_secret = Some(gateway.jwt_secret.clone());
-        }
+        let env = with_shared_signing_key(env)?;
+        let services = SERVICES
+            .iter()
+            .map(|entry| Ok((entry.name, entry.prepare(&env)?)))
+            .collect::<Result<_, ConfigError>>()?;
+        let platform = env.with_prefix(common::config::SHARED_PREFIX);
         Ok(Self {
-            telemetry: TelemetryConfig::from_env(env, "platform")?,
-            users: users::Config::from_source(&env.with_prefix(users::ENV_PREFIX))?,
-            chat,
-            notifications: notifications::Config::from_source(
-                &env.with_prefix(notifications::ENV_PREFIX),
-            )?,
-            search: search::Config::from_source(&env.with_prefix(search::ENV_PREFIX))?,
-            storage: storage::Config::from_source(&env.with_prefix(storage::ENV_PREFIX))?,
-            gateway,
+            telemetry: TelemetryConfig::from_env(&platform, "platform")?,
+            discovery: DiscoveryConfig::from_env(&platform)?,
+            events: EventBusConfig::from_env(&platform)?,
+            services,
         })
     }
+}
+
+/// The gateway signs access tokens and chat verifies them. Given no key,
+/// the gateway makes one up in development; in one process, chat must then
+/// get the same one, so the platform makes it up for both.
+fn with_shared_signing_key(env: &Env) -> Result<Env, ConfigError> {
+    let gateway = env.with_prefix(gateway::config::ENV_PREFIX);
+    let configured = gateway
+        .shared_optional::<String>("JWT_SECRET")?
+        .is_some_and(|key| !key.is_empty());
+    let production = gateway.shared("ENVIRONMENT", String::new())? == "production";
+    if configured || production {
+        // In production the gateway insists on a configured key itself.
+        return Ok(env.clone());
+    }
+    let key = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    Ok(env.with_var("PLATFORM_JWT_SECRET", key))
 }
 
 /// All services, bound and ready to serve.
@@ -77,58 +102,26 @@ pub struct Platform {
 
 impl Platform {
     pub async fn build(config: PlatformConfig) -> Result<Self, PlatformError> {
-        // One registry for everyone when discovery is static; the gateway's
+        // One registry for everyone when discovery is static; its
         // configured list seeds it (services add themselves on start).
-        let shared: Option<Arc<dyn Registry>> = match &config.gateway.service.discovery {
+        let registry: Option<Arc<dyn Registry>> = match &config.discovery {
             DiscoveryConfig::Static { services } => {
                 Some(Arc::new(StaticRegistry::new(services.clone())))
             }
             DiscoveryConfig::Consul { .. } => None,
         };
-        type Built = Result<ServiceHostBuilder, Box<dyn std::error::Error + Send + Sync>>;
-        fn boxed<E: std::error::Error + Send + Sync + 'static>(
-            built: Result<ServiceHostBuilder, E>,
-        ) -> Built {
-            built.map_err(Into::into)
-        }
         // Likewise one in-process event bus, so events published by one
         // service reach consumers in the others.
-        let bus: Option<Arc<dyn EventBus>> = match &config.users.events {
+        let events: Option<Arc<dyn EventBus>> = match &config.events {
             EventBusConfig::Memory => Some(Arc::new(MemoryBus::default())),
             EventBusConfig::Kafka(_) => None,
         };
-        let builders: [(&'static str, Built); 6] = [
-            (
-                "users",
-                boxed(users::host_with_bus(config.users, bus.clone()).await),
-            ),
-            (
-                "chat",
-                boxed(chat::host_with_bus(config.chat, bus.clone()).await),
-            ),
-            (
-                "notifications",
-                boxed(notifications::host(config.notifications).await),
-            ),
-            ("search", boxed(search::host(config.search).await)),
-            ("storage", boxed(storage::host(config.storage).await)),
-            (
-                "gateway",
-                boxed(gateway::host_with_registry(config.gateway, shared.clone()).await),
-            ),
-        ];
-        let mut hosts = Vec::with_capacity(builders.len());
-        for (service, builder) in builders {
-            let build = |builder: ServiceHostBuilder| {
-                match &shared {
-                    Some(registry) => builder.registry(registry.clone()).build(),
-                    None => builder.build(),
-                }
-                .map_err(Into::into)
-            };
-            let host = builder
-                .and_then(build)
-                .map_err(|source| PlatformError::Service { service, source })?;
+        let shared = Shared::new(registry, events);
+        let mut hosts = Vec::with_capacity(config.services.len());
+        for (service, prepared) in config.services {
+            let failed = |source: BoxError| PlatformError::Service { service, source };
+            let builder = prepared(shared.clone()).await.map_err(failed)?;
+            let host = builder.build().map_err(|e| failed(e.into()))?;
             hosts.push(host);
         }
         Ok(Self { hosts })

@@ -1,39 +1,43 @@
 //! The storage service: resumable uploads and streaming downloads.
+//! (Coming: only the host — health, metrics, discovery — exists today.)
 //!
-//! Configuration is read from `STORAGE_*` variables (see the README's
-//! configuration table); [`host`] assembles the service on the shared
-//! server host, which the binary and the all-in-one runner then serve.
+//! Every service has this shape: [`config`] reads its settings,
+//! [`startup::build`] connects its backends and puts its API on a host,
+//! and [`Storage`] ties them together for the binary and the
+//! all-in-one runner; the rest of the crate is one module per concern.
 
-use common::config::{ConfigError, Env, ServiceConfig, ServiceDefaults};
-use common::server::{ServerError, ServiceHost, ServiceHostBuilder};
+pub mod config;
+pub mod startup;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
-/// Prefix of this service's environment variables.
-pub const ENV_PREFIX: &str = "STORAGE";
+use common::config::{ConfigError, Env, ServiceConfig};
+use common::server::ServiceHostBuilder;
+use common::service::{Service, ServiceEntry, Shared};
 
-pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
-    name: "storage",
-    http_port: 8085,
-    grpc_port: Some(50055),
-};
+pub use config::Config;
+pub use startup::{StartError, build};
 
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub service: ServiceConfig,
-}
+pub struct Storage;
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_source(&Env::from_process(ENV_PREFIX))
+impl Service for Storage {
+    const NAME: &'static str = config::DEFAULTS.name;
+    const ENV_PREFIX: &'static str = config::ENV_PREFIX;
+    type Config = Config;
+    type Error = StartError;
+
+    fn config(env: &Env) -> Result<Config, ConfigError> {
+        Config::from_source(env)
     }
 
-    pub fn from_source(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            service: ServiceConfig::from_env(env, DEFAULTS)?,
-        })
+    fn service_config(config: &Config) -> &ServiceConfig {
+        &config.service
+    }
+
+    async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder, StartError> {
+        build(config, shared).await
     }
 }
 
-/// The service's routes, gRPC services and readiness checks on a host.
-pub async fn host(config: Config) -> Result<ServiceHostBuilder, ServerError> {
-    Ok(ServiceHost::builder(config.service))
-}
+/// This service in the all-in-one runner's list.
+pub const SERVICE: ServiceEntry = ServiceEntry::of::<Storage>();

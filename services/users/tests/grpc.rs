@@ -3,79 +3,31 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
-use common::config::ServiceConfig;
-use common::shutdown::CancellationToken;
+use common::service::Shared;
 use platform_proto::posts::v1 as posts;
-use platform_proto::posts::v1::comment_service_client::CommentServiceClient;
-use platform_proto::posts::v1::post_service_client::PostServiceClient;
 use platform_proto::users::v1 as pb;
-use platform_proto::users::v1::user_service_client::UserServiceClient;
+use test_support::backends;
 use tokio_stream::StreamExt;
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
+use users::test_util::{Options, TestApp, fresh_postgres_url, spawn_app};
 
-struct Running {
-    channel: Channel,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), common::server::ServerError>>,
+async fn spawn(database_url: String) -> TestApp {
+    let options = Options {
+        database_url: Some(database_url),
+        ..Options::default()
+    };
+    spawn_app(options, &Shared::default()).await
 }
 
-impl Running {
-    fn users(&self) -> UserServiceClient<Channel> {
-        UserServiceClient::new(self.channel.clone())
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-async fn spawn(database_url: String) -> Running {
-    spawn_with(database_url, None, None).await
-}
-
-async fn spawn_with(
-    database_url: String,
-    redis_url: Option<String>,
-    namespace: Option<String>,
-) -> Running {
-    let mut config = users::Config::from_source(&common::config::Env::from_map(
-        "USERS",
-        [("USERS_DATABASE_URL", database_url)],
-    ))
-    .unwrap();
-    config.service = ServiceConfig::ephemeral("users", true);
-    config.redis_url = redis_url;
-    let cache_dir =
-        std::env::temp_dir().join(format!("users-cache-{}", uuid::Uuid::new_v4().simple()));
-    config.cache.disk_dir = Some(cache_dir);
-    if let Some(namespace) = namespace {
-        config.cache.namespace = namespace;
-    }
-    let host = users::host(config).await.unwrap().build().unwrap();
-    let addr = host.grpc_addr().unwrap();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(host.run_until_stopped(stop.clone().cancelled_owned()));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    Running {
-        channel,
-        stop,
-        task,
-    }
-}
-
-async fn each_backend(test: impl AsyncFn(&'static str, Running)) {
-    let dir = support::TempDir::new();
-    test("sqlite", spawn(support::sqlite_url(&dir)).await).await;
-    test("postgres", spawn(support::fresh_postgres_url().await).await).await;
+/// Runs `test` against the service on SQLite and on PostgreSQL.
+async fn each_backend(test: impl AsyncFn(&'static str, TestApp)) {
+    test(
+        "sqlite",
+        spawn_app(Options::default(), &Shared::default()).await,
+    )
+    .await;
+    test("postgres", spawn(fresh_postgres_url().await).await).await;
 }
 
 fn sign_up(name: &str) -> pb::CreateUserRequest {
@@ -317,8 +269,8 @@ async fn posts_and_comments_rpcs() {
             .await
             .unwrap()
             .into_inner();
-        let mut posts_client = PostServiceClient::new(svc.channel.clone());
-        let mut comments = CommentServiceClient::new(svc.channel.clone());
+        let mut posts_client = svc.posts();
+        let mut comments = svc.comments();
 
         let post = posts_client
             .create_post(posts::CreatePostRequest {
@@ -461,8 +413,7 @@ async fn posts_and_comments_rpcs() {
 
 #[tokio::test]
 async fn export_streams_every_user_in_pages_and_survives_a_cancelled_stream() {
-    let dir = support::TempDir::new();
-    let svc = spawn(support::sqlite_url(&dir)).await;
+    let svc = spawn_app(Options::default(), &Shared::default()).await;
     let mut client = svc.users();
     for i in 0..25 {
         client
@@ -516,19 +467,15 @@ async fn export_streams_every_user_in_pages_and_survives_a_cancelled_stream() {
 
 #[tokio::test]
 async fn an_update_through_replica_a_is_not_served_stale_by_replica_b() {
-    let database = support::fresh_postgres_url().await;
-    let redis =
-        std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     // Both replicas share one cache namespace, unique to this test run, so
     // entries left in Redis by earlier runs cannot answer.
-    let namespace = format!("users-test-{}", uuid::Uuid::new_v4().simple());
-    let a = spawn_with(
-        database.clone(),
-        Some(redis.clone()),
-        Some(namespace.clone()),
-    )
-    .await;
-    let b = spawn_with(database, Some(redis), Some(namespace)).await;
+    let options = Options {
+        database_url: Some(fresh_postgres_url().await),
+        redis_url: Some(backends::redis_url()),
+        cache_namespace: Some(backends::unique("users-test")),
+    };
+    let a = spawn_app(options.clone(), &Shared::default()).await;
+    let b = spawn_app(options, &Shared::default()).await;
     let ann = a
         .users()
         .create_user(sign_up("ann"))
@@ -560,21 +507,20 @@ async fn an_update_through_replica_a_is_not_served_stale_by_replica_b() {
         })
         .await
         .unwrap();
-    let mut seen = String::new();
-    for _ in 0..100 {
-        seen = b
-            .users()
-            .get_user(pb::GetUserRequest { id: ann.id })
-            .await
-            .unwrap()
-            .into_inner()
-            .username;
-        if seen == "anne" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(seen, "anne", "B dropped its cached copy when A wrote");
+    test_support::eventually(
+        std::time::Duration::from_secs(5),
+        "replica B to drop its cached copy when A wrote",
+        || async {
+            let seen = b
+                .users()
+                .get_user(pb::GetUserRequest { id: ann.id })
+                .await
+                .unwrap()
+                .into_inner();
+            seen.username == "anne"
+        },
+    )
+    .await;
     a.stop().await;
     b.stop().await;
 }

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use test_support::TempDir;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -56,8 +56,10 @@ async fn write_history(store: &Store) {
 
 #[tokio::test]
 async fn relay_publishes_cloud_events_to_the_in_process_bus_and_marks_them_sent() {
-    let dir = support::TempDir::new();
-    let store = Store::connect(&support::sqlite_url(&dir), 1).await.unwrap();
+    let dir = TempDir::new("users-test");
+    let store = Store::connect(&dir.sqlite_url("users.db"), 1)
+        .await
+        .unwrap();
     write_history(&store).await;
     let bus = MemoryBus::default();
     let relay = OutboxRelay::new(store.clone(), Arc::new(bus.clone()), relay_config());
@@ -130,8 +132,10 @@ async fn consume_idempotently(
 #[tokio::test]
 async fn events_survive_a_refusing_broker_and_a_lost_acknowledgement_exactly_once_per_id_in_order()
 {
-    let dir = support::TempDir::new();
-    let store = Store::connect(&support::sqlite_url(&dir), 1).await.unwrap();
+    let dir = TempDir::new("users-test");
+    let store = Store::connect(&dir.sqlite_url("users.db"), 1)
+        .await
+        .unwrap();
     let cluster = MockCluster::new(1).unwrap();
     let bus = KafkaBus::new(KafkaConfig {
         brokers: cluster.bootstrap_servers(),
@@ -173,7 +177,7 @@ async fn events_survive_a_refusing_broker_and_a_lost_acknowledgement_exactly_onc
 
     // A crash after publishing but before marking: the relay publishes the
     // same events again on restart.
-    let pool = sqlx::AnyPool::connect(&support::sqlite_url(&dir))
+    let pool = sqlx::AnyPool::connect(&dir.sqlite_url("users.db"))
         .await
         .unwrap();
     sqlx::query("UPDATE outbox SET sent_at_ms = NULL WHERE position > 5")
@@ -209,8 +213,10 @@ async fn events_survive_a_refusing_broker_and_a_lost_acknowledgement_exactly_onc
 
 #[tokio::test]
 async fn only_the_lease_holder_relays_and_a_released_lease_passes_on() {
-    let dir = support::TempDir::new();
-    let store = Store::connect(&support::sqlite_url(&dir), 1).await.unwrap();
+    let dir = TempDir::new("users-test");
+    let store = Store::connect(&dir.sqlite_url("users.db"), 1)
+        .await
+        .unwrap();
     assert!(
         store
             .try_lead("replica-a", Duration::from_secs(30))
@@ -241,8 +247,10 @@ async fn only_the_lease_holder_relays_and_a_released_lease_passes_on() {
 
 #[tokio::test]
 async fn an_idle_relay_publishes_as_soon_as_a_command_commits() {
-    let dir = support::TempDir::new();
-    let store = Store::connect(&support::sqlite_url(&dir), 1).await.unwrap();
+    let dir = TempDir::new("users-test");
+    let store = Store::connect(&dir.sqlite_url("users.db"), 1)
+        .await
+        .unwrap();
     let bus = MemoryBus::default();
     let config = RelayConfig {
         idle_poll: Duration::from_secs(30),

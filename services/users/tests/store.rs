@@ -3,7 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use test_support::TempDir;
+use users::test_util::{fresh_postgres_url, stores};
 
 use sqlx::Row;
 use users::domain::{Email, Page, Slice, Username};
@@ -20,8 +21,8 @@ fn new_user(name: &str) -> NewUser {
 
 #[tokio::test]
 async fn users_are_created_read_updated_and_deleted() {
-    let dir = support::TempDir::new();
-    for (backend, store) in support::stores(&dir).await {
+    let dir = TempDir::new("users-test");
+    for (backend, store) in stores(&dir).await {
         let created = store.create_user(new_user("ann"), None).await.unwrap();
         assert_eq!(created.version, 1, "{backend}");
         assert_eq!(
@@ -61,8 +62,8 @@ async fn users_are_created_read_updated_and_deleted() {
 
 #[tokio::test]
 async fn usernames_and_emails_are_unique_regardless_of_case() {
-    let dir = support::TempDir::new();
-    for (backend, store) in support::stores(&dir).await {
+    let dir = TempDir::new("users-test");
+    for (backend, store) in stores(&dir).await {
         store.create_user(new_user("bob"), None).await.unwrap();
         let mut same_name = new_user("BOB");
         same_name.email = Email::parse("other@example.com").unwrap();
@@ -102,8 +103,8 @@ async fn usernames_and_emails_are_unique_regardless_of_case() {
 
 #[tokio::test]
 async fn two_updates_at_the_same_expected_version_exactly_one_wins() {
-    let dir = support::TempDir::new();
-    for (backend, store) in support::stores(&dir).await {
+    let dir = TempDir::new("users-test");
+    for (backend, store) in stores(&dir).await {
         let user = store.create_user(new_user("dora"), None).await.unwrap();
         let update = |name: &'static str| {
             let store = store.clone();
@@ -143,8 +144,8 @@ async fn two_updates_at_the_same_expected_version_exactly_one_wins() {
 
 #[tokio::test]
 async fn every_change_is_queued_in_the_outbox_in_order() {
-    let dir = support::TempDir::new();
-    for (backend, store) in support::stores(&dir).await {
+    let dir = TempDir::new("users-test");
+    for (backend, store) in stores(&dir).await {
         let ann = store.create_user(new_user("ann"), None).await.unwrap();
         let post = store
             .create_post(
@@ -193,8 +194,8 @@ async fn every_change_is_queued_in_the_outbox_in_order() {
 
 #[tokio::test]
 async fn posts_and_comments_need_existing_authors_and_posts() {
-    let dir = support::TempDir::new();
-    for (backend, store) in support::stores(&dir).await {
+    let dir = TempDir::new("users-test");
+    for (backend, store) in stores(&dir).await {
         assert!(
             matches!(
                 store.create_post(999, "t".into(), "c".into(), None).await,
@@ -292,8 +293,8 @@ async fn posts_and_comments_need_existing_authors_and_posts() {
 
 #[tokio::test]
 async fn listing_pages_users_with_a_total() {
-    let dir = support::TempDir::new();
-    for (backend, store) in support::stores(&dir).await {
+    let dir = TempDir::new("users-test");
+    for (backend, store) in stores(&dir).await {
         for name in ["u1", "u2", "u3", "u4", "u5"].map(|n| format!("user_{n}")) {
             store.create_user(new_user(&name), None).await.unwrap();
         }
@@ -316,8 +317,8 @@ async fn listing_pages_users_with_a_total() {
 
 #[tokio::test]
 async fn credentials_are_found_by_username_or_email_regardless_of_case() {
-    let dir = support::TempDir::new();
-    for (backend, store) in support::stores(&dir).await {
+    let dir = TempDir::new("users-test");
+    for (backend, store) in stores(&dir).await {
         let ann = store.create_user(new_user("Ann"), None).await.unwrap();
         for login in ["ann", "ANN", "ann@example.com", "Ann@Example.com"] {
             let found = store.credentials(login).await.unwrap().expect(backend);
@@ -367,11 +368,8 @@ async fn dump(store_url: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn replay_rebuilds_byte_identical_read_models() {
-    let dir = support::TempDir::new();
-    let urls = [
-        support::sqlite_url(&dir),
-        support::fresh_postgres_url().await,
-    ];
+    let dir = TempDir::new("users-test");
+    let urls = [dir.sqlite_url("users.db"), fresh_postgres_url().await];
     for url in urls {
         let store = Store::connect(&url, 4).await.unwrap();
         let ann = store.create_user(new_user("ann"), None).await.unwrap();

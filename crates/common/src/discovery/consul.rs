@@ -89,7 +89,7 @@ impl Inner {
             .map_err(|source| DiscoveryError::Unreachable {
                 backend: BACKEND,
                 address: self.address.clone(),
-                source,
+                source: Box::new(source),
             })?;
         if response.status().is_success() {
             return Ok(response);

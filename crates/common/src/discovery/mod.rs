@@ -6,6 +6,7 @@
 //! configuration for the embedded, single-machine mode. Which one a service
 //! uses is decided by `DISCOVERY_URL`, never by code.
 
+#[cfg(feature = "consul")]
 mod consul;
 mod static_registry;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+#[cfg(feature = "consul")]
 pub use consul::ConsulRegistry;
 pub use static_registry::StaticRegistry;
 
@@ -85,7 +87,7 @@ pub enum DiscoveryError {
         backend: &'static str,
         address: String,
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("{backend} refused {operation}: HTTP {status}: {body}")]
     Rejected {
@@ -131,6 +133,7 @@ pub enum DiscoveryConfig {
     /// `static`: addresses listed in `STATIC_SERVICES`.
     Static { services: Vec<Instance> },
     /// `consul://host:port` (or `http://`/`https://` to a Consul agent).
+    #[cfg(feature = "consul")]
     Consul {
         address: String,
         token: Option<Secret>,
@@ -167,23 +170,31 @@ impl DiscoveryConfig {
         if address.split("://").nth(1).is_none_or(str::is_empty) {
             return Err(invalid("missing the Consul host"));
         }
-        let tags: String = env.shared("DISCOVERY_TAGS", String::new())?;
-        Ok(Self::Consul {
-            address: address.trim_end_matches('/').to_owned(),
-            token: env.shared_optional("CONSUL_TOKEN")?,
-            tags: tags
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        })
+        #[cfg(not(feature = "consul"))]
+        return Err(invalid(
+            "this binary is built without Consul (the common crate's `consul` feature)",
+        ));
+        #[cfg(feature = "consul")]
+        {
+            let tags: String = env.shared("DISCOVERY_TAGS", String::new())?;
+            Ok(Self::Consul {
+                address: address.trim_end_matches('/').to_owned(),
+                token: env.shared_optional("CONSUL_TOKEN")?,
+                tags: tags
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            })
+        }
     }
 
     /// Builds the configured registry.
     pub fn connect(&self) -> Arc<dyn Registry> {
         match self {
             Self::Static { services } => Arc::new(StaticRegistry::new(services.clone())),
+            #[cfg(feature = "consul")]
             Self::Consul { address, token, .. } => {
                 Arc::new(ConsulRegistry::new(address.clone(), token.clone()))
             }
@@ -194,6 +205,7 @@ impl DiscoveryConfig {
     pub fn tags(&self) -> &[String] {
         match self {
             Self::Static { .. } => &[],
+            #[cfg(feature = "consul")]
             Self::Consul { tags, .. } => tags,
         }
     }
@@ -281,6 +293,7 @@ mod tests {
         assert_eq!(parse_static_services("").unwrap(), vec![]);
     }
 
+    #[cfg(feature = "consul")]
     #[test]
     fn discovery_url_selects_backend() {
         let env = Env::from_map(

@@ -16,20 +16,9 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-use super::{CloudEvent, Delivery, EventBus, EventBusError, SPEC_VERSION, Subscription};
-
-#[derive(Clone, Debug)]
-pub struct KafkaConfig {
-    /// `host:port[,host:port…]`.
-    pub brokers: String,
-    pub client_id: String,
-    /// How long a publish may wait for the brokers before failing.
-    pub message_timeout: Duration,
-    /// A consumer silent for this long is dropped from its group and its
-    /// partitions reassigned. Kafka's default is 45 s; shorter means a
-    /// crashed replica's partitions move sooner.
-    pub session_timeout: Duration,
-}
+use super::{
+    CloudEvent, Delivery, EventBus, EventBusError, KafkaConfig, SPEC_VERSION, Subscription,
+};
 
 pub struct KafkaBus {
     config: KafkaConfig,

@@ -11,6 +11,7 @@
 //! Delivery is at least once: a consumer commits a delivery only after its
 //! effect is stored, and must ignore an event id it has already applied.
 
+#[cfg(feature = "kafka")]
 mod kafka;
 mod memory;
 
@@ -18,7 +19,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use kafka::{KafkaBus, KafkaConfig};
+#[cfg(feature = "kafka")]
+pub use kafka::KafkaBus;
 pub use memory::MemoryBus;
 
 use crate::config::{ConfigError, Env};
@@ -109,10 +111,25 @@ pub trait Subscription: Send {
     async fn commit(&mut self, delivery: &Delivery) -> Result<(), EventBusError>;
 }
 
+/// Where the Kafka brokers are and how patient to be with them.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]`.
+    pub brokers: String,
+    pub client_id: String,
+    /// How long a publish may wait for the brokers before failing.
+    pub message_timeout: std::time::Duration,
+    /// A consumer silent for this long is dropped from its group and its
+    /// partitions reassigned. Kafka's default is 45 s; shorter means a
+    /// crashed replica's partitions move sooner.
+    pub session_timeout: std::time::Duration,
+}
+
 /// Which bus to use, from `KAFKA_BROKERS` (shared).
 #[derive(Clone, Debug)]
 pub enum EventBusConfig {
     Memory,
+    #[cfg(feature = "kafka")]
     Kafka(KafkaConfig),
 }
 
@@ -122,6 +139,14 @@ impl EventBusConfig {
         if brokers.trim().is_empty() {
             return Ok(Self::Memory);
         }
+        #[cfg(not(feature = "kafka"))]
+        return Err(ConfigError::Invalid {
+            var: env.var_name("KAFKA_BROKERS"),
+            value: brokers,
+            reason: "this binary is built without Kafka (the common crate's `kafka` feature)"
+                .into(),
+        });
+        #[cfg(feature = "kafka")]
         Ok(Self::Kafka(KafkaConfig {
             brokers,
             client_id: env.prefix().to_ascii_lowercase(),
@@ -135,6 +160,7 @@ impl EventBusConfig {
     pub fn connect(&self) -> Result<Arc<dyn EventBus>, EventBusError> {
         Ok(match self {
             Self::Memory => Arc::new(MemoryBus::default()),
+            #[cfg(feature = "kafka")]
             Self::Kafka(config) => Arc::new(KafkaBus::new(config.clone())?),
         })
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::Paging;
 use super::users::owner_only;
 use crate::Gateway;
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, ProblemBody};
 use crate::request::AuthUser;
 use crate::upstream::CallContext;
 
@@ -186,7 +186,7 @@ pub(super) async fn list_comments_by_author(
 }
 
 #[utoipa::path(post, path = "/api/v1/posts", tag = "posts", request_body = NewPost, security(("bearer" = [])),
-    responses((status = 201, body = Post), (status = 400, body = Problem), (status = 401, body = Problem)))]
+    responses((status = 201, body = Post), (status = 400, body = ProblemBody), (status = 401, body = ProblemBody)))]
 pub(super) async fn create_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -211,7 +211,7 @@ pub(super) async fn create_post(
 }
 
 #[utoipa::path(get, path = "/api/v1/posts/{id}", tag = "posts", params(("id" = u64, Path)),
-    responses((status = 200, body = Post), (status = 404, body = Problem)))]
+    responses((status = 200, body = Post), (status = 404, body = ProblemBody)))]
 pub(super) async fn get_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -221,7 +221,7 @@ pub(super) async fn get_post(
 }
 
 #[utoipa::path(patch, path = "/api/v1/posts/{id}", tag = "posts", params(("id" = u64, Path)), request_body = PostChanges, security(("bearer" = [])),
-    responses((status = 200, body = Post), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = Post), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn update_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -247,7 +247,7 @@ pub(super) async fn update_post(
 }
 
 #[utoipa::path(delete, path = "/api/v1/posts/{id}", tag = "posts", params(("id" = u64, Path)), security(("bearer" = [])),
-    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn delete_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -285,7 +285,7 @@ pub(super) async fn posts_of_user(
 }
 
 #[utoipa::path(post, path = "/api/v1/posts/{id}/comments", tag = "comments", params(("id" = u64, Path)), request_body = CommentBody, security(("bearer" = [])),
-    responses((status = 201, body = Comment), (status = 404, body = Problem)))]
+    responses((status = 201, body = Comment), (status = 404, body = ProblemBody)))]
 pub(super) async fn create_comment(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -346,7 +346,7 @@ pub(super) async fn comments_of_user(
 }
 
 #[utoipa::path(get, path = "/api/v1/comments/{id}", tag = "comments", params(("id" = u64, Path)),
-    responses((status = 200, body = Comment), (status = 404, body = Problem)))]
+    responses((status = 200, body = Comment), (status = 404, body = ProblemBody)))]
 pub(super) async fn get_comment(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -356,7 +356,7 @@ pub(super) async fn get_comment(
 }
 
 #[utoipa::path(patch, path = "/api/v1/comments/{id}", tag = "comments", params(("id" = u64, Path)), request_body = CommentBody, security(("bearer" = [])),
-    responses((status = 200, body = Comment), (status = 403, body = Problem)))]
+    responses((status = 200, body = Comment), (status = 403, body = ProblemBody)))]
 pub(super) async fn update_comment(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -379,7 +379,7 @@ pub(super) async fn update_comment(
 }
 
 #[utoipa::path(delete, path = "/api/v1/comments/{id}", tag = "comments", params(("id" = u64, Path)), security(("bearer" = [])),
-    responses((status = 204), (status = 403, body = Problem)))]
+    responses((status = 204), (status = 403, body = ProblemBody)))]
 pub(super) async fn delete_comment(
     gw: web::Data<Gateway>,
     ctx: CallContext,

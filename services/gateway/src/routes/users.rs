@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Paging;
 use crate::Gateway;
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, ProblemBody};
 use crate::ratelimit::limit_rate;
 use crate::request::{AuthUser, request_id};
 use crate::upstream::CallContext;
@@ -93,7 +93,7 @@ pub(super) struct Token {
 
 /// Sign up.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = SignUp,
-    responses((status = 201, body = User), (status = 400, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 201, body = User), (status = 400, body = ProblemBody), (status = 409, body = ProblemBody)))]
 pub(super) async fn sign_up(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -118,7 +118,7 @@ pub(super) async fn sign_up(
 
 /// Exchange a username or email and a password for an access token.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Login,
-    responses((status = 200, body = Token), (status = 401, body = Problem)))]
+    responses((status = 200, body = Token), (status = 401, body = ProblemBody)))]
 pub(super) async fn login(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -144,7 +144,7 @@ pub(super) async fn login(
 
 /// One user.
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = u64, Path)),
-    responses((status = 200, body = User), (status = 404, body = Problem)))]
+    responses((status = 200, body = User), (status = 404, body = ProblemBody)))]
 pub(super) async fn get(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -163,7 +163,7 @@ pub(super) async fn get(
 /// A page of users; `per_page` is at most 100.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",
     params(("page" = Option<i32>, Query), ("per_page" = Option<i32>, Query)),
-    responses((status = 200, body = UserList), (status = 400, body = Problem)))]
+    responses((status = 200, body = UserList), (status = 400, body = ProblemBody)))]
 pub(super) async fn list(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -202,7 +202,7 @@ pub(super) fn owner_only(auth: AuthUser, id: u64) -> Result<(), ApiError> {
 /// Update your own account.
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = u64, Path)), request_body = Changes,
     security(("bearer" = [])),
-    responses((status = 200, body = User), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, body = User), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 409, body = ProblemBody)))]
 pub(super) async fn update(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -230,7 +230,7 @@ pub(super) async fn update(
 /// Delete your own account.
 #[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = u64, Path)),
     security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 204), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody)))]
 pub(super) async fn delete(
     gw: web::Data<Gateway>,
     ctx: CallContext,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::posts::{self, Comment, Post};
 use super::users::User;
 use crate::Gateway;
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, ProblemBody};
 use crate::upstream::CallContext;
 
 const DEFAULT_LIMIT: u32 = 20;
@@ -88,7 +88,7 @@ fn page_of<T, U: From<T>>(
 /// A page of users after the cursor, oldest first.
 #[utoipa::path(get, path = "/api/v2/users", tag = "users (v2)",
     params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = Envelope<Vec<User>>), (status = 400, body = Problem)))]
+    responses((status = 200, body = Envelope<Vec<User>>), (status = 400, body = ProblemBody)))]
 pub(super) async fn list_users(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -111,7 +111,7 @@ pub(super) async fn list_users(
 
 /// One user, in an envelope.
 #[utoipa::path(get, path = "/api/v2/users/{id}", tag = "users (v2)", params(("id" = u64, Path)),
-    responses((status = 200, body = Envelope<User>), (status = 404, body = Problem)))]
+    responses((status = 200, body = Envelope<User>), (status = 404, body = ProblemBody)))]
 pub(super) async fn get_user(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -135,7 +135,7 @@ pub(super) async fn get_user(
 /// A user's posts after the cursor, oldest first.
 #[utoipa::path(get, path = "/api/v2/users/{id}/posts", tag = "posts (v2)",
     params(("id" = u64, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = Envelope<Vec<Post>>), (status = 400, body = Problem)))]
+    responses((status = 200, body = Envelope<Vec<Post>>), (status = 400, body = ProblemBody)))]
 pub(super) async fn posts_of_user(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -156,7 +156,7 @@ pub(super) async fn posts_of_user(
 /// Comments on a post after the cursor, oldest first.
 #[utoipa::path(get, path = "/api/v2/posts/{id}/comments", tag = "posts (v2)",
     params(("id" = u64, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = Envelope<Vec<Comment>>), (status = 400, body = Problem)))]
+    responses((status = 200, body = Envelope<Vec<Comment>>), (status = 400, body = ProblemBody)))]
 pub(super) async fn comments_of_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -182,7 +182,7 @@ pub(super) async fn comments_of_post(
 /// A user's comments after the cursor, oldest first.
 #[utoipa::path(get, path = "/api/v2/users/{id}/comments", tag = "posts (v2)",
     params(("id" = u64, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = Envelope<Vec<Comment>>), (status = 400, body = Problem)))]
+    responses((status = 200, body = Envelope<Vec<Comment>>), (status = 400, body = ProblemBody)))]
 pub(super) async fn comments_of_user(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -207,7 +207,7 @@ pub(super) async fn comments_of_user(
 
 /// One post, in an envelope.
 #[utoipa::path(get, path = "/api/v2/posts/{id}", tag = "posts (v2)", params(("id" = u64, Path)),
-    responses((status = 200, body = Envelope<Post>), (status = 404, body = Problem)))]
+    responses((status = 200, body = Envelope<Post>), (status = 404, body = ProblemBody)))]
 pub(super) async fn get_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -221,7 +221,7 @@ pub(super) async fn get_post(
 
 /// One comment, in an envelope.
 #[utoipa::path(get, path = "/api/v2/comments/{id}", tag = "posts (v2)", params(("id" = u64, Path)),
-    responses((status = 200, body = Envelope<Comment>), (status = 404, body = Problem)))]
+    responses((status = 200, body = Envelope<Comment>), (status = 404, body = ProblemBody)))]
 pub(super) async fn get_comment(
     gw: web::Data<Gateway>,
     ctx: CallContext,

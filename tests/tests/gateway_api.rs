@@ -3,17 +3,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::time::Duration;
 
+use e2e::in_process::{Platform, base64_url, problem};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{base64_url, platform, problem, start_users};
 
 #[tokio::test]
 async fn sign_up_login_read_update_delete() {
-    let p = platform().await;
+    let p = Platform::start().await;
     let ann = p.sign_up("ann").await;
     let id = ann["id"].as_u64().unwrap();
     assert!(ann.get("password").is_none());
@@ -113,7 +111,7 @@ async fn sign_up_login_read_update_delete() {
 
 #[tokio::test]
 async fn only_the_owner_may_change_an_account() {
-    let p = platform().await;
+    let p = Platform::start().await;
     let ann = p.sign_up("ann").await["id"].as_u64().unwrap();
     p.sign_up("bob").await;
     let bob_token = p.login("bob").await;
@@ -134,7 +132,7 @@ async fn only_the_owner_may_change_an_account() {
 
 #[tokio::test]
 async fn bad_tokens_are_refused_with_401() {
-    let p = platform().await;
+    let p = Platform::start().await;
     let ann = p.sign_up("ann").await["id"].as_u64().unwrap();
     let token = p.login("ann").await;
     let (head, rest) = token.split_once('.').unwrap();
@@ -179,7 +177,7 @@ async fn bad_tokens_are_refused_with_401() {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_problem() {
-    let p = platform().await;
+    let p = Platform::start().await;
     let url = format!("{}/api/v1/users", p.base);
     let malformed = p
         .client
@@ -281,7 +279,7 @@ async fn bad_input_gets_a_clear_4xx_problem() {
 
 #[tokio::test]
 async fn a_dead_upstream_gets_a_fast_503_and_traffic_resumes_when_it_returns() {
-    let mut p = platform().await;
+    let mut p = Platform::start().await;
     let ann = p.sign_up("ann").await["id"].as_u64().unwrap();
     let url = format!("{}/api/v1/users/{ann}", p.base);
     p.users.take().unwrap().stop().await;
@@ -302,11 +300,7 @@ async fn a_dead_upstream_gets_a_fast_503_and_traffic_resumes_when_it_returns() {
 
     // A new users instance (same database) registers; traffic resumes once
     // the breaker's open period ends, without restarting the gateway.
-    let dir = p.dir.0.clone();
-    for stale in p.registry.healthy_instances("users").await.unwrap() {
-        p.registry.deregister(&stale.id).await.unwrap();
-    }
-    p.users = Some(start_users(&p.registry, &dir).await);
+    p.restart_users().await;
     let mut status = StatusCode::SERVICE_UNAVAILABLE;
     for _ in 0..50 {
         status = p.client.get(&url).send().await.unwrap().status();

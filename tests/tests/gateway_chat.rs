@@ -4,45 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
-use std::sync::Arc;
 use std::time::Duration;
 
 use awc::ws::{self, CloseCode, Frame};
-use common::config::{Env, ServiceConfig};
-use common::discovery::Registry;
-use common::events::{EventBus, MemoryBus};
+use e2e::in_process::{Platform, base64_url, problem};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Platform, Running, platform, problem, run};
-
-const KEY: &str = "0123456789abcdef0123456789abcdef-test";
-
-async fn start_chat(registry: &Arc<dyn Registry>) -> Running {
-    let mut config = chat::Config::from_source(&Env::from_map(
-        "CHAT",
-        [("CHAT_JWT_SECRET", KEY), ("CHAT_MAX_FRAME_BYTES", "1024")],
-    ))
-    .unwrap();
-    config.service = ServiceConfig::ephemeral("chat", false);
-    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::default());
-    let host = chat::host_with_bus(config, Some(bus))
-        .await
-        .unwrap()
-        .registry(registry.clone())
-        .build()
-        .unwrap();
-    let running = run(host);
-    for _ in 0..100 {
-        if !registry.healthy_instances("chat").await.unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    running
-}
 
 type Socket = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
 
@@ -97,8 +65,10 @@ async fn local<F: std::future::Future<Output = ()>>(test: F) {
 #[tokio::test]
 async fn an_upgrade_with_the_gateways_token_reaches_chat_and_frames_flow_both_ways() {
     local(async {
-        let platform = platform().await;
-        let _chat = start_chat(&platform.registry).await;
+        let platform = Platform::start().await;
+        let _chat = platform
+            .start_chat(&[("CHAT_MAX_FRAME_BYTES", "1024")])
+            .await;
         platform.sign_up("alice").await;
         platform.sign_up("bobby").await;
         let alice_token = platform.login("alice").await;
@@ -209,12 +179,14 @@ async fn an_upgrade_with_the_gateways_token_reaches_chat_and_frames_flow_both_wa
 #[tokio::test]
 async fn upgrades_without_a_valid_token_are_refused_before_chat_is_asked() {
     local(async {
-        let platform = platform().await;
-        let _chat = start_chat(&platform.registry).await;
+        let platform = Platform::start().await;
+        let _chat = platform
+            .start_chat(&[("CHAT_MAX_FRAME_BYTES", "1024")])
+            .await;
         let forged = format!(
             "{}.{}.",
-            support::base64_url(r#"{"alg":"none","typ":"JWT"}"#),
-            support::base64_url(r#"{"sub":"1","name":"x","exp":9999999999,"iat":0}"#)
+            base64_url(r#"{"alg":"none","typ":"JWT"}"#),
+            base64_url(r#"{"sub":"1","name":"x","exp":9999999999,"iat":0}"#)
         );
         for token in [None, Some("garbage"), Some(forged.as_str())] {
             let mut request = platform
@@ -245,7 +217,7 @@ async fn upgrades_without_a_valid_token_are_refused_before_chat_is_asked() {
 #[tokio::test]
 async fn a_plain_get_on_the_websocket_route_is_a_bad_request() {
     local(async {
-        let platform = platform().await;
+        let platform = Platform::start().await;
         platform.sign_up("carol").await;
         let token = platform.login("carol").await;
         let response = platform
@@ -268,7 +240,7 @@ async fn a_plain_get_on_the_websocket_route_is_a_bad_request() {
 #[tokio::test]
 async fn without_a_chat_replica_the_upgrade_is_a_503_problem() {
     local(async {
-        let platform = platform().await;
+        let platform = Platform::start().await;
         platform.sign_up("dave1").await;
         let token = platform.login("dave1").await;
         match awc::Client::new()
@@ -289,8 +261,10 @@ async fn without_a_chat_replica_the_upgrade_is_a_503_problem() {
 #[tokio::test]
 async fn when_chat_shuts_down_its_1001_reaches_the_client_through_the_gateway() {
     local(async {
-        let platform = platform().await;
-        let chat = start_chat(&platform.registry).await;
+        let platform = Platform::start().await;
+        let chat = platform
+            .start_chat(&[("CHAT_MAX_FRAME_BYTES", "1024")])
+            .await;
         platform.sign_up("frank").await;
         let token = platform.login("frank").await;
         let mut socket = connect(&platform, &token).await;
@@ -316,8 +290,10 @@ async fn when_chat_shuts_down_its_1001_reaches_the_client_through_the_gateway() 
 #[tokio::test]
 async fn a_draining_gateway_closes_relayed_websockets_with_1001() {
     local(async {
-        let platform = platform().await;
-        let _chat = start_chat(&platform.registry).await;
+        let platform = Platform::start().await;
+        let _chat = platform
+            .start_chat(&[("CHAT_MAX_FRAME_BYTES", "1024")])
+            .await;
         platform.sign_up("grace").await;
         let token = platform.login("grace").await;
         let mut socket = connect(&platform, &token).await;

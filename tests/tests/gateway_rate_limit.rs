@@ -4,14 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use e2e::in_process::{Platform, problem};
 use reqwest::StatusCode;
 use serde_json::json;
-use support::{Platform, platform_with, problem};
 
 struct PrivateRedis {
     child: Child,
@@ -62,7 +60,7 @@ async fn private_redis() -> PrivateRedis {
 const ADMIN: &str = "admin-token-for-tests";
 
 async fn limited(redis: &PrivateRedis, limit: &str) -> Platform {
-    platform_with(&[
+    Platform::start_with(&[
         ("GATEWAY_RATE_LIMIT_REQUESTS", limit),
         ("GATEWAY_RATE_LIMIT_PERIOD", "60s"),
         ("GATEWAY_REDIS_URL", redis.url.as_str()),

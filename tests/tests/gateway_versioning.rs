@@ -2,17 +2,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
+use e2e::in_process::{Platform, problem};
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{platform, problem};
 
 const V2: &str = "application/vnd.platform.v2+json";
 
 #[tokio::test]
 async fn v2_pages_with_cursors_inside_an_envelope() {
-    let p = platform().await;
+    let p = Platform::start().await;
     for name in ["ann", "bob", "cat", "dan", "eve"] {
         p.sign_up(name).await;
     }
@@ -58,7 +56,7 @@ async fn v2_pages_with_cursors_inside_an_envelope() {
 
 #[tokio::test]
 async fn v1_answers_carry_deprecation_sunset_and_successor() {
-    let p = platform().await;
+    let p = Platform::start().await;
     p.sign_up("ann").await;
     let res = p
         .client
@@ -80,7 +78,7 @@ async fn v1_answers_carry_deprecation_sunset_and_successor() {
 
 #[tokio::test]
 async fn unversioned_paths_follow_the_accept_header() {
-    let p = platform().await;
+    let p = Platform::start().await;
     p.sign_up("ann").await;
     let v2: Value = p
         .client
@@ -138,7 +136,7 @@ async fn unversioned_paths_follow_the_accept_header() {
 
 /// Follows `next_cursor` from `first` to the end; returns every item's
 /// `field` and how many pages it took.
-async fn all_pages(p: &support::Platform, first: &str, field: &str) -> (Vec<String>, usize) {
+async fn all_pages(p: &Platform, first: &str, field: &str) -> (Vec<String>, usize) {
     let mut items = Vec::new();
     let mut pages = 0;
     let mut url = format!("{}{first}", p.base);
@@ -165,7 +163,7 @@ async fn all_pages(p: &support::Platform, first: &str, field: &str) -> (Vec<Stri
 
 #[tokio::test]
 async fn v2_pages_posts_and_comments_with_cursors_of_their_own_kind() {
-    let p = platform().await;
+    let p = Platform::start().await;
     let ann = p.sign_up("ann").await;
     let token = p.login("ann").await;
     let mut post_ids = Vec::new();

@@ -1,0 +1,160 @@
+//! What a service is to whatever runs it.
+//!
+//! Every service crate implements [`Service`] once: its name, its
+//! environment prefix, how its configuration is read and how it is built
+//! onto a [`ServiceHostBuilder`]. Its binary is then [`main`], and the
+//! all-in-one runner and the end-to-end tests hold a list of
+//! [`ServiceEntry`]s, so that a new service is one more entry rather than
+//! one more arm in every place that lists them.
+//!
+//! [`Shared`] is what the all-in-one runner hands every service so that
+//! they find each other in one process: one registry, one event bus. A
+//! standalone binary passes [`Shared::default`] and each service connects
+//! to the backends its own configuration names.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::config::{ConfigError, Env, ServiceConfig};
+use crate::discovery::{DiscoveryConfig, Registry};
+use crate::events::{EventBus, EventBusConfig, EventBusError};
+use crate::server::ServiceHostBuilder;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Backends the services of one process share. Empty for a standalone
+/// service; the job queue and the lock service join these fields when they
+/// exist.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct Shared {
+    /// Every service registers here and the gateway finds them here,
+    /// instead of each opening the registry its configuration names.
+    pub registry: Option<Arc<dyn Registry>>,
+    /// Events one service publishes reach consumers in the others.
+    pub events: Option<Arc<dyn EventBus>>,
+}
+
+impl Shared {
+    pub fn new(registry: Option<Arc<dyn Registry>>, events: Option<Arc<dyn EventBus>>) -> Self {
+        Self { registry, events }
+    }
+
+    /// The shared registry, or the one `config` names.
+    pub fn registry_or(&self, config: &DiscoveryConfig) -> Arc<dyn Registry> {
+        self.registry.clone().unwrap_or_else(|| config.connect())
+    }
+
+    /// The shared event bus, or the one `config` names.
+    pub fn event_bus_or(
+        &self,
+        config: &EventBusConfig,
+    ) -> Result<Arc<dyn EventBus>, EventBusError> {
+        match &self.events {
+            Some(bus) => Ok(bus.clone()),
+            None => config.connect(),
+        }
+    }
+
+    /// A host for the service configured by `config`, registering in the
+    /// shared registry when there is one. Every service starts its host
+    /// here.
+    pub fn host(&self, config: ServiceConfig) -> ServiceHostBuilder {
+        let builder = crate::server::ServiceHost::builder(config);
+        match &self.registry {
+            Some(registry) => builder.registry(registry.clone()),
+            None => builder,
+        }
+    }
+}
+
+/// One service of the platform.
+pub trait Service: 'static {
+    /// Name in discovery, logs and metrics (`users`).
+    const NAME: &'static str;
+    /// Prefix of its environment variables (`USERS`).
+    const ENV_PREFIX: &'static str;
+
+    type Config: Send + 'static;
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Reads the configuration; `env` already carries [`Self::ENV_PREFIX`].
+    fn config(env: &Env) -> Result<Self::Config, ConfigError>;
+
+    /// The host settings inside the service's configuration.
+    fn service_config(config: &Self::Config) -> &ServiceConfig;
+
+    /// Connects the service's backends and puts its routes, gRPC services,
+    /// readiness checks and background tasks on a host (not yet bound).
+    fn build(
+        config: Self::Config,
+        shared: &Shared,
+    ) -> impl Future<Output = Result<ServiceHostBuilder, Self::Error>> + Send;
+}
+
+/// A service, configured and waiting to be built.
+pub type Prepared = Box<
+    dyn FnOnce(Shared) -> Pin<Box<dyn Future<Output = Result<ServiceHostBuilder, BoxError>> + Send>>
+        + Send,
+>;
+
+/// A [`Service`] with its types erased, so that several can sit in one
+/// list.
+#[derive(Clone, Copy)]
+pub struct ServiceEntry {
+    pub name: &'static str,
+    pub env_prefix: &'static str,
+    prepare: fn(&Env) -> Result<Prepared, ConfigError>,
+}
+
+impl std::fmt::Debug for ServiceEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceEntry")
+            .field("name", &self.name)
+            .field("env_prefix", &self.env_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceEntry {
+    pub const fn of<S: Service>() -> Self {
+        Self {
+            name: S::NAME,
+            env_prefix: S::ENV_PREFIX,
+            prepare: prepare::<S>,
+        }
+    }
+
+    /// Reads this service's configuration from `env` (any prefix: this
+    /// entry's is applied), so a configuration error is reported before
+    /// anything connects.
+    pub fn prepare(&self, env: &Env) -> Result<Prepared, ConfigError> {
+        (self.prepare)(env)
+    }
+}
+
+fn prepare<S: Service>(env: &Env) -> Result<Prepared, ConfigError> {
+    let config = S::config(&env.with_prefix(S::ENV_PREFIX))?;
+    Ok(Box::new(move |shared: Shared| {
+        Box::pin(async move { S::build(config, &shared).await.map_err(BoxError::from) })
+    }))
+}
+
+/// A service's whole binary: reads its configuration from the process
+/// environment, installs telemetry, builds and binds the service, serves
+/// until SIGTERM or SIGINT, drains, and reports how it ended.
+pub async fn main<S: Service>() -> ExitCode {
+    crate::exit::report(run::<S>().await)
+}
+
+async fn run<S: Service>() -> anyhow::Result<()> {
+    let config = S::config(&Env::from_process(S::ENV_PREFIX))?;
+    let telemetry = S::service_config(&config).telemetry.clone();
+    crate::server::serve(&telemetry, async {
+        let builder = S::build(config, &Shared::default()).await?;
+        Ok(builder.build()?)
+    })
+    .await
+}

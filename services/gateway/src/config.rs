@@ -1,0 +1,246 @@
+//! `GATEWAY_*` settings; every one has a default (README,
+//! "Configuration").
+
+use std::time::Duration;
+
+use common::config::{ConfigError, Env, Secret, ServiceConfig, ServiceDefaults};
+use resilience::breaker::BreakerConfig;
+use resilience::rate_limit::Quota;
+
+use crate::ratelimit::OnRedisError;
+
+/// Prefix of this service's environment variables.
+pub const ENV_PREFIX: &str = "GATEWAY";
+
+pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    name: "gateway",
+    http_port: 8080,
+    grpc_port: None,
+};
+
+/// Shortest accepted signing key: HS256 keys shorter than the hash add no
+/// strength and are easy to brute-force offline.
+const MIN_SECRET_BYTES: usize = 32;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub service: ServiceConfig,
+    /// HS256 signing key. In development a random one is made when none is
+    /// configured (tokens then die with the process); production requires
+    /// one.
+    pub jwt_secret: Secret,
+    pub jwt_ttl: Duration,
+    pub upstream_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub breaker: BreakerConfig,
+    /// Default per-client quota.
+    pub rate_limit: Quota,
+    /// Redis shared by all replicas for rate limits; none means in process.
+    pub redis_url: Option<String>,
+    pub on_redis_error: OnRedisError,
+    /// Enables `/admin/*` when set.
+    pub admin_token: Option<Secret>,
+    /// `Sunset` of API v1, an HTTP date.
+    pub v1_sunset: String,
+    /// HTTP pass-through: public path prefix → service name.
+    pub passthrough: Vec<(String, String)>,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&Env::from_process(ENV_PREFIX))
+    }
+
+    pub fn from_source(env: &Env) -> Result<Self, ConfigError> {
+        let environment: String = env.shared("ENVIRONMENT", "development".to_owned())?;
+        let production = match environment.as_str() {
+            "production" => true,
+            "development" => false,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: env.var_name("ENVIRONMENT"),
+                    value: environment,
+                    reason: "expected development or production".into(),
+                });
+            }
+        };
+        let jwt_secret = match env.shared_optional::<Secret>("JWT_SECRET")? {
+            Some(secret) if secret.expose().len() >= MIN_SECRET_BYTES => secret,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    var: env.var_name("JWT_SECRET"),
+                    value: "***".into(),
+                    reason: format!("must be at least {MIN_SECRET_BYTES} bytes"),
+                });
+            }
+            None if production => {
+                return Err(ConfigError::Invalid {
+                    var: env.var_name("JWT_SECRET"),
+                    value: String::new(),
+                    reason: "is required when ENVIRONMENT is production".into(),
+                });
+            }
+            None => Secret::new(format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            )),
+        };
+        let defaults = BreakerConfig::default();
+        let on_redis_error: String = env.get("RATE_LIMIT_ON_REDIS_ERROR", "local".to_owned())?;
+        let on_redis_error = match on_redis_error.as_str() {
+            "local" => OnRedisError::Local,
+            "open" => OnRedisError::Open,
+            "closed" => OnRedisError::Closed,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: env.var_name("RATE_LIMIT_ON_REDIS_ERROR"),
+                    value: on_redis_error,
+                    reason: "expected local, open or closed".into(),
+                });
+            }
+        };
+        let limit: u32 = env.get("RATE_LIMIT_REQUESTS", 100)?;
+        if limit == 0 {
+            return Err(ConfigError::Invalid {
+                var: env.var_name("RATE_LIMIT_REQUESTS"),
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            service: ServiceConfig::from_env(env, DEFAULTS)?,
+            jwt_secret,
+            jwt_ttl: env.get("JWT_TTL", Duration::from_secs(15 * 60))?,
+            upstream_timeout: env.get("UPSTREAM_TIMEOUT", Duration::from_secs(5))?,
+            max_body_bytes: env.get("MAX_BODY_BYTES", 64 * 1024)?,
+            breaker: BreakerConfig {
+                min_calls: env.get("BREAKER_MIN_CALLS", defaults.min_calls)?,
+                open_for: env.get("BREAKER_OPEN_FOR", defaults.open_for)?,
+                slow_call: env.get("BREAKER_SLOW_CALL", defaults.slow_call)?,
+                ..defaults
+            },
+            rate_limit: Quota {
+                limit,
+                period: env.get("RATE_LIMIT_PERIOD", Duration::from_secs(60))?,
+            },
+            redis_url: env
+                .shared_optional::<String>("REDIS_URL")?
+                .filter(|u| !u.is_empty()),
+            on_redis_error,
+            admin_token: env
+                .optional::<Secret>("ADMIN_TOKEN")?
+                .filter(|t| !t.expose().is_empty()),
+            v1_sunset: env.get("V1_SUNSET", "Tue, 30 Nov 2027 00:00:00 GMT".to_owned())?,
+            passthrough: parse_passthrough(env)?,
+        })
+    }
+}
+
+/// `GATEWAY_PASSTHROUGH`: `prefix=service` pairs, comma-separated, e.g.
+/// `/api/v1/echo=echo`. Prefixes must start with `/` and may not shadow
+/// the REST API's own routes.
+fn parse_passthrough(env: &Env) -> Result<Vec<(String, String)>, ConfigError> {
+    let raw: String = env.get("PASSTHROUGH", String::new())?;
+    let invalid = |reason: &str| ConfigError::Invalid {
+        var: env.var_name("PASSTHROUGH"),
+        value: raw.clone(),
+        reason: reason.to_owned(),
+    };
+    let mut routes = Vec::new();
+    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (prefix, service) = entry
+            .split_once('=')
+            .ok_or_else(|| invalid("expected prefix=service"))?;
+        let prefix = prefix.trim_end_matches('/');
+        let reserved = [
+            "/api/v1/users",
+            "/api/v1/auth",
+            "/api/v1/posts",
+            "/api/v1/comments",
+            "/api/v1/chat",
+            "/api/v2",
+            "/admin",
+        ];
+        if !prefix.starts_with('/')
+            || service.is_empty()
+            || reserved.iter().any(|r| prefix.starts_with(r))
+        {
+            return Err(invalid(
+                "prefixes start with / and may not shadow the REST API",
+            ));
+        }
+        routes.push((prefix.to_owned(), service.to_owned()));
+    }
+    Ok(routes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_source(&Env::from_map("GATEWAY", vars.iter().copied()))
+    }
+
+    #[test]
+    fn production_requires_a_long_enough_signing_key() {
+        let err = config(&[("GATEWAY_ENVIRONMENT", "production")]).unwrap_err();
+        assert!(err.to_string().starts_with("GATEWAY_JWT_SECRET:"), "{err}");
+        let err = config(&[("GATEWAY_JWT_SECRET", "short")]).unwrap_err();
+        assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+        assert!(
+            !err.to_string().contains("short"),
+            "the secret is never echoed"
+        );
+        let ok = config(&[
+            ("PLATFORM_ENVIRONMENT", "production"),
+            ("GATEWAY_JWT_SECRET", &"k".repeat(32)),
+        ])
+        .unwrap();
+        assert_eq!(ok.jwt_secret.expose().len(), 32);
+    }
+
+    #[test]
+    fn development_gets_a_random_key_per_process() {
+        let a = config(&[]).unwrap();
+        let b = config(&[]).unwrap();
+        assert_ne!(a.jwt_secret, b.jwt_secret);
+        assert!(a.jwt_secret.expose().len() >= MIN_SECRET_BYTES);
+    }
+
+    #[test]
+    fn passthrough_routes_may_not_shadow_the_rest_api() {
+        let ok = config(&[("GATEWAY_PASSTHROUGH", "/api/v1/echo=echo, /files/=storage")]).unwrap();
+        assert_eq!(
+            ok.passthrough,
+            [
+                ("/api/v1/echo".to_owned(), "echo".to_owned()),
+                ("/files".to_owned(), "storage".to_owned())
+            ]
+        );
+        for bad in [
+            "/api/v1/users=evil",
+            "/api/v1/chat/x=chat",
+            "chat",
+            "nochat=chat",
+            "/x=",
+        ] {
+            let err = config(&[("GATEWAY_PASSTHROUGH", bad)]).unwrap_err();
+            assert!(
+                err.to_string().starts_with("GATEWAY_PASSTHROUGH:"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_redis_failure_policy_is_rejected() {
+        let err = config(&[("GATEWAY_RATE_LIMIT_ON_REDIS_ERROR", "maybe")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("GATEWAY_RATE_LIMIT_ON_REDIS_ERROR:")
+        );
+        assert!(config(&[("GATEWAY_RATE_LIMIT_REQUESTS", "0")]).is_err());
+    }
+}

@@ -1,0 +1,136 @@
+//! Builds the gateway: upstreams found through discovery, the rate
+//! limiter, and every route on a host.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use common::redis::RedisConnectError;
+use common::server::{ServiceHost, ServiceHostBuilder};
+use common::service::Shared;
+use resilience::clock::SystemClock;
+use resilience::rate_limit::{MemoryLimiter, RedisLimiter};
+
+use crate::config::Config;
+use crate::jwt::TokenSigner;
+use crate::ratelimit::{DynamicRateLimiter, WorkerRedis};
+use crate::routes::admin::AdminToken;
+use crate::upstream::Upstream;
+use crate::{Gateway, chat, proxy, ratelimit, request, routes, versioning};
+
+/// How long a rate-limit decision waits for Redis before the configured
+/// fallback decides instead.
+const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid Redis configuration")]
+    Redis(#[from] RedisConnectError),
+}
+
+/// A worker's own Redis client: the gateway starts even while Redis is
+/// down and limits in process until it answers.
+fn redis_client(config: fred::prelude::Config) -> Option<fred::prelude::Client> {
+    match common::redis::background_client(config, REDIS_COMMAND_TIMEOUT) {
+        Ok(client) => Some(client),
+        Err(error) => {
+            tracing::error!(%error, "rate limits stay in process");
+            None
+        }
+    }
+}
+
+/// The gateway's routes on a host, not yet bound, finding upstreams in the
+/// shared registry or the configured one.
+pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder, StartError> {
+    let registry = shared.registry_or(&config.service.discovery);
+    let clock = Arc::new(SystemClock);
+    let signer = Arc::new(TokenSigner::new(
+        config.jwt_secret.expose().as_bytes(),
+        config.jwt_ttl,
+    ));
+    let gateway = web::Data::new(Gateway {
+        users: Upstream::new(
+            "users",
+            registry.as_ref(),
+            config.breaker.clone(),
+            clock,
+            config.upstream_timeout,
+        ),
+        signer: signer.clone(),
+    });
+    let signer = web::Data::from(signer);
+    let max_body = config.max_body_bytes;
+    // Parsed here so a bad URL stops the start; each worker then makes its
+    // own client from it.
+    let redis = config
+        .redis_url
+        .as_deref()
+        .map(common::redis::parse)
+        .transpose()?;
+    let limiter = web::Data::new(Arc::new(DynamicRateLimiter::new(
+        config.rate_limit,
+        MemoryLimiter::new(Arc::new(SystemClock)),
+        config.on_redis_error,
+    )));
+    let admin = web::Data::new(AdminToken(config.admin_token.clone()));
+    let sunset = web::Data::new(versioning::V1Sunset(config.v1_sunset.clone()));
+    let passthrough_routes: Vec<(String, Arc<Upstream>)> = config
+        .passthrough
+        .iter()
+        .map(|(prefix, service)| {
+            let upstream = Upstream::new(
+                service,
+                registry.as_ref(),
+                config.breaker.clone(),
+                Arc::new(SystemClock),
+                config.upstream_timeout,
+            );
+            (prefix.clone(), Arc::new(upstream))
+        })
+        .collect();
+    let chat_upstream = Arc::new(Upstream::new(
+        "chat",
+        registry.as_ref(),
+        config.breaker.clone(),
+        Arc::new(SystemClock),
+        config.upstream_timeout,
+    ));
+    let closing = chat::Closing(common::shutdown::CancellationToken::new());
+    Ok(ServiceHost::builder(config.service)
+        .registry(registry)
+        .on_drain(closing.0.clone())
+        .http(move |cfg| {
+            cfg.app_data(gateway.clone())
+                .app_data(signer.clone())
+                .app_data(limiter.clone())
+                .app_data(admin.clone())
+                .app_data(sunset.clone())
+                // Runs once per worker: each gets its own upstream client
+                // and Redis connection.
+                .app_data(web::Data::new(proxy::Passthrough::for_this_worker()))
+                .app_data(web::Data::new(WorkerRedis::new(
+                    redis
+                        .clone()
+                        .and_then(redis_client)
+                        .map(|client| RedisLimiter::new(client, "ratelimit:")),
+                )));
+            // Before the REST scopes: a scope that matches a prefix answers
+            // 404 itself rather than passing the request on.
+            for (prefix, upstream) in &passthrough_routes {
+                // A scope matches its prefix without a regex, and carries
+                // its upstream, so a request needs no route lookup.
+                cfg.service(
+                    web::scope(prefix)
+                        .app_data(web::Data::new(upstream.clone()))
+                        .wrap(actix_web::middleware::from_fn(ratelimit::limit_rate))
+                        .wrap(actix_web::middleware::from_fn(request::request_id))
+                        .default_service(web::to(proxy::forward)),
+                );
+            }
+            chat::configure(cfg, chat_upstream.clone(), max_body, closing.clone());
+            routes::extractor_config(cfg, max_body);
+            routes::configure(cfg);
+            routes::admin::configure(cfg);
+        }))
+}

@@ -1,0 +1,30 @@
+//! `STORAGE_*` settings; every one has a default (README,
+//! "Configuration").
+
+use common::config::{ConfigError, Env, ServiceConfig, ServiceDefaults};
+
+/// Prefix of this service's environment variables.
+pub const ENV_PREFIX: &str = "STORAGE";
+
+pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    name: "storage",
+    http_port: 8085,
+    grpc_port: Some(50055),
+};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub service: ServiceConfig,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&Env::from_process(ENV_PREFIX))
+    }
+
+    pub fn from_source(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            service: ServiceConfig::from_env(env, DEFAULTS)?,
+        })
+    }
+}

@@ -1,0 +1,67 @@
+//! `USERS_*` settings; every one has a default (README, "Configuration").
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::cache::CacheConfig;
+use common::config::{ConfigError, Env, ServiceConfig, ServiceDefaults};
+use common::events::EventBusConfig;
+
+use crate::outbox::RelayConfig;
+
+/// Prefix of this service's environment variables.
+pub const ENV_PREFIX: &str = "USERS";
+
+pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    name: "users",
+    http_port: 8081,
+    grpc_port: Some(50051),
+};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub service: ServiceConfig,
+    /// `postgres://…` in production; a SQLite file by default.
+    pub database_url: String,
+    pub database_max_connections: u32,
+    /// Kafka when `KAFKA_BROKERS` is set, otherwise the in-process bus.
+    pub events: EventBusConfig,
+    pub relay: RelayConfig,
+    /// Redis for the shared cache level; none means L1 + disk only.
+    pub redis_url: Option<String>,
+    pub cache: CacheConfig,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&Env::from_process(ENV_PREFIX))
+    }
+
+    pub fn from_source(env: &Env) -> Result<Self, ConfigError> {
+        let service = ServiceConfig::from_env(env, DEFAULTS)?;
+        Ok(Self {
+            database_url: env.get("DATABASE_URL", "sqlite://data/users.db".to_owned())?,
+            database_max_connections: env.get("DATABASE_MAX_CONNECTIONS", 10)?,
+            events: EventBusConfig::from_env(env)?,
+            relay: RelayConfig {
+                batch: env.get("OUTBOX_BATCH", 256)?,
+                idle_poll: env.get("OUTBOX_POLL", Duration::from_millis(50))?,
+                lease: Duration::from_secs(10),
+                holder: service.instance_id.clone(),
+            },
+            redis_url: env
+                .shared_optional::<String>("REDIS_URL")?
+                .filter(|u| !u.is_empty()),
+            cache: CacheConfig {
+                name: "users",
+                namespace: env.get("CACHE_NAMESPACE", "users".to_owned())?,
+                l1_capacity: env.get("CACHE_L1_CAPACITY", 10_000)?,
+                l1_ttl: env.get("CACHE_L1_TTL", Duration::from_secs(5))?,
+                l2_ttl: env.get("CACHE_L2_TTL", Duration::from_secs(300))?,
+                l3_ttl: env.get("CACHE_L3_TTL", Duration::from_secs(3600))?,
+                disk_dir: Some(env.get("CACHE_DIR", PathBuf::from("data/cache/users"))?),
+            },
+            service,
+        })
+    }
+}

@@ -1,0 +1,96 @@
+//! Connects the service's backends and puts its API on a host.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use common::cache::{MultilevelCache, RedisConnectError, RedisLevel};
+use common::events::EventBusError;
+use common::health::ReadinessCheck;
+use common::server::{ServerError, ServiceHostBuilder};
+use common::service::Shared;
+use platform_proto::posts::v1::comment_service_server::CommentServiceServer;
+use platform_proto::posts::v1::post_service_server::PostServiceServer;
+use platform_proto::users::v1::user_service_server::UserServiceServer;
+
+use crate::config::Config;
+use crate::grpc;
+use crate::outbox::OutboxRelay;
+use crate::store::{Store, StoreError};
+use crate::views::Views;
+
+/// Largest gRPC message accepted; the largest valid request (a post of
+/// 20,000 characters) is far below it.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the users database")]
+    Store(#[from] StoreError),
+    #[error("cannot connect to the event bus")]
+    Events(#[from] EventBusError),
+    #[error("cannot connect the cache to Redis")]
+    Redis(#[from] RedisConnectError),
+    #[error(transparent)]
+    Host(#[from] ServerError),
+}
+
+struct DatabaseCheck(Store);
+
+#[async_trait]
+impl ReadinessCheck for DatabaseCheck {
+    fn name(&self) -> &str {
+        "database"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| common::exit::chain(&e))
+    }
+}
+
+struct RedisCheck(RedisLevel);
+
+#[async_trait]
+impl ReadinessCheck for RedisCheck {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+/// The service's gRPC API, readiness checks and background work on a
+/// host, not yet bound.
+pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder, StartError> {
+    let store = Store::connect(&config.database_url, config.database_max_connections).await?;
+    let redis = match &config.redis_url {
+        Some(url) => Some(RedisLevel::connect(url).await?),
+        None => None,
+    };
+    let cache = MultilevelCache::new(config.cache, redis.clone()).await;
+    let views = Views::new(store.clone(), cache);
+    let bus = shared.event_bus_or(&config.events)?;
+    let relay = OutboxRelay::new(store.clone(), bus, config.relay);
+    let mut builder = shared
+        .host(config.service)
+        .grpc_reflection(platform_proto::FILE_DESCRIPTOR_SET)?
+        .readiness_check(Arc::new(DatabaseCheck(store.clone())))
+        .task("outbox-relay", move |stop| relay.run(stop))
+        .grpc_service(
+            UserServiceServer::new(grpc::UserApi::new(store.clone(), views.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .grpc_service(
+            PostServiceServer::new(grpc::PostApi::new(store.clone(), views))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .grpc_service(
+            CommentServiceServer::new(grpc::CommentApi::new(store))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        );
+    if let Some(redis) = redis {
+        builder = builder.readiness_check(Arc::new(RedisCheck(redis)));
+    }
+    Ok(builder)
+}

@@ -1,0 +1,124 @@
+//! Typed helpers for tests that run this service (feature `test-util`).
+
+use common::config::{Env, ServiceConfig};
+use common::service::Shared;
+use platform_proto::posts::v1::comment_service_client::CommentServiceClient;
+use platform_proto::posts::v1::post_service_client::PostServiceClient;
+use platform_proto::users::v1::user_service_client::UserServiceClient;
+use sqlx::Connection;
+use test_support::{TempDir, TestHost, backends};
+use tonic::transport::Channel;
+
+use crate::Config;
+
+/// What a test may choose about the service; everything else is the
+/// embedded default.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// A SQLite file in the app's own directory when unset.
+    pub database_url: Option<String>,
+    /// The shared cache level; L1 + disk only when unset.
+    pub redis_url: Option<String>,
+    /// Replicas that must share cache entries share a namespace; a unique
+    /// one by default, so entries left by earlier runs never answer.
+    pub cache_namespace: Option<String>,
+}
+
+/// The users service on random loopback ports, with a gRPC channel to it.
+pub struct TestApp {
+    pub host: TestHost,
+    channel: Channel,
+    _dir: TempDir,
+}
+
+impl TestApp {
+    pub fn users(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel.clone())
+    }
+
+    pub fn posts(&self) -> PostServiceClient<Channel> {
+        PostServiceClient::new(self.channel.clone())
+    }
+
+    pub fn comments(&self) -> CommentServiceClient<Channel> {
+        CommentServiceClient::new(self.channel.clone())
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Stops the service, asserting a clean exit.
+    pub async fn stop(self) {
+        self.host.stop().await;
+    }
+}
+
+/// Starts the service and connects to it.
+pub async fn spawn_app(options: Options, shared: &Shared) -> TestApp {
+    let dir = TempDir::new("users-test");
+    let database_url = options
+        .database_url
+        .unwrap_or_else(|| dir.sqlite_url("users.db"));
+    let mut config = Config::from_source(&Env::from_map(
+        crate::config::ENV_PREFIX,
+        [("USERS_DATABASE_URL", database_url)],
+    ))
+    .expect("the test configuration is valid");
+    config.service = ServiceConfig::ephemeral(crate::config::DEFAULTS.name, true);
+    config.redis_url = options.redis_url;
+    config.cache.disk_dir = Some(dir.join("cache"));
+    config.cache.namespace = options
+        .cache_namespace
+        .unwrap_or_else(|| backends::unique("users-test"));
+    let builder = crate::build(config, shared)
+        .await
+        .unwrap_or_else(|e| panic!("users must start: {}", common::exit::chain(&e)));
+    let host = TestHost::spawn(builder);
+    let channel = tonic::transport::Endpoint::from_shared(host.grpc_url())
+        .expect("a valid URL")
+        .connect()
+        .await
+        .expect("the users gRPC port accepts connections");
+    TestApp {
+        host,
+        channel,
+        _dir: dir,
+    }
+}
+
+/// A new, empty PostgreSQL database on the machine's server
+/// ([`backends::postgres_url`]); returns its URL. Each test gets its own,
+/// so tests run in parallel without seeing each other's rows.
+///
+/// # Panics
+/// When PostgreSQL does not answer: the test fails, it never skips.
+pub async fn fresh_postgres_url() -> String {
+    sqlx::any::install_default_drivers();
+    let admin = backends::postgres_url();
+    let name = format!("users_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("{}", backends::missing("PostgreSQL", &admin, &e)));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+    let (base, _) = admin
+        .rsplit_once('/')
+        .expect("the PostgreSQL URL names a database");
+    format!("{base}/{name}")
+}
+
+/// One store per backend, named for assertion messages: a SQLite file in
+/// `dir` and a fresh PostgreSQL database.
+pub async fn stores(dir: &TempDir) -> Vec<(&'static str, crate::store::Store)> {
+    use crate::store::Store;
+    let sqlite = Store::connect(&dir.sqlite_url("users.db"), 4)
+        .await
+        .expect("SQLite opens");
+    let postgres = Store::connect(&fresh_postgres_url().await, 8)
+        .await
+        .expect("PostgreSQL opens");
+    vec![("sqlite", sqlite), ("postgres", postgres)]
+}

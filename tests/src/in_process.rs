@@ -1,0 +1,158 @@
+//! Several services in this test process, on random ports, sharing one
+//! static registry: the users service and the gateway (and chat, for the
+//! tests that need it), each started through its own `test_util`.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::discovery::{Registry, StaticRegistry};
+use common::service::Shared;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use test_support::{TempDir, eventually};
+
+/// How long a service gets to appear in the registry.
+const REGISTRATION: Duration = Duration::from_secs(10);
+
+/// The users service and the gateway in front of it.
+pub struct Platform {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub registry: Arc<dyn Registry>,
+    pub users: Option<users::test_util::TestApp>,
+    pub gateway: gateway::test_util::TestApp,
+    /// Holds the users database, so a restarted users service finds its
+    /// data again.
+    pub dir: TempDir,
+}
+
+impl Platform {
+    /// Users and a gateway with the test defaults.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Users and a gateway with `vars` (`GATEWAY_*`) over the test
+    /// defaults.
+    pub async fn start_with(vars: &[(&str, &str)]) -> Self {
+        let dir = TempDir::new("platform-test");
+        let registry: Arc<dyn Registry> = Arc::new(StaticRegistry::new(vec![]));
+        let users = start_users(&registry, &dir).await;
+        let gateway =
+            gateway::test_util::spawn_app(vars, &Shared::new(Some(registry.clone()), None)).await;
+        Self {
+            base: gateway.base.clone(),
+            client: reqwest::Client::new(),
+            registry,
+            users: Some(users),
+            gateway,
+            dir,
+        }
+    }
+
+    /// A chat replica registered where the gateway looks, verifying the
+    /// gateway's tokens.
+    pub async fn start_chat(&self, vars: &[(&str, &str)]) -> chat::test_util::TestApp {
+        let mut all = vec![("CHAT_JWT_SECRET", gateway::test_util::SIGNING_KEY)];
+        all.extend_from_slice(vars);
+        let app =
+            chat::test_util::spawn_app(&all, &Shared::new(Some(self.registry.clone()), None)).await;
+        wait_registered(&self.registry, "chat").await;
+        app
+    }
+
+    /// A new users instance on the same database, replacing the registry's
+    /// entries for the old one.
+    pub async fn restart_users(&mut self) {
+        if let Some(users) = self.users.take() {
+            users.stop().await;
+        }
+        for stale in self.registry.healthy_instances("users").await.unwrap() {
+            self.registry.deregister(&stale.id).await.unwrap();
+        }
+        self.users = Some(start_users(&self.registry, &self.dir).await);
+    }
+
+    pub async fn sign_up(&self, name: &str) -> Value {
+        let res = self
+            .client
+            .post(format!("{}/api/v1/users", self.base))
+            .json(&json!({ "username": name, "email": format!("{name}@example.com"), "password": "correct horse battery" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        res.json().await.unwrap()
+    }
+
+    pub async fn login(&self, name: &str) -> String {
+        let res = self
+            .client
+            .post(format!("{}/api/v1/auth/login", self.base))
+            .json(&json!({ "login": name, "password": "correct horse battery" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["token_type"], "Bearer");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn patch(&self, id: u64, token: Option<&str>, body: Value) -> reqwest::Response {
+        let mut req = self
+            .client
+            .patch(format!("{}/api/v1/users/{id}", self.base))
+            .json(&body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Stops every service, asserting each exits cleanly.
+    pub async fn stop(mut self) {
+        self.gateway.stop().await;
+        if let Some(users) = self.users.take() {
+            users.stop().await;
+        }
+    }
+}
+
+async fn start_users(registry: &Arc<dyn Registry>, dir: &TempDir) -> users::test_util::TestApp {
+    let options = users::test_util::Options {
+        database_url: Some(dir.sqlite_url("users.db")),
+        ..Default::default()
+    };
+    let app =
+        users::test_util::spawn_app(options, &Shared::new(Some(registry.clone()), None)).await;
+    wait_registered(registry, "users").await;
+    app
+}
+
+/// Waits until `service` has a healthy instance in `registry`.
+pub async fn wait_registered(registry: &Arc<dyn Registry>, service: &str) {
+    eventually(REGISTRATION, &format!("{service} to register"), || async {
+        !registry
+            .healthy_instances(service)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+}
+
+/// Asserts that `res` is a problem with `status` and `code`; returns its
+/// body as JSON.
+pub async fn problem(res: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    let problem = test_support::http::problem(res, status.as_u16(), code).await;
+    serde_json::to_value(problem).unwrap()
+}
+
+/// Base64url without padding, as JWT segments are encoded.
+pub fn base64_url(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
