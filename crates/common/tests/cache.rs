@@ -4,29 +4,21 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::cache::{CacheConfig, MultilevelCache, RedisLevel};
 
-fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cache-test-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use test_support::backends::{missing, redis_url};
+use test_support::{TempDir, eventually};
 
 /// A name no other test (or earlier run) uses, for keys and channels.
 fn unique_name() -> &'static str {
     Box::leak(format!("t{}", uuid::Uuid::new_v4().simple()).into_boxed_str())
 }
 
-fn config(name: &'static str, dir: PathBuf) -> CacheConfig {
+fn config(name: &'static str, dir: &TempDir) -> CacheConfig {
     CacheConfig {
         name,
         namespace: name.to_owned(),
@@ -34,29 +26,34 @@ fn config(name: &'static str, dir: PathBuf) -> CacheConfig {
         l1_ttl: Duration::from_secs(60),
         l2_ttl: Duration::from_secs(60),
         l3_ttl: Duration::from_secs(60),
-        disk_dir: Some(dir),
+        disk_dir: Some(dir.path().to_owned()),
     }
 }
 
 async fn redis() -> RedisLevel {
     let url = redis_url();
-    RedisLevel::connect(&url).await.unwrap_or_else(|e| {
-        panic!("Redis at {url} must be running for this test (make test starts it): {e}")
-    })
+    RedisLevel::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{}", missing("Redis", &url, &e)))
 }
 
-/// Both configurations of the contract: (label, cache).
-async fn caches(name: &'static str) -> Vec<(&'static str, MultilevelCache)> {
-    vec![
+type Backends = Vec<(&'static str, MultilevelCache)>;
+
+/// Both configurations of the contract, (label, cache), and the disk
+/// levels' directories, removed when the test drops them.
+async fn caches(name: &'static str) -> ([TempDir; 2], Backends) {
+    let dirs = [TempDir::new("cache-test"), TempDir::new("cache-test")];
+    let backends = vec![
         (
             "l1+disk",
-            MultilevelCache::new(config(name, temp_dir()), None).await,
+            MultilevelCache::new(config(name, &dirs[0]), None).await,
         ),
         (
             "l1+redis+disk",
-            MultilevelCache::new(config(unique_name(), temp_dir()), Some(redis().await)).await,
+            MultilevelCache::new(config(unique_name(), &dirs[1]), Some(redis().await)).await,
         ),
-    ]
+    ];
+    (dirs, backends)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +73,8 @@ fn counting_loader(
 
 #[tokio::test]
 async fn a_value_is_loaded_once_then_served_from_cache() {
-    for (label, cache) in caches(unique_name()).await {
+    let (_dirs, caches) = caches(unique_name()).await;
+    for (label, cache) in caches {
         let calls = Arc::new(AtomicUsize::new(0));
         for _ in 0..3 {
             let v: String = cache
@@ -91,7 +89,8 @@ async fn a_value_is_loaded_once_then_served_from_cache() {
 
 #[tokio::test]
 async fn a_hundred_concurrent_misses_load_once() {
-    for (label, cache) in caches(unique_name()).await {
+    let (_dirs, caches) = caches(unique_name()).await;
+    for (label, cache) in caches {
         let calls = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..100 {
@@ -123,7 +122,8 @@ async fn a_hundred_concurrent_misses_load_once() {
 
 #[tokio::test]
 async fn errors_are_not_cached_and_invalidation_forces_a_reload() {
-    for (label, cache) in caches(unique_name()).await {
+    let (_dirs, caches) = caches(unique_name()).await;
+    for (label, cache) in caches {
         let failed: Result<String, _> = cache.get_or_load("k", || async { Err(Down) }).await;
         assert!(failed.is_err(), "{label}");
         let calls = Arc::new(AtomicUsize::new(0));
@@ -146,17 +146,17 @@ async fn errors_are_not_cached_and_invalidation_forces_a_reload() {
 #[tokio::test]
 async fn the_disk_level_survives_a_restart() {
     common::metrics::install().unwrap();
-    let dir = temp_dir();
+    let dir = TempDir::new("cache-test");
     let name = unique_name();
     let calls = Arc::new(AtomicUsize::new(0));
     {
-        let cache = MultilevelCache::new(config(name, dir.clone()), None).await;
+        let cache = MultilevelCache::new(config(name, &dir), None).await;
         let _: String = cache
             .get_or_load("user:3", counting_loader(&calls, "kept"))
             .await
             .unwrap();
     }
-    let restarted = MultilevelCache::new(config(name, dir.clone()), None).await;
+    let restarted = MultilevelCache::new(config(name, &dir), None).await;
     let v: String = restarted
         .get_or_load("user:3", counting_loader(&calls, "reloaded"))
         .await
@@ -176,8 +176,9 @@ async fn the_disk_level_survives_a_restart() {
 async fn an_update_on_one_replica_is_not_served_stale_by_another() {
     common::metrics::install().unwrap();
     let name = unique_name();
-    let a = MultilevelCache::new(config(name, temp_dir()), Some(redis().await)).await;
-    let b = MultilevelCache::new(config(name, temp_dir()), Some(redis().await)).await;
+    let (dir_a, dir_b) = (TempDir::new("cache-test"), TempDir::new("cache-test"));
+    let a = MultilevelCache::new(config(name, &dir_a), Some(redis().await)).await;
+    let b = MultilevelCache::new(config(name, &dir_b), Some(redis().await)).await;
     // Subscriptions are set up in the background.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -196,16 +197,16 @@ async fn an_update_on_one_replica_is_not_served_stale_by_another() {
 
     // Replica A writes and invalidates; B must reload within moments.
     a.invalidate("user:5").await;
-    let mut seen = String::new();
-    for _ in 0..100 {
-        seen = b
-            .get_or_load("user:5", counting_loader(&calls, "new"))
-            .await
-            .unwrap();
-        if seen == "new" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(seen, "new", "B's L1 entry was dropped by the invalidation");
+    eventually(
+        Duration::from_secs(5),
+        "replica B's L1 entry to be dropped by A's invalidation",
+        || async {
+            let seen: String = b
+                .get_or_load("user:5", counting_loader(&calls, "new"))
+                .await
+                .unwrap();
+            seen == "new"
+        },
+    )
+    .await;
 }

@@ -196,15 +196,16 @@ async fn host_registers_a_passing_check_on_start_and_deregisters_on_shutdown() {
     let running = tokio::spawn(host.run_until_stopped(stop.clone().cancelled_owned()));
 
     // The fake runs the registered HTTP check against the real host.
-    let mut found = Vec::new();
-    for _ in 0..100 {
-        found = registry.healthy_instances("consul-host").await.unwrap();
-        if !found.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(found.len(), 1, "instance registered with a passing check");
+    let found = test_support::eventually_some(
+        Duration::from_secs(5),
+        "the host to register with a passing check",
+        || async {
+            Some(registry.healthy_instances("consul-host").await.unwrap())
+                .filter(|found| !found.is_empty())
+        },
+    )
+    .await;
+    assert_eq!(found.len(), 1, "one instance");
     assert_eq!(found[0].http_port, http_port);
     assert!(found[0].tags.contains(&"platform".to_owned()));
 

@@ -7,40 +7,23 @@ use std::time::Duration;
 use actix_web::{HttpResponse, web};
 use common::config::ServiceConfig;
 use common::server::ServiceHost;
-use tokio_util::sync::CancellationToken;
+use test_support::http::problem;
+use test_support::{TestHost, eventually};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-struct Running {
-    base: String,
-    grpc: String,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), common::server::ServerError>>,
-}
-
-fn start(name: &'static str) -> Running {
-    let host = ServiceHost::builder(ServiceConfig::ephemeral(name, true))
-        .http(|cfg| {
+fn start(name: &'static str) -> TestHost {
+    TestHost::spawn(
+        ServiceHost::builder(ServiceConfig::ephemeral(name, true)).http(|cfg| {
             cfg.route(
                 "/orders/{id}",
                 web::get().to(|id: web::Path<u64>| async move {
                     HttpResponse::Ok().json(serde_json::json!({ "id": *id }))
                 }),
             );
-        })
-        .build()
-        .expect("binds loopback ports");
-    let base = format!("http://{}", host.http_addr());
-    let grpc = format!("http://{}", host.grpc_addr().expect("gRPC enabled"));
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(host.run_until_stopped(stop.clone().cancelled_owned()));
-    Running {
-        base,
-        grpc,
-        stop,
-        task,
-    }
+        }),
+    )
 }
 
 #[tokio::test]
@@ -49,7 +32,7 @@ async fn service_routes_show_in_metrics_under_their_template() {
     let client = reqwest::Client::new();
     for id in [1, 2, 3, 4] {
         let res = client
-            .get(format!("{}/orders/{id}", svc.base))
+            .get(format!("{}/orders/{id}", svc.http_url()))
             .send()
             .await
             .unwrap();
@@ -57,7 +40,7 @@ async fn service_routes_show_in_metrics_under_their_template() {
     }
 
     let text = client
-        .get(format!("{}/metrics", svc.base))
+        .get(format!("{}/metrics", svc.http_url()))
         .send()
         .await
         .unwrap()
@@ -81,8 +64,7 @@ async fn service_routes_show_in_metrics_under_their_template() {
     assert!(text.contains("process_resident_memory_bytes"));
     assert!(text.contains("tokio_alive_tasks"));
 
-    svc.stop.cancel();
-    svc.task.await.unwrap().unwrap();
+    svc.stop().await;
 }
 
 #[tokio::test]
@@ -90,13 +72,13 @@ async fn health_endpoints_and_grpc_health_report_ready() {
     let svc = start("host-health");
     let client = reqwest::Client::new();
     let live = client
-        .get(format!("{}/health/live", svc.base))
+        .get(format!("{}/health/live", svc.http_url()))
         .send()
         .await
         .unwrap();
     assert_eq!(live.status(), 200);
     let ready = client
-        .get(format!("{}/health/ready", svc.base))
+        .get(format!("{}/health/ready", svc.http_url()))
         .send()
         .await
         .unwrap();
@@ -105,51 +87,46 @@ async fn health_endpoints_and_grpc_health_report_ready() {
     assert_eq!(body["ready"], true);
     assert_eq!(body["checks"][0]["name"], "discovery");
 
-    let channel = tonic::transport::Endpoint::from_shared(svc.grpc.clone())
+    let channel = tonic::transport::Endpoint::from_shared(svc.grpc_url())
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut health = HealthClient::new(channel);
+    let health = HealthClient::new(channel);
     // The host syncs gRPC health with readiness right after start.
-    let mut status = ServingStatus::Unknown;
-    for _ in 0..50 {
-        status = health
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status();
-        if status == ServingStatus::Serving {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(status, ServingStatus::Serving);
+    eventually(
+        Duration::from_secs(5),
+        "gRPC health to report SERVING",
+        || {
+            let mut health = health.clone();
+            async move {
+                let status = health
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .status();
+                status == ServingStatus::Serving
+            }
+        },
+    )
+    .await;
 
-    svc.stop.cancel();
-    svc.task.await.unwrap().unwrap();
+    svc.stop().await;
 }
 
 #[tokio::test]
 async fn unknown_path_gets_a_problem_body() {
     let svc = start("host-404");
-    let res = reqwest::get(format!("{}/no/such/thing", svc.base))
+    let res = reqwest::get(format!("{}/no/such/thing", svc.http_url()))
         .await
         .unwrap();
-    assert_eq!(res.status(), 404);
-    assert_eq!(
-        res.headers()["content-type"].to_str().unwrap(),
-        "application/problem+json"
-    );
-    let body: serde_json::Value = res.json().await.unwrap();
-    assert_eq!(body["code"], "not_found");
-    assert_eq!(body["status"], 404);
+    let body = problem(res, 404, "not_found").await;
+    assert_eq!(body.detail, "no route for GET /no/such/thing");
 
-    svc.stop.cancel();
-    svc.task.await.unwrap().unwrap();
+    svc.stop().await;
 }
 
 #[tokio::test]

@@ -12,14 +12,14 @@ use resilience::clock::SystemClock;
 use resilience::rate_limit::{Coalescing, MemoryLimiter, Quota, RateLimiter, RedisLimiter};
 
 async fn limiters() -> Vec<(&'static str, Arc<dyn RateLimiter>)> {
-    let url =
-        std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let url = test_support::backends::redis_url();
     let client = Builder::from_config(Config::from_url(&url).unwrap())
         .build()
         .unwrap();
-    client.init().await.unwrap_or_else(|e| {
-        panic!("Redis at {url} must be running for this test (make test starts it): {e}")
-    });
+    client
+        .init()
+        .await
+        .unwrap_or_else(|e| panic!("{}", test_support::backends::missing("Redis", &url, &e)));
     let prefix = format!("ratelimit-test:{}:", uuid::Uuid::new_v4().simple());
     vec![
         (

@@ -524,3 +524,70 @@ async fn an_update_through_replica_a_is_not_served_stale_by_replica_b() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn reflection_lists_the_services_in_both_protocol_versions() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let svc = spawn_app(Options::default(), &Shared::default()).await;
+
+    // grpcurl and Postman speak v1.
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(svc.channel());
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.next().await.unwrap().unwrap();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("v1: expected a service list, got {answer:?}");
+    };
+    let v1_names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+
+    // Python's grpcio-reflection client and Evans speak v1alpha.
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(svc.channel());
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.next().await.unwrap().unwrap();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("v1alpha: expected a service list, got {answer:?}");
+    };
+    let v1alpha_names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+
+    for names in [&v1_names, &v1alpha_names] {
+        for service in [
+            "users.v1.UserService",
+            "posts.v1.PostService",
+            "posts.v1.CommentService",
+        ] {
+            assert!(names.iter().any(|n| n == service), "{service} in {names:?}");
+        }
+    }
+    // Each version lists its own reflection service; the API is the same.
+    let api = |names: Vec<String>| -> Vec<String> {
+        names
+            .into_iter()
+            .filter(|n| !n.starts_with("grpc.reflection."))
+            .collect()
+    };
+    assert_eq!(api(v1_names), api(v1alpha_names));
+    svc.stop().await;
+}
