@@ -2,7 +2,8 @@
 //!
 //! Every service crate implements [`Service`] once: its name, its
 //! environment prefix, how its configuration is read and how it is built
-//! onto a [`ServiceHostBuilder`]. Its binary is then [`main`], and the
+//! onto a [`ServiceHostBuilder`]. Services of the standard shape do that
+//! with [`service!`](crate::service!). Its binary is then [`main`], and the
 //! all-in-one runner and the end-to-end tests hold a list of
 //! [`ServiceEntry`]s, so that a new service is one more entry rather than
 //! one more arm in every place that lists them.
@@ -157,4 +158,54 @@ async fn run<S: Service>() -> anyhow::Result<()> {
         Ok(builder.build()?)
     })
     .await
+}
+
+/// Declares a service of the standard shape: `config.rs` with `Config`
+/// (a `service: ServiceConfig` field and `Config::from_source`),
+/// `ENV_PREFIX` and `DEFAULTS`; `startup.rs` with `build(config, &Shared)`
+/// and `StartError`. Expands to the marker type, its [`Service`] impl and
+/// `pub const SERVICE`, the entry for the all-in-one runner's list.
+///
+/// ```ignore
+/// common::service! {
+///     /// The users service.
+///     pub struct Users;
+/// }
+/// ```
+// `crate::` is meant: the paths name the calling service's own modules.
+#[allow(clippy::crate_in_macro_def)]
+#[macro_export]
+macro_rules! service {
+    ($(#[$meta:meta])* pub struct $name:ident;) => {
+        $(#[$meta])*
+        pub struct $name;
+
+        impl $crate::service::Service for $name {
+            const NAME: &'static str = crate::config::DEFAULTS.name;
+            const ENV_PREFIX: &'static str = crate::config::ENV_PREFIX;
+            type Config = crate::config::Config;
+            type Error = crate::startup::StartError;
+
+            fn config(
+                env: &$crate::config::Env,
+            ) -> ::std::result::Result<Self::Config, $crate::config::ConfigError> {
+                crate::config::Config::from_source(env)
+            }
+
+            fn service_config(config: &Self::Config) -> &$crate::config::ServiceConfig {
+                &config.service
+            }
+
+            async fn build(
+                config: Self::Config,
+                shared: &$crate::service::Shared,
+            ) -> ::std::result::Result<$crate::server::ServiceHostBuilder, Self::Error> {
+                crate::startup::build(config, shared).await
+            }
+        }
+
+        /// This service in the all-in-one runner's list.
+        pub const SERVICE: $crate::service::ServiceEntry =
+            $crate::service::ServiceEntry::of::<$name>();
+    };
 }

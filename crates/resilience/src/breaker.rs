@@ -1,4 +1,4 @@
-//! A circuit breaker per upstream, the seed's three states done right.
+//! A circuit breaker per upstream: closed, open and half-open.
 //!
 //! - **Closed**: calls pass; outcomes go into a sliding window of
 //!   `buckets` time slices covering `window`. Once the window holds at

@@ -19,3 +19,25 @@ pub async fn problem(res: reqwest::Response, status: u16, code: &str) -> Problem
     assert_eq!(body.kind, common::problem::type_uri(code), "{body:?}");
     body
 }
+
+/// Asserts what every service's host answers, whatever its API: live,
+/// ready, metrics, and a problem body for a path no route matches.
+pub async fn assert_host_routes(host: &crate::TestHost) {
+    let client = reqwest::Client::new();
+    let base = host.http_url();
+    for path in ["/health/live", "/health/ready", "/metrics"] {
+        let res = client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("the host answers");
+        assert_eq!(res.status().as_u16(), 200, "{} {path}", host.name());
+    }
+    let res = client
+        .get(format!("{base}/nope"))
+        .send()
+        .await
+        .expect("the host answers");
+    let body = problem(res, 404, "not_found").await;
+    assert_eq!(body.detail, "no route for GET /nope", "{}", host.name());
+}

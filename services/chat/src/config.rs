@@ -57,10 +57,7 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_source(&Env::from_process(ENV_PREFIX))
-    }
-
+    /// Reads `env`, which carries this service's prefix.
     pub fn from_source(env: &Env) -> Result<Self, ConfigError> {
         let limits = Limits {
             max_frame_bytes: env.get("MAX_FRAME_BYTES", 16 * 1024)?,

@@ -3,8 +3,7 @@
 //! Delivery never waits on a client: each connection has a bounded queue of
 //! serialized frames, and a frame that does not fit marks the connection as
 //! too slow; its session then closes it with [`SLOW_CONSUMER`]. The room
-//! goes on at full speed (the seed's hub blocked every member on the
-//! slowest one).
+//! goes on at full speed: one slow member never holds back the others.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

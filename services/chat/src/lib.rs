@@ -24,10 +24,7 @@ pub mod test_util;
 use std::sync::Arc;
 
 use common::auth::TokenSigner;
-use common::config::{ConfigError, Env, ServiceConfig};
 use common::events::EventBus;
-use common::server::ServiceHostBuilder;
-use common::service::{Service, ServiceEntry, Shared};
 
 pub use config::{Config, Limits};
 pub use startup::{StartError, build};
@@ -44,26 +41,7 @@ pub struct Chat {
     pub limits: Limits,
 }
 
-pub struct ChatService;
-
-impl Service for ChatService {
-    const NAME: &'static str = config::DEFAULTS.name;
-    const ENV_PREFIX: &'static str = config::ENV_PREFIX;
-    type Config = Config;
-    type Error = StartError;
-
-    fn config(env: &Env) -> Result<Config, ConfigError> {
-        Config::from_source(env)
-    }
-
-    fn service_config(config: &Config) -> &ServiceConfig {
-        &config.service
-    }
-
-    async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder, StartError> {
-        build(config, shared).await
-    }
+common::service! {
+    /// The service, for its binary and the all-in-one runner.
+    pub struct ChatService;
 }
-
-/// This service in the all-in-one runner's list.
-pub const SERVICE: ServiceEntry = ServiceEntry::of::<ChatService>();

@@ -53,8 +53,8 @@ pub struct Member {
     pub name: String,
 }
 
-/// The seed's ChatMessage {type, content, user, room}, with the id and
-/// position the server assigns.
+/// A message in a room: its content and author, with the id and position
+/// the server assigns.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub room: String,

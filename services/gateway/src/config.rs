@@ -47,10 +47,7 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_source(&Env::from_process(ENV_PREFIX))
-    }
-
+    /// Reads `env`, which carries this service's prefix.
     pub fn from_source(env: &Env) -> Result<Self, ConfigError> {
         let environment: String = env.shared("ENVIRONMENT", "development".to_owned())?;
         let production = match environment.as_str() {

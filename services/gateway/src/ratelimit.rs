@@ -1,4 +1,4 @@
-//! Per-client rate limiting: the seed's DynamicRateLimiter, done right.
+//! Per-client rate limiting with run-time overrides (`DynamicRateLimiter`).
 //!
 //! Each request is charged to a key, `user:<id>` for a valid bearer token
 //! and `ip:<address>` otherwise, against a default quota or a per-key

@@ -1,4 +1,4 @@
-//! API versions, as the seed's VersionedRouter and VersionMiddleware: by
+//! API versions: by
 //! path (`/api/v1/...`, `/api/v2/...`) or, for unversioned paths
 //! (`/api/...`), by `Accept: application/vnd.platform.v2+json`. v1 answers
 //! carry `Deprecation` (RFC 9745), `Sunset` (RFC 8594) and a `Link` to its

@@ -11,33 +11,10 @@ pub mod startup;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
-use common::config::{ConfigError, Env, ServiceConfig};
-use common::server::ServiceHostBuilder;
-use common::service::{Service, ServiceEntry, Shared};
-
 pub use config::Config;
 pub use startup::{StartError, build};
 
-pub struct Storage;
-
-impl Service for Storage {
-    const NAME: &'static str = config::DEFAULTS.name;
-    const ENV_PREFIX: &'static str = config::ENV_PREFIX;
-    type Config = Config;
-    type Error = StartError;
-
-    fn config(env: &Env) -> Result<Config, ConfigError> {
-        Config::from_source(env)
-    }
-
-    fn service_config(config: &Config) -> &ServiceConfig {
-        &config.service
-    }
-
-    async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder, StartError> {
-        build(config, shared).await
-    }
+common::service! {
+    /// The service, for its binary and the all-in-one runner.
+    pub struct Storage;
 }
-
-/// This service in the all-in-one runner's list.
-pub const SERVICE: ServiceEntry = ServiceEntry::of::<Storage>();

@@ -1,4 +1,4 @@
-//! The seed's MultilevelCache, done properly.
+//! `MultilevelCache`: one read path over three cache levels.
 //!
 //! - **L1**: in-process (moka), small and short-lived, per replica;
 //! - **L2**: Redis (fred), shared by every replica;

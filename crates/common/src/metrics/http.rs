@@ -1,5 +1,5 @@
-//! Request metrics for actix-web, as the seed's `MetricsCollector` records
-//! them: count, latency and body sizes per method, route and status.
+//! Request metrics for actix-web: count, latency and body sizes per
+//! method, route and status.
 //!
 //! The `path` label is the *route template* (`/users/{id}`), never the raw
 //! URL: raw paths carry ids and would create one time series per user. A

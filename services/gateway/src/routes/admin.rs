@@ -1,6 +1,6 @@
 //! Operator endpoints, behind `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`
 //! (absent token: the endpoints do not exist). Run-time rate-limit
-//! overrides per client key: the seed's DynamicRateLimiter.
+//! overrides per client key, applied by the `DynamicRateLimiter`.
 
 use std::sync::Arc;
 use std::time::Duration;
