@@ -24,14 +24,20 @@ help:
 run:
 	$(CARGO) run $(PROFILE_FLAG) --bin platform
 
+# Without the end-to-end crate, whose test-util features would otherwise be
+# compiled into the service binaries too.
 build:
-	$(CARGO) build $(PROFILE_FLAG) --workspace --bins
+	$(CARGO) build $(PROFILE_FLAG) --workspace --exclude e2e --exclude platform-bench --bins
 
 # Tools and local servers first (idempotent, quick when already there),
-# then the binaries the end-to-end tests spawn, then every test. Building
+# then the common crate alone and a stub service alone (each compiles with
+# only the backends it enables), then the binaries the end-to-end tests
+# spawn, then every test. Building
 # all targets at once gives bins and tests one feature set (dev-dependency
 # features included), so nextest reuses the build instead of redoing it.
 test: test-prereqs
+	$(CARGO) check -p common
+	$(CARGO) check -p notifications
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) nextest run --workspace --no-fail-fast
 	$(CARGO) test --workspace --doc

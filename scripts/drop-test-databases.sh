@@ -3,7 +3,7 @@
 # run in parallel; this drops those left by earlier runs. Run it only when
 # no test is running (make test calls it before the suite).
 set -euo pipefail
-url=${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+url=${TEST_DATABASE_URL:-${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}}
 command -v psql >/dev/null || exit 0
 psql "$url" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'users\_test\_%'" 2>/dev/null |
   while read -r db; do

@@ -41,7 +41,8 @@ impl Platform {
         let registry: Arc<dyn Registry> = Arc::new(StaticRegistry::new(vec![]));
         let users = start_users(&registry, &dir).await;
         let gateway =
-            gateway::test_util::spawn_app(vars, &Shared::new(Some(registry.clone()), None)).await;
+            gateway::test_util::spawn_app(vars, &Shared::default().with_registry(registry.clone()))
+                .await;
         Self {
             base: gateway.base.clone(),
             client: reqwest::Client::new(),
@@ -57,8 +58,11 @@ impl Platform {
     pub async fn start_chat(&self, vars: &[(&str, &str)]) -> chat::test_util::TestApp {
         let mut all = vec![("CHAT_JWT_SECRET", gateway::test_util::SIGNING_KEY)];
         all.extend_from_slice(vars);
-        let app =
-            chat::test_util::spawn_app(&all, &Shared::new(Some(self.registry.clone()), None)).await;
+        let app = chat::test_util::spawn_app(
+            &all,
+            &Shared::default().with_registry(self.registry.clone()),
+        )
+        .await;
         wait_registered(&self.registry, "chat").await;
         app
     }
@@ -127,7 +131,8 @@ async fn start_users(registry: &Arc<dyn Registry>, dir: &TempDir) -> users::test
         ..Default::default()
     };
     let app =
-        users::test_util::spawn_app(options, &Shared::new(Some(registry.clone()), None)).await;
+        users::test_util::spawn_app(options, &Shared::default().with_registry(registry.clone()))
+            .await;
     wait_registered(registry, "users").await;
     app
 }

@@ -103,8 +103,8 @@ async fn all_in_one_runner_serves_every_service_and_exits_zero_on_sigterm() {
     let client = reqwest::Client::new();
     for name in &names {
         assert_serves_health_and_metrics(&client, process.http(name)).await;
-        // One problem shape from every service, as clients see them
-        // relayed through the gateway.
+        // One problem shape from every service: the gateway relays the
+        // others' errors, so clients must be able to read them all alike.
         let res = client
             .get(format!("{}/nope", process.http(name)))
             .send()

@@ -45,12 +45,12 @@ async fn private_redis() -> PrivateRedis {
         .unwrap_or_else(|e| {
             panic!("redis-server must be installed for this test (make test checks): {e}")
         });
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    test_support::eventually(
+        Duration::from_secs(5),
+        "the private redis-server to accept connections",
+        || async { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() },
+    )
+    .await;
     PrivateRedis {
         child,
         url: format!("redis://127.0.0.1:{port}"),

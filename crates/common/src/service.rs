@@ -28,6 +28,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Backends the services of one process share. Empty for a standalone
 /// service; the job queue and the lock service join these fields when they
 /// exist.
+///
+/// A shared backend stands in for the *embedded* one only: a service whose
+/// own configuration names a real server (Consul, Kafka) connects to it,
+/// so a per-service setting is never silently replaced.
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct Shared {
@@ -39,35 +43,44 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(registry: Option<Arc<dyn Registry>>, events: Option<Arc<dyn EventBus>>) -> Self {
-        Self { registry, events }
+    /// Every service registers in, and finds the others in, `registry`.
+    pub fn with_registry(mut self, registry: Arc<dyn Registry>) -> Self {
+        self.registry = Some(registry);
+        self
     }
 
-    /// The shared registry, or the one `config` names.
+    /// Every service publishes to and consumes from `events`.
+    pub fn with_events(mut self, events: Arc<dyn EventBus>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// The shared registry for static discovery, else the one `config`
+    /// names.
     pub fn registry_or(&self, config: &DiscoveryConfig) -> Arc<dyn Registry> {
-        self.registry.clone().unwrap_or_else(|| config.connect())
+        match (config, &self.registry) {
+            (DiscoveryConfig::Static { .. }, Some(registry)) => registry.clone(),
+            _ => config.connect(),
+        }
     }
 
-    /// The shared event bus, or the one `config` names.
+    /// The shared event bus in place of an in-process one, else the bus
+    /// `config` names.
     pub fn event_bus_or(
         &self,
         config: &EventBusConfig,
     ) -> Result<Arc<dyn EventBus>, EventBusError> {
-        match &self.events {
-            Some(bus) => Ok(bus.clone()),
-            None => config.connect(),
+        match (config, &self.events) {
+            (EventBusConfig::Memory, Some(bus)) => Ok(bus.clone()),
+            _ => config.connect(),
         }
     }
 
-    /// A host for the service configured by `config`, registering in the
-    /// shared registry when there is one. Every service starts its host
-    /// here.
+    /// A host for the service configured by `config`, registering in
+    /// [`Self::registry_or`]. Every service starts its host here.
     pub fn host(&self, config: ServiceConfig) -> ServiceHostBuilder {
-        let builder = crate::server::ServiceHost::builder(config);
-        match &self.registry {
-            Some(registry) => builder.registry(registry.clone()),
-            None => builder,
-        }
+        let registry = self.registry_or(&config.discovery);
+        crate::server::ServiceHost::builder(config).registry(registry)
     }
 }
 
@@ -166,7 +179,7 @@ async fn run<S: Service>() -> anyhow::Result<()> {
 /// and `StartError`. Expands to the marker type, its [`Service`] impl and
 /// `pub const SERVICE`, the entry for the all-in-one runner's list.
 ///
-/// ```ignore
+/// ```text
 /// common::service! {
 ///     /// The users service.
 ///     pub struct Users;

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use test_support::contract;
 
 use common::events::{CloudEvent, EventBus, KafkaBus, KafkaConfig, MemoryBus};
 use rdkafka::mocking::MockCluster;
@@ -56,7 +57,7 @@ async fn next(sub: &mut Box<dyn common::events::Subscription>) -> common::events
 #[tokio::test]
 async fn published_events_arrive_whole_and_in_order() {
     let (_cluster, buses) = buses();
-    for (backend, bus) in buses {
+    contract(buses, |backend, bus| async move {
         let topic = format!("order-{backend}");
         for v in 1..=5 {
             bus.publish(&topic, &event("7", v)).await.unwrap();
@@ -68,13 +69,14 @@ async fn published_events_arrive_whole_and_in_order() {
             assert_eq!(delivery.topic, topic);
             sub.commit(&delivery).await.unwrap();
         }
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_group_resumes_after_its_last_commit_and_other_groups_see_everything() {
     let (_cluster, buses) = buses();
-    for (backend, bus) in buses {
+    contract(buses, |backend, bus| async move {
         let topic = format!("resume-{backend}");
         for v in 1..=4 {
             bus.publish(&topic, &event("9", v)).await.unwrap();
@@ -104,13 +106,14 @@ async fn a_group_resumes_after_its_last_commit_and_other_groups_see_everything()
             first.event.aggregate_version, 1,
             "{backend}: a new group starts at the beginning"
         );
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_subscriber_that_starts_before_its_topic_exists_waits_for_the_first_event() {
     let (_cluster, buses) = buses();
-    for (backend, bus) in buses {
+    contract(buses, |backend, bus| async move {
         let topic = format!("not-yet-{backend}");
         let mut sub = bus.subscribe(&topic, "early").await.unwrap();
         let publisher = bus.clone();
@@ -121,5 +124,6 @@ async fn a_subscriber_that_starts_before_its_topic_exists_waits_for_the_first_ev
         });
         let delivery = next(&mut sub).await;
         assert_eq!(delivery.event, event("9", 1), "{backend}");
-    }
+    })
+    .await;
 }

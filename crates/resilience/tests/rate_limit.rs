@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use test_support::contract;
 
 use fred::prelude::*;
 use resilience::clock::SystemClock;
@@ -42,7 +43,7 @@ async fn limiters() -> Vec<(&'static str, Arc<dyn RateLimiter>)> {
 
 #[tokio::test]
 async fn exactly_limit_requests_pass_and_other_clients_are_unaffected() {
-    for (backend, limiter) in limiters().await {
+    contract(limiters().await, |backend, limiter| async move {
         let quota = Quota::per_minute(10);
         let mut passed = 0;
         let mut last = None;
@@ -66,12 +67,13 @@ async fn exactly_limit_requests_pass_and_other_clients_are_unaffected() {
         assert!(other.allowed, "{backend}");
         assert_eq!(other.remaining, 9);
         assert_eq!(other.limit, 10);
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn the_quota_refills_at_the_sustained_rate() {
-    for (backend, limiter) in limiters().await {
+    contract(limiters().await, |backend, limiter| async move {
         let quota = Quota::per_second(4); // one every 250 ms
         for _ in 0..4 {
             assert!(
@@ -92,12 +94,13 @@ async fn the_quota_refills_at_the_sustained_rate() {
             !limiter.check("refill", quota).await.unwrap().allowed,
             "{backend}: only one"
         );
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_reset_key_starts_from_a_full_bucket() {
-    for (backend, limiter) in limiters().await {
+    contract(limiters().await, |backend, limiter| async move {
         let quota = Quota::per_minute(2);
         for _ in 0..2 {
             assert!(limiter.check("reset", quota).await.unwrap().allowed);
@@ -111,12 +114,13 @@ async fn a_reset_key_starts_from_a_full_bucket() {
             limiter.check("reset", quota).await.unwrap().allowed,
             "{backend}"
         );
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn concurrent_requests_never_exceed_the_quota() {
-    for (backend, limiter) in limiters().await {
+    contract(limiters().await, |backend, limiter| async move {
         let quota = Quota::per_minute(50);
         let mut tasks = Vec::new();
         for _ in 0..200 {
@@ -130,12 +134,13 @@ async fn concurrent_requests_never_exceed_the_quota() {
             passed += usize::from(task.await.unwrap());
         }
         assert_eq!(passed, 50, "{backend}");
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_batch_admits_the_first_requests_the_quota_holds() {
-    for (backend, limiter) in limiters().await {
+    contract(limiters().await, |backend, limiter| async move {
         let quota = Quota::per_minute(10);
         assert!(limiter.check("batch", quota).await.unwrap().allowed);
         let decisions = limiter.check_batch("batch", quota, 12).await.unwrap();
@@ -156,5 +161,6 @@ async fn a_batch_admits_the_first_requests_the_quota_holds() {
             !limiter.check("batch", quota).await.unwrap().allowed,
             "{backend}"
         );
-    }
+    })
+    .await;
 }

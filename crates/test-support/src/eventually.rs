@@ -33,11 +33,12 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+        // A check that hangs (a request to a server that never answers)
+        // counts against the deadline too.
+        match tokio::time::timeout_at(deadline, check()).await {
+            Ok(Some(value)) => return value,
+            Ok(None) if tokio::time::Instant::now() < deadline => {}
+            _ => panic!("timed out after {timeout:?} waiting for {what}"),
         }
         tokio::time::sleep(POLL).await;
     }
@@ -78,5 +79,17 @@ mod tests {
             message,
             "timed out after 60ms waiting for the users service to register"
         );
+    }
+
+    #[tokio::test]
+    async fn a_check_that_never_returns_still_times_out() {
+        let waited = std::panic::AssertUnwindSafe(eventually(
+            Duration::from_millis(60),
+            "an answer",
+            std::future::pending::<bool>,
+        ))
+        .catch_unwind()
+        .await;
+        assert!(waited.is_err(), "the deadline bounds a hanging check");
     }
 }

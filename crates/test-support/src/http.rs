@@ -5,15 +5,19 @@ use common::problem::{CONTENT_TYPE, ProblemBody};
 /// Asserts that `res` is a problem body with `status` and `code`, in the
 /// one shape every service answers with, and returns it.
 pub async fn problem(res: reqwest::Response, status: u16, code: &str) -> ProblemBody {
-    assert_eq!(res.status().as_u16(), status, "status of {}", res.url());
+    let url = res.url().clone();
+    let got = res.status().as_u16();
     let content_type = res
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    assert_eq!(content_type, CONTENT_TYPE, "media type of {}", res.url());
-    let body: ProblemBody = res.json().await.expect("a problem body");
+    let text = res.text().await.expect("a readable body");
+    assert_eq!(got, status, "status of {url}: {text}");
+    assert_eq!(content_type, CONTENT_TYPE, "media type of {url}: {text}");
+    let body: ProblemBody = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{url} answered no problem body ({e}): {text}"));
     assert_eq!(body.code, code, "{body:?}");
     assert_eq!(body.status, status, "{body:?}");
     assert_eq!(body.kind, common::problem::type_uri(code), "{body:?}");

@@ -3,6 +3,7 @@
 //! for browsers that cannot set headers on an upgrade, `?access_token=`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -42,7 +43,7 @@ async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
     chat: web::Data<Chat>,
-) -> Result<HttpResponse, actix_web::Error> {
+) -> Result<HttpResponse, Problem> {
     let member = authenticate(&chat, &req)?;
     let registration = chat
         .hub
@@ -52,13 +53,21 @@ async fn upgrade(
             chat.limits.max_connections_per_user,
         )
         .map_err(|e| {
+            // A slot frees when one of the user's other connections ends.
             Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_connections",
                 e.to_string(),
             )
+            .with_retry_after(Duration::from_secs(5))
         })?;
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "websocket_upgrade_required",
+            e.to_string(),
+        )
+    })?;
     let chat: Arc<Chat> = chat.into_inner();
     // The stream reads the request body, which lives on this worker.
     actix_web::rt::spawn(crate::session::run(chat, registration, session, stream));
@@ -91,6 +100,7 @@ fn unavailable(what: &str, error: &crate::broker::BrokerError) -> Problem {
         "unavailable",
         format!("{what} is unavailable"),
     )
+    .with_retry_after(Duration::from_secs(1))
 }
 
 async fn presence(

@@ -50,10 +50,7 @@ pub async fn spawn_app(vars: &[(&str, &str)], shared: &Shared) -> TestApp {
     .expect("the test configuration is valid");
     config.service = ServiceConfig::ephemeral(crate::config::DEFAULTS.name, false);
     let bus = Arc::new(MemoryBus::default());
-    let shared = Shared::new(
-        shared.registry.clone(),
-        Some(bus.clone() as Arc<dyn EventBus>),
-    );
+    let shared = shared.clone().with_events(bus.clone() as Arc<dyn EventBus>);
     let builder = crate::build(config, &shared)
         .await
         .unwrap_or_else(|e| panic!("chat must start: {}", common::exit::chain(&e)));

@@ -11,6 +11,7 @@ use chat::test_util::token;
 use common::service::Shared;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use test_support::http::problem;
 
 type Server = chat::test_util::TestApp;
 
@@ -239,6 +240,59 @@ async fn presence_is_served_over_rest_and_follows_leaves() {
             .await
             .unwrap();
         assert_eq!(bad_room.status(), 400);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_refusal_is_a_problem_body_in_the_platforms_one_shape() {
+    run(async {
+        let server = server(&[("CHAT_MAX_CONNECTIONS_PER_USER", "1")]).await;
+        let http = reqwest::Client::new();
+        let anonymous = http
+            .get(format!("{}/rooms", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+        problem(anonymous, 401, "unauthorized").await;
+
+        let plain_get = http
+            .get(format!("{}/ws", server.base))
+            .bearer_auth(token(1, "alice"))
+            .send()
+            .await
+            .unwrap();
+        problem(plain_get, 400, "websocket_upgrade_required").await;
+
+        let bad_room = http
+            .get(format!("{}/rooms/no%20spaces/history", server.base))
+            .bearer_auth(token(1, "alice"))
+            .send()
+            .await
+            .unwrap();
+        problem(bad_room, 400, "bad_room").await;
+
+        let _first = Client::connect(&server, 1, "alice").await;
+        let second = awc::Client::new()
+            .ws(&server.ws)
+            .bearer_auth(token(1, "alice"))
+            .connect()
+            .await;
+        match second {
+            Err(awc::error::WsClientError::InvalidResponseStatus(status)) => {
+                assert_eq!(status, 429)
+            }
+            other => panic!("expected 429, got {:?}", other.map(|(r, _)| r.status())),
+        }
+        let refused = http
+            .get(format!("{}/ws", server.base))
+            .bearer_auth(token(1, "alice"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.headers()["retry-after"], "5");
+        problem(refused, 429, "too_many_connections").await;
     })
     .await;
 }

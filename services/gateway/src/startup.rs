@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::web;
 use common::redis::RedisConnectError;
-use common::server::{ServiceHost, ServiceHostBuilder};
+use common::server::ServiceHostBuilder;
 use common::service::Shared;
 use resilience::clock::SystemClock;
 use resilience::rate_limit::{MemoryLimiter, RedisLimiter};
@@ -97,8 +97,8 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         config.upstream_timeout,
     ));
     let closing = chat::Closing(common::shutdown::CancellationToken::new());
-    Ok(ServiceHost::builder(config.service)
-        .registry(registry)
+    Ok(shared
+        .host(config.service)
         .on_drain(closing.0.clone())
         .http(move |cfg| {
             cfg.app_data(gateway.clone())

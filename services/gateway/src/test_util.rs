@@ -51,7 +51,7 @@ pub async fn spawn_app(vars: &[(&str, &str)], shared: &Shared) -> TestApp {
         .registry
         .clone()
         .unwrap_or_else(|| Arc::new(StaticRegistry::new(Vec::new())));
-    let shared = Shared::new(Some(registry.clone()), shared.events.clone());
+    let shared = shared.clone().with_registry(registry.clone());
     let builder = crate::build(config, &shared)
         .await
         .unwrap_or_else(|e| panic!("the gateway must start: {}", common::exit::chain(&e)));

@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use common::config::{ConfigError, Env};
-use common::discovery::{DiscoveryConfig, Registry, StaticRegistry};
-use common::events::{EventBus, EventBusConfig, MemoryBus};
+use common::discovery::{DiscoveryConfig, StaticRegistry};
+use common::events::{EventBusConfig, MemoryBus};
 use common::server::ServiceHost;
 use common::service::{BoxError, Prepared, ServiceEntry, Shared};
 use common::shutdown::CancellationToken;
@@ -74,25 +74,38 @@ impl PlatformConfig {
     }
 }
 
-/// The gateway signs access tokens and chat verifies them. Given no key,
-/// the gateway makes one up in development; in one process, chat must then
-/// get the same one, so the platform makes it up for both.
+/// The gateway signs access tokens and chat verifies them, so in one
+/// process chat gets the gateway's key unless it has its own; and when
+/// neither has one in development (where the gateway would make one up),
+/// the platform makes one up for both.
 fn with_shared_signing_key(env: &Env) -> Result<Env, ConfigError> {
-    let gateway = env.with_prefix(gateway::config::ENV_PREFIX);
-    let configured = gateway
-        .shared_optional::<String>("JWT_SECRET")?
-        .is_some_and(|key| !key.is_empty());
-    let production = gateway.shared("ENVIRONMENT", String::new())? == "production";
-    if configured || production {
-        // In production the gateway insists on a configured key itself.
-        return Ok(env.clone());
+    let key = |prefix: &str| -> Result<Option<String>, ConfigError> {
+        Ok(env
+            .with_prefix(prefix)
+            .shared_optional::<String>("JWT_SECRET")?
+            .filter(|key| !key.is_empty()))
+    };
+    let chat_var = format!("{}_JWT_SECRET", chat::config::ENV_PREFIX);
+    match (
+        key(gateway::config::ENV_PREFIX)?,
+        key(chat::config::ENV_PREFIX)?,
+    ) {
+        (_, Some(_)) => Ok(env.clone()),
+        (Some(gateway_key), None) => Ok(env.with_var(&chat_var, gateway_key)),
+        (None, None) => {
+            let gateway = env.with_prefix(gateway::config::ENV_PREFIX);
+            if gateway.shared("ENVIRONMENT", String::new())? == "production" {
+                // The gateway refuses to start without a key; let it say so.
+                return Ok(env.clone());
+            }
+            let made_up = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            Ok(env.with_var("PLATFORM_JWT_SECRET", made_up))
+        }
     }
-    let key = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    Ok(env.with_var("PLATFORM_JWT_SECRET", key))
 }
 
 /// All services, bound and ready to serve.
@@ -104,19 +117,17 @@ impl Platform {
     pub async fn build(config: PlatformConfig) -> Result<Self, PlatformError> {
         // One registry for everyone when discovery is static; its
         // configured list seeds it (services add themselves on start).
-        let registry: Option<Arc<dyn Registry>> = match &config.discovery {
-            DiscoveryConfig::Static { services } => {
-                Some(Arc::new(StaticRegistry::new(services.clone())))
-            }
-            DiscoveryConfig::Consul { .. } => None,
-        };
+        // (A service whose own configuration names Consul or Kafka still
+        // connects there: see `Shared`.)
+        let mut shared = Shared::default();
+        if let DiscoveryConfig::Static { services } = &config.discovery {
+            shared = shared.with_registry(Arc::new(StaticRegistry::new(services.clone())));
+        }
         // Likewise one in-process event bus, so events published by one
         // service reach consumers in the others.
-        let events: Option<Arc<dyn EventBus>> = match &config.events {
-            EventBusConfig::Memory => Some(Arc::new(MemoryBus::default())),
-            EventBusConfig::Kafka(_) => None,
-        };
-        let shared = Shared::new(registry, events);
+        if let EventBusConfig::Memory = &config.events {
+            shared = shared.with_events(Arc::new(MemoryBus::default()));
+        }
         let mut hosts = Vec::with_capacity(config.services.len());
         for (service, prepared) in config.services {
             let failed = |source: BoxError| PlatformError::Service { service, source };
@@ -158,5 +169,49 @@ impl Platform {
             first_error.get_or_insert(failure);
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(vars: &[(&str, &str)]) -> (Option<String>, Option<String>) {
+        let env = with_shared_signing_key(&Env::from_map("PLATFORM", vars.iter().copied()))
+            .expect("valid");
+        let key = |prefix: &str| {
+            env.with_prefix(prefix)
+                .shared_optional::<String>("JWT_SECRET")
+                .expect("valid")
+        };
+        (key("GATEWAY"), key("CHAT"))
+    }
+
+    #[test]
+    fn chat_verifies_with_the_gateways_key_unless_it_has_its_own() {
+        let gateway_key = "g".repeat(32);
+        assert_eq!(
+            keys(&[("GATEWAY_JWT_SECRET", &gateway_key)]),
+            (Some(gateway_key.clone()), Some(gateway_key.clone()))
+        );
+        let chat_key = "c".repeat(32);
+        assert_eq!(
+            keys(&[
+                ("GATEWAY_JWT_SECRET", &gateway_key),
+                ("CHAT_JWT_SECRET", &chat_key)
+            ]),
+            (Some(gateway_key), Some(chat_key))
+        );
+    }
+
+    #[test]
+    fn without_any_key_development_makes_one_for_both_and_production_does_not() {
+        let (gateway, chat) = keys(&[]);
+        assert!(gateway.as_ref().is_some_and(|k| k.len() >= 32));
+        assert_eq!(gateway, chat);
+        assert_eq!(
+            keys(&[("PLATFORM_ENVIRONMENT", "production")]),
+            (None, None)
+        );
     }
 }

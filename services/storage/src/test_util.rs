@@ -13,6 +13,6 @@ pub async fn spawn_app(shared: &Shared) -> TestHost {
     };
     let builder = crate::build(config, shared)
         .await
-        .unwrap_or_else(|e| match e {});
+        .unwrap_or_else(|e| panic!("storage must start: {}", common::exit::chain(&e)));
     TestHost::spawn(builder)
 }

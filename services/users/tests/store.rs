@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use test_support::TempDir;
+use test_support::contract;
 use users::test_util::{fresh_postgres_url, stores};
 
 use sqlx::Row;
@@ -22,7 +23,7 @@ fn new_user(name: &str) -> NewUser {
 #[tokio::test]
 async fn users_are_created_read_updated_and_deleted() {
     let dir = TempDir::new("users-test");
-    for (backend, store) in stores(&dir).await {
+    contract(stores(&dir).await, |backend, store| async move {
         let created = store.create_user(new_user("ann"), None).await.unwrap();
         assert_eq!(created.version, 1, "{backend}");
         assert_eq!(
@@ -57,13 +58,14 @@ async fn users_are_created_read_updated_and_deleted() {
             store.delete_user(created.id, None, None).await,
             Err(StoreError::NotFound { .. })
         ));
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn usernames_and_emails_are_unique_regardless_of_case() {
     let dir = TempDir::new("users-test");
-    for (backend, store) in stores(&dir).await {
+    contract(stores(&dir).await, |backend, store| async move {
         store.create_user(new_user("bob"), None).await.unwrap();
         let mut same_name = new_user("BOB");
         same_name.email = Email::parse("other@example.com").unwrap();
@@ -98,13 +100,14 @@ async fn usernames_and_emails_are_unique_regardless_of_case() {
             2,
             "{backend}"
         );
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn two_updates_at_the_same_expected_version_exactly_one_wins() {
     let dir = TempDir::new("users-test");
-    for (backend, store) in stores(&dir).await {
+    contract(stores(&dir).await, |backend, store| async move {
         let user = store.create_user(new_user("dora"), None).await.unwrap();
         let update = |name: &'static str| {
             let store = store.clone();
@@ -139,13 +142,14 @@ async fn two_updates_at_the_same_expected_version_exactly_one_wins() {
             .map(|e| e.version)
             .collect();
         assert_eq!(versions, [1, 2], "{backend}: never overwritten");
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn every_change_is_queued_in_the_outbox_in_order() {
     let dir = TempDir::new("users-test");
-    for (backend, store) in stores(&dir).await {
+    contract(stores(&dir).await, |backend, store| async move {
         let ann = store.create_user(new_user("ann"), None).await.unwrap();
         let post = store
             .create_post(
@@ -189,13 +193,14 @@ async fn every_change_is_queued_in_the_outbox_in_order() {
         let left = store.pending_outbox(10).await.unwrap();
         assert_eq!(left.len(), 2, "{backend}");
         assert_eq!(left[0].event.position, pending[1].event.position);
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn posts_and_comments_need_existing_authors_and_posts() {
     let dir = TempDir::new("users-test");
-    for (backend, store) in stores(&dir).await {
+    contract(stores(&dir).await, |backend, store| async move {
         assert!(
             matches!(
                 store.create_post(999, "t".into(), "c".into(), None).await,
@@ -288,13 +293,14 @@ async fn posts_and_comments_need_existing_authors_and_posts() {
             ),
             ("post 2", "edited", 2)
         );
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn listing_pages_users_with_a_total() {
     let dir = TempDir::new("users-test");
-    for (backend, store) in stores(&dir).await {
+    contract(stores(&dir).await, |backend, store| async move {
         for name in ["u1", "u2", "u3", "u4", "u5"].map(|n| format!("user_{n}")) {
             store.create_user(new_user(&name), None).await.unwrap();
         }
@@ -312,13 +318,14 @@ async fn listing_pages_users_with_a_total() {
         assert_eq!(total, 5);
         let after = store.users_after(users[1].id, 10).await.unwrap();
         assert_eq!(after.len(), 1, "{backend}");
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn credentials_are_found_by_username_or_email_regardless_of_case() {
     let dir = TempDir::new("users-test");
-    for (backend, store) in stores(&dir).await {
+    contract(stores(&dir).await, |backend, store| async move {
         let ann = store.create_user(new_user("Ann"), None).await.unwrap();
         for login in ["ann", "ANN", "ann@example.com", "Ann@Example.com"] {
             let found = store.credentials(login).await.unwrap().expect(backend);
@@ -326,7 +333,8 @@ async fn credentials_are_found_by_username_or_email_regardless_of_case() {
             assert!(found.password_hash.starts_with("$argon2id$"));
         }
         assert!(store.credentials("nobody").await.unwrap().is_none());
-    }
+    })
+    .await;
 }
 
 async fn dump(store_url: &str) -> Vec<String> {

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 pub use consul::ConsulRegistry;
 pub use static_registry::StaticRegistry;
 
-use crate::config::{ConfigError, Env, Secret};
+use crate::config::{ConfigError, Env};
 
 /// One running copy of a service, as other services see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,7 +136,7 @@ pub enum DiscoveryConfig {
     #[cfg(feature = "consul")]
     Consul {
         address: String,
-        token: Option<Secret>,
+        token: Option<crate::config::Secret>,
         tags: Vec<String>,
     },
 }
