@@ -312,3 +312,67 @@ async fn a_dead_upstream_gets_a_fast_503_and_traffic_resumes_when_it_returns() {
     assert_eq!(status, StatusCode::OK);
     p.stop().await;
 }
+
+#[tokio::test]
+async fn an_email_is_shown_to_its_owner_only() {
+    let p = Platform::start().await;
+    let ann = p.sign_up("ann").await;
+    assert_eq!(ann["email"], "ann@example.com", "sign-up answers its owner");
+    let id = ann["id"].as_u64().unwrap();
+    p.sign_up("bob").await;
+    let ann_token = p.login("ann").await;
+    let bob_token = p.login("bob").await;
+
+    let get = |path: String, token: Option<String>| {
+        let mut req = p.client.get(format!("{}{path}", p.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "{path}");
+            res.json::<Value>().await.unwrap()
+        }
+    };
+    // Nobody but its owner sees an email; bob sees his own, ann's is null.
+    let others_hidden = |users: &Value, viewer: &str| {
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["email"].is_null() == (u["username"] != viewer))
+    };
+    for (viewer, token) in [("nobody", None), ("bob", Some(bob_token.clone()))] {
+        let one = get(format!("/api/v1/users/{id}"), token.clone()).await;
+        assert_eq!(one["username"], "ann");
+        assert_eq!(one["email"], Value::Null, "{one}");
+        let list = get("/api/v1/users".into(), token.clone()).await;
+        assert!(others_hidden(&list["users"], viewer), "{list}");
+        let v2_one = get(format!("/api/v2/users/{id}"), token.clone()).await;
+        assert_eq!(v2_one["data"]["email"], Value::Null, "{v2_one}");
+        let v2_list = get("/api/v2/users".into(), token.clone()).await;
+        assert!(others_hidden(&v2_list["data"], viewer), "{v2_list}");
+    }
+
+    let own = get(format!("/api/v1/users/{id}"), Some(ann_token.clone())).await;
+    assert_eq!(own["email"], "ann@example.com");
+    let own_list = get("/api/v2/users".into(), Some(ann_token)).await;
+    let emails: Vec<&Value> = own_list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| &u["email"])
+        .collect();
+    assert_eq!(emails, [&json!("ann@example.com"), &Value::Null]);
+
+    // A bad token on a public read is refused, not read as anonymous.
+    let forged = p
+        .client
+        .get(format!("{}/api/v1/users/{id}", p.base))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    problem(forged, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    p.stop().await;
+}

@@ -74,6 +74,37 @@ impl FromRequest for AuthUser {
     }
 }
 
+/// Who is asking, on routes open to everyone: anonymous without an
+/// `Authorization` header; a user with a valid token; `401` for a header
+/// that does not hold one (a bad token is never quietly read as anonymous).
+#[derive(Clone, Copy, Debug)]
+pub struct Viewer(pub Option<u64>);
+
+impl Viewer {
+    /// Whether the viewer is the user `id`, who may see their private
+    /// fields.
+    pub fn is(&self, id: u64) -> bool {
+        self.0 == Some(id)
+    }
+}
+
+impl FromRequest for Viewer {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let viewer = if req
+            .headers()
+            .contains_key(actix_web::http::header::AUTHORIZATION)
+        {
+            authenticate(req).map(|user| Self(Some(user.0)))
+        } else {
+            Ok(Self(None))
+        };
+        ready(viewer)
+    }
+}
+
 fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
     let unauthorized = |why: &str| ApiError::Unauthorized(why.to_owned());
     let header = req

@@ -55,6 +55,7 @@ async fn negotiated_list(
     req: actix_web::HttpRequest,
     gw: aw::Data<Gateway>,
     ctx: CallContext,
+    viewer: crate::request::Viewer,
     sunset: aw::Data<V1Sunset>,
 ) -> Result<HttpResponse, ApiError> {
     let invalid = |e: actix_web::error::QueryPayloadError| {
@@ -63,12 +64,15 @@ async fn negotiated_list(
     match versioning::negotiate(&req)? {
         ApiVersion::V1 => {
             let query = aw::Query::<Paging>::from_query(req.query_string()).map_err(invalid)?;
-            Ok(deprecated_v1(users::list(gw, ctx, query).await?, &sunset))
+            Ok(deprecated_v1(
+                users::list(gw, ctx, viewer, query).await?,
+                &sunset,
+            ))
         }
         ApiVersion::V2 => {
             let query =
                 aw::Query::<v2::CursorQuery>::from_query(req.query_string()).map_err(invalid)?;
-            v2::list_users(gw, ctx, query).await
+            v2::list_users(gw, ctx, viewer, query).await
         }
     }
 }
@@ -77,12 +81,16 @@ async fn negotiated_get(
     req: actix_web::HttpRequest,
     gw: aw::Data<Gateway>,
     ctx: CallContext,
+    viewer: crate::request::Viewer,
     sunset: aw::Data<V1Sunset>,
     id: aw::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     match versioning::negotiate(&req)? {
-        ApiVersion::V1 => Ok(deprecated_v1(users::get(gw, ctx, id).await?, &sunset)),
-        ApiVersion::V2 => v2::get_user(gw, ctx, id).await,
+        ApiVersion::V1 => Ok(deprecated_v1(
+            users::get(gw, ctx, viewer, id).await?,
+            &sunset,
+        )),
+        ApiVersion::V2 => v2::get_user(gw, ctx, viewer, id).await,
     }
 }
 

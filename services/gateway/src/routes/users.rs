@@ -10,7 +10,7 @@ use super::Paging;
 use crate::Gateway;
 use crate::problem::{ApiError, ProblemBody};
 use crate::ratelimit::limit_rate;
-use crate::request::{AuthUser, request_id};
+use crate::request::{AuthUser, Viewer, request_id};
 use crate::upstream::CallContext;
 use crate::versioning::deprecate_v1;
 
@@ -30,22 +30,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// A user as others see them; `email` is private: it is the owner's alone
+/// and `null` for everyone else.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct User {
     id: u64,
     username: String,
-    email: String,
+    /// Only in answers to the account's owner; `null` otherwise.
+    #[schema(required = true)]
+    email: Option<String>,
     created_at: String,
     updated_at: String,
     version: u64,
 }
 
-impl From<pb::User> for User {
-    fn from(u: pb::User) -> Self {
+impl User {
+    /// `u` as `viewer` may see it.
+    pub(super) fn seen_by(u: pb::User, viewer: Viewer) -> Self {
         Self {
+            email: viewer.is(u.id).then_some(u.email),
             id: u.id,
             username: u.username,
-            email: u.email,
             created_at: u.created_at,
             updated_at: u.updated_at,
             version: u.version,
@@ -111,9 +116,11 @@ pub(super) async fn sign_up(
             UserServiceClient::new(ch).create_user(req).await
         })
         .await?;
+    // The answer goes to whoever just made the account: its owner.
+    let owner = Viewer(Some(user.id));
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/users/{}", user.id)))
-        .json(User::from(user)))
+        .json(User::seen_by(user, owner)))
 }
 
 /// Exchange a username or email and a password for an access token.
@@ -148,6 +155,7 @@ pub(super) async fn login(
 pub(super) async fn get(
     gw: web::Data<Gateway>,
     ctx: CallContext,
+    viewer: Viewer,
     id: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::GetUserRequest { id: *id };
@@ -157,7 +165,7 @@ pub(super) async fn get(
             UserServiceClient::new(ch).get_user(req).await
         })
         .await?;
-    Ok(HttpResponse::Ok().json(User::from(user)))
+    Ok(HttpResponse::Ok().json(User::seen_by(user, viewer)))
 }
 
 /// A page of users; `per_page` is at most 100.
@@ -167,6 +175,7 @@ pub(super) async fn get(
 pub(super) async fn list(
     gw: web::Data<Gateway>,
     ctx: CallContext,
+    viewer: Viewer,
     query: web::Query<Paging>,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::ListUsersRequest {
@@ -185,7 +194,11 @@ pub(super) async fn list(
         per_page: query.effective_per_page(),
         page,
         total: list.total,
-        users: list.users.into_iter().map(User::from).collect(),
+        users: list
+            .users
+            .into_iter()
+            .map(|u| User::seen_by(u, viewer))
+            .collect(),
     }))
 }
 
@@ -224,7 +237,7 @@ pub(super) async fn update(
             UserServiceClient::new(ch).update_user(req).await
         })
         .await?;
-    Ok(HttpResponse::Ok().json(User::from(user)))
+    Ok(HttpResponse::Ok().json(User::seen_by(user, Viewer(Some(auth.0)))))
 }
 
 /// Delete your own account.

@@ -14,6 +14,7 @@ use super::posts::{self, Comment, Post};
 use super::users::User;
 use crate::Gateway;
 use crate::problem::{ApiError, ProblemBody};
+use crate::request::Viewer;
 use crate::upstream::CallContext;
 
 const DEFAULT_LIMIT: u32 = 20;
@@ -92,6 +93,7 @@ fn page_of<T, U: From<T>>(
 pub(super) async fn list_users(
     gw: web::Data<Gateway>,
     ctx: CallContext,
+    viewer: Viewer,
     query: web::Query<CursorQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (limit, after) = query.window("users")?;
@@ -106,7 +108,15 @@ pub(super) async fn list_users(
             UserServiceClient::new(ch).list_users(req).await
         })
         .await?;
-    Ok(HttpResponse::Ok().json(page_of::<_, User>(list.users, limit, "users", |u| u.id)))
+    let page: Envelope<Vec<pb::User>> = page_of(list.users, limit, "users", |u| u.id);
+    Ok(HttpResponse::Ok().json(Envelope {
+        data: page
+            .data
+            .into_iter()
+            .map(|u| User::seen_by(u, viewer))
+            .collect::<Vec<_>>(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// One user, in an envelope.
@@ -115,6 +125,7 @@ pub(super) async fn list_users(
 pub(super) async fn get_user(
     gw: web::Data<Gateway>,
     ctx: CallContext,
+    viewer: Viewer,
     id: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     let user = gw
@@ -127,7 +138,7 @@ pub(super) async fn get_user(
         )
         .await?;
     Ok(HttpResponse::Ok().json(Envelope {
-        data: User::from(user),
+        data: User::seen_by(user, viewer),
         next_cursor: None,
     }))
 }
