@@ -34,7 +34,7 @@ pids+=($!)
 for _ in $(seq 1 50); do [ -s "$work/kafka" ] && break; sleep 0.1; done
 brokers=$(head -n1 "$work/kafka")
 
-USERS_HTTP_ADDR=127.0.0.1:18091 USERS_GRPC_ADDR=127.0.0.1:15091 \
+USERS_HTTP_ADDR=127.0.0.1:18091 USERS_ADMIN_ADDR=127.0.0.1:19091 USERS_GRPC_ADDR=127.0.0.1:15091 \
 USERS_DATABASE_URL="$PG/users_bench" USERS_REDIS_URL="$REDIS" USERS_KAFKA_BROKERS="$brokers" \
 USERS_CACHE_DIR="$work/cache" USERS_LOG="${USERS_LOG:-info}" "$bin/users" >/dev/null &
 pids+=($!)
@@ -54,7 +54,7 @@ done
 echo "== CreateUser on PostgreSQL (concurrency 16, ${SECONDS_PER_RUN}s), outbox relaying to Kafka"
 : >"$work/lag"
 ( while :; do
-    curl -fs http://127.0.0.1:18091/metrics | awk '/^outbox_lag_seconds / {print $2}' >>"$work/lag"
+    curl -fs http://127.0.0.1:19091/metrics | awk '/^outbox_lag_seconds / {print $2}' >>"$work/lag"
     sleep 0.1
   done ) &
 sampler=$!

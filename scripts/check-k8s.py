@@ -85,6 +85,9 @@ def check_overlay(overlay, documented):
         for env in container.get("env", []):
             if not is_documented(env["name"], documented):
                 fail(where, f"sets undocumented variable {env['name']}")
+        scrape = d["spec"]["template"]["metadata"].get("annotations", {}).get("prometheus.io/port")
+        if scrape is not None and int(scrape) != ports.get("admin"):
+            fail(where, f"Prometheus scrapes port {scrape}, not the admin port {ports.get('admin')}")
         http = ports.get("http")
         addr = next((e.get("value") for e in container.get("env", []) if e["name"].endswith("_HTTP_ADDR")), None)
         if addr is None or not addr.endswith(f":{http}"):

@@ -19,6 +19,8 @@ const REGISTRATION: Duration = Duration::from_secs(10);
 /// The users service and the gateway in front of it.
 pub struct Platform {
     pub base: String,
+    /// The gateway's admin listener.
+    pub admin: String,
     pub client: reqwest::Client,
     pub registry: Arc<dyn Registry>,
     pub users: Option<users::test_util::TestApp>,
@@ -45,6 +47,7 @@ impl Platform {
                 .await;
         Self {
             base: gateway.base.clone(),
+            admin: gateway.admin.clone(),
             client: reqwest::Client::new(),
             registry,
             users: Some(users),

@@ -51,6 +51,7 @@ pub fn binary(name: &str) -> PathBuf {
 pub struct Listening {
     pub http: String,
     pub grpc: Option<String>,
+    pub admin: String,
 }
 
 /// A running service process, killed if the test drops it.
@@ -101,7 +102,8 @@ impl ServiceProcess {
                 let service = line["service"].as_str().unwrap_or_default().to_owned();
                 let http = format!("http://{}", line["http_addr"].as_str().unwrap_or_default());
                 let grpc = line["grpc_addr"].as_str().map(|a| format!("http://{a}"));
-                listening.insert(service, Listening { http, grpc });
+                let admin = format!("http://{}", line["admin_addr"].as_str().unwrap_or_default());
+                listening.insert(service, Listening { http, grpc, admin });
             }
             seen.push(line);
         }
@@ -116,6 +118,11 @@ impl ServiceProcess {
 
     pub fn http(&self, service: &str) -> &str {
         &self.listening[service].http
+    }
+
+    /// The service's admin listener (`/metrics`, `/admin/*`).
+    pub fn admin(&self, service: &str) -> &str {
+        &self.listening[service].admin
     }
 
     /// Waits until `count` log lines with this message have been printed
@@ -184,7 +191,7 @@ pub async fn run_to_failure(binary_name: &str, env: &[(&str, &str)]) -> (ExitSta
 /// Environment putting every listener of the service with this prefix on
 /// a random loopback port.
 pub fn random_ports(prefix: &str) -> Vec<(String, String)> {
-    ["HTTP_ADDR", "GRPC_ADDR"]
+    ["HTTP_ADDR", "GRPC_ADDR", "ADMIN_ADDR"]
         .iter()
         .map(|key| (format!("{prefix}_{key}"), "127.0.0.1:0".to_owned()))
         .collect()

@@ -40,10 +40,30 @@ async fn grpc_serving(endpoint: &str) -> ServingStatus {
     }
 }
 
-async fn assert_serves_health_and_metrics(client: &reqwest::Client, base: &str) {
+/// Health on the public port (readiness without details), metrics and
+/// detailed readiness on the admin listener only.
+async fn assert_serves_health_and_metrics(client: &reqwest::Client, base: &str, admin: &str) {
     let ready = wait_until_ok(client, &format!("{base}/health/ready")).await;
     let body: serde_json::Value = ready.json().await.unwrap();
-    assert_eq!(body["ready"], true, "{body}");
+    assert_eq!(body, serde_json::json!({ "ready": true }));
+    let detailed: serde_json::Value = wait_until_ok(client, &format!("{admin}/health/ready"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let checks = detailed["checks"].as_array().unwrap();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"] == "discovery" && c["ok"] == true),
+        "{detailed}"
+    );
+    let public_metrics = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(
+        public_metrics.status(),
+        404,
+        "no metrics on the public port"
+    );
     let live = client
         .get(format!("{base}/health/live"))
         .send()
@@ -52,7 +72,7 @@ async fn assert_serves_health_and_metrics(client: &reqwest::Client, base: &str) 
     assert_eq!(live.status(), 200);
 
     let metrics = client
-        .get(format!("{base}/metrics"))
+        .get(format!("{admin}/metrics"))
         .send()
         .await
         .unwrap()
@@ -78,7 +98,7 @@ async fn every_service_binary_starts_answers_and_exits_zero_on_sigterm() {
             "an e2e signing key, 32 bytes long".into(),
         ));
         let process = ServiceProcess::start(name, &env_of(&env), &[name]).await;
-        assert_serves_health_and_metrics(&client, process.http(name)).await;
+        assert_serves_health_and_metrics(&client, process.http(name), process.admin(name)).await;
         if let Some(grpc) = process.listening[name].grpc.clone() {
             assert_eq!(
                 grpc_serving(&grpc).await,
@@ -102,7 +122,7 @@ async fn all_in_one_runner_serves_every_service_and_exits_zero_on_sigterm() {
     let mut process = ServiceProcess::start("platform", &env_of(&env), &names).await;
     let client = reqwest::Client::new();
     for name in &names {
-        assert_serves_health_and_metrics(&client, process.http(name)).await;
+        assert_serves_health_and_metrics(&client, process.http(name), process.admin(name)).await;
         // One problem shape from every service: the gateway relays the
         // others' errors, so clients must be able to read them all alike.
         let res = client

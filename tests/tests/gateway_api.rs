@@ -76,7 +76,7 @@ async fn sign_up_login_read_update_delete() {
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let metrics = p
         .client
-        .get(format!("{}/metrics", p.base))
+        .get(format!("{}/metrics", p.admin))
         .send()
         .await
         .unwrap()

@@ -57,7 +57,7 @@ async fn private_redis() -> PrivateRedis {
     }
 }
 
-const ADMIN: &str = "admin-token-for-tests";
+const ADMIN: &str = "an admin token for the tests, 32+ bytes";
 
 async fn limited(redis: &PrivateRedis, limit: &str) -> Platform {
     Platform::start_with(&[
@@ -114,7 +114,7 @@ async fn exactly_limit_requests_pass_per_client_and_others_are_unaffected() {
 async fn a_run_time_override_takes_effect_and_needs_the_admin_token() {
     let redis = private_redis().await;
     let p = limited(&redis, "3").await;
-    let url = format!("{}/admin/rate-limits/ip:127.0.0.1", p.base);
+    let url = format!("{}/admin/rate-limits/ip:127.0.0.1", p.admin);
     let body = json!({ "limit": 10, "period_seconds": 60 });
     let res = p.client.put(&url).json(&body).send().await.unwrap();
     problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
@@ -148,9 +148,28 @@ async fn a_run_time_override_takes_effect_and_needs_the_admin_token() {
     assert_eq!(res.headers()["x-ratelimit-limit"], "10");
     assert_ne!(res.status(), StatusCode::TOO_MANY_REQUESTS);
 
+    // Neither the admin API nor the metrics are on the public port,
+    // whatever the token.
+    let public = p
+        .client
+        .put(format!("{}/admin/rate-limits/ip:127.0.0.1", p.base))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    problem(public, StatusCode::NOT_FOUND, "not_found").await;
+    let metrics = p
+        .client
+        .get(format!("{}/metrics", p.base))
+        .send()
+        .await
+        .unwrap();
+    problem(metrics, StatusCode::NOT_FOUND, "not_found").await;
+
     let listed: serde_json::Value = p
         .client
-        .get(format!("{}/admin/rate-limits", p.base))
+        .get(format!("{}/admin/rate-limits", p.admin))
         .bearer_auth(ADMIN)
         .send()
         .await
@@ -161,7 +180,7 @@ async fn a_run_time_override_takes_effect_and_needs_the_admin_token() {
     assert_eq!(listed["overrides"][0]["key"], "ip:127.0.0.1");
     let bad = p
         .client
-        .put(format!("{}/admin/rate-limits/ip:127.0.0.1", p.base))
+        .put(format!("{}/admin/rate-limits/ip:127.0.0.1", p.admin))
         .bearer_auth(ADMIN)
         .json(&json!({ "limit": 0, "period_seconds": 60 }))
         .send()
@@ -206,7 +225,7 @@ async fn redis_stopped_mid_test_falls_back_and_requests_are_still_answered() {
     }
     let metrics = p
         .client
-        .get(format!("{}/metrics", p.base))
+        .get(format!("{}/metrics", p.admin))
         .send()
         .await
         .unwrap()

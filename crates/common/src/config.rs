@@ -251,6 +251,9 @@ pub struct ServiceConfig {
     pub name: &'static str,
     pub http_addr: SocketAddr,
     pub grpc_addr: Option<SocketAddr>,
+    /// The operators' listener: `/metrics`, detailed readiness and the
+    /// service's `/admin/*`. Loopback by default; never the public port.
+    pub admin_addr: SocketAddr,
     pub http_workers: usize,
     /// Longest time in-flight requests get to finish after a shutdown signal.
     pub shutdown_timeout: Duration,
@@ -271,6 +274,20 @@ impl ServiceConfig {
             Some(port) => Some(env.get("GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], port)))?),
             None => None,
         };
+        // Loopback, 1000 above the HTTP port: reachable by a sidecar or a
+        // port-forward, not by the clients of the public port.
+        let admin_addr = env.shared(
+            "ADMIN_ADDR",
+            SocketAddr::from(([127, 0, 0, 1], defaults.http_port.saturating_add(1000))),
+        )?;
+        if admin_addr == http_addr && admin_addr.port() != 0 {
+            return Err(ConfigError::Invalid {
+                var: env.var_name("ADMIN_ADDR"),
+                value: admin_addr.to_string(),
+                reason: "must differ from HTTP_ADDR: admin routes never share the public port"
+                    .into(),
+            });
+        }
         let default_workers = std::thread::available_parallelism()
             .map(|n| n.get().min(4))
             .unwrap_or(1);
@@ -292,6 +309,7 @@ impl ServiceConfig {
             name: defaults.name,
             http_addr,
             grpc_addr,
+            admin_addr,
             http_workers,
             shutdown_timeout: env.shared("SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
             advertise_host,
@@ -311,6 +329,7 @@ impl ServiceConfig {
             name,
             http_addr: loopback,
             grpc_addr: with_grpc.then_some(loopback),
+            admin_addr: loopback,
             http_workers: 1,
             shutdown_timeout: Duration::from_secs(5),
             advertise_host: "127.0.0.1".into(),

@@ -95,9 +95,28 @@ impl Health {
 }
 
 /// Mounts `/health/live` and `/health/ready`; needs `web::Data<Health>`.
+/// The public port's health routes: readiness says ready or not, and
+/// nothing about the backends (their names and errors are for operators).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health/live", web::get().to(live))
+        .route("/health/ready", web::get().to(ready_summary));
+}
+
+/// The admin listener's health routes: readiness with every check and its
+/// error.
+pub fn admin_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health/live", web::get().to(live))
         .route("/health/ready", web::get().to(ready));
+}
+
+async fn ready_summary(health: web::Data<Health>) -> HttpResponse {
+    let report = health.readiness().await;
+    let body = serde_json::json!({ "ready": report.ready });
+    if report.ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
 }
 
 async fn live() -> HttpResponse {
@@ -157,7 +176,16 @@ mod tests {
         }
     }
 
+    /// Through the admin listener's routes, which tell the details.
     async fn get(health: Health, path: &str) -> (u16, serde_json::Value) {
+        get_from(admin_routes, health, path).await
+    }
+
+    async fn get_from(
+        routes: fn(&mut web::ServiceConfig),
+        health: Health,
+        path: &str,
+    ) -> (u16, serde_json::Value) {
         let app = test::init_service(
             App::new()
                 .app_data(web::Data::new(health))
@@ -187,6 +215,17 @@ mod tests {
         assert_eq!(status, 503);
         assert_eq!(body["checks"][1]["name"], "cache");
         assert_eq!(body["checks"][1]["error"], "connection refused");
+    }
+
+    #[tokio::test]
+    async fn the_public_readiness_tells_nothing_about_the_backends() {
+        let failing = Health::new(vec![Arc::new(Fixed(
+            "database",
+            Err("password authentication failed for user admin at 10.0.0.5".into()),
+        ))]);
+        let (status, body) = get_from(routes, failing, "/health/ready").await;
+        assert_eq!(status, 503);
+        assert_eq!(body, serde_json::json!({ "ready": false }));
     }
 
     #[tokio::test]

@@ -2,8 +2,11 @@
 //!
 //! A service hands its HTTP routes, gRPC services and readiness checks to
 //! [`ServiceHost::builder`]; the host adds what every service must have —
-//! `/health/*`, `/metrics`, request metrics and traces, the gRPC health
-//! service, registration with discovery — and owns the lifecycle:
+//! `/health/*`, request metrics and traces, the gRPC health service,
+//! registration with discovery, and an admin listener (`ADMIN_ADDR`,
+//! loopback by default) with `/metrics`, detailed readiness and the
+//! service's own `/admin/*` routes, which never share the public port —
+//! and owns the lifecycle:
 //!
 //! 1. [`ServiceHostBuilder::build`] binds the listeners (port 0 works, which
 //!    is how tests run many services side by side);
@@ -77,6 +80,7 @@ type BackgroundTask =
 pub struct ServiceHostBuilder {
     config: ServiceConfig,
     http: Vec<HttpRoutes>,
+    admin: Vec<HttpRoutes>,
     grpc: Routes,
     grpc_names: Vec<&'static str>,
     checks: Vec<Arc<dyn ReadinessCheck>>,
@@ -115,6 +119,16 @@ impl ServiceHostBuilder {
         routes: impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static,
     ) -> Self {
         self.http.push(Arc::new(routes));
+        self
+    }
+
+    /// Adds operator routes (under `/admin/`, by convention) to the admin
+    /// listener, beside `/metrics` and the detailed readiness.
+    pub fn admin(
+        mut self,
+        routes: impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static,
+    ) -> Self {
+        self.admin.push(Arc::new(routes));
         self
     }
 
@@ -173,6 +187,8 @@ impl ServiceHostBuilder {
         crate::metrics::install()?;
         let http_listener = bind("http", self.config.http_addr)?;
         let http_addr = local_addr("http", &http_listener, self.config.http_addr)?;
+        let admin_listener = bind("admin", self.config.admin_addr)?;
+        let admin_addr = local_addr("admin", &admin_listener, self.config.admin_addr)?;
         let grpc_listener = match self.config.grpc_addr {
             Some(addr) => {
                 let listener = bind("grpc", addr)?;
@@ -191,8 +207,11 @@ impl ServiceHostBuilder {
             config: self.config,
             http_listener,
             http_addr,
+            admin_listener,
+            admin_addr,
             grpc_listener,
             http: self.http,
+            admin: self.admin,
             grpc: self.grpc,
             grpc_names: self.grpc_names,
             registry,
@@ -236,8 +255,11 @@ pub struct ServiceHost {
     health: Health,
     http_listener: TcpListener,
     http_addr: SocketAddr,
+    admin_listener: TcpListener,
+    admin_addr: SocketAddr,
     grpc_listener: Option<(TcpListener, SocketAddr)>,
     http: Vec<HttpRoutes>,
+    admin: Vec<HttpRoutes>,
     grpc: Routes,
     grpc_names: Vec<&'static str>,
     registry: Arc<dyn Registry>,
@@ -250,6 +272,7 @@ impl ServiceHost {
         ServiceHostBuilder {
             config,
             http: Vec::new(),
+            admin: Vec::new(),
             grpc: Routes::default(),
             grpc_names: Vec::new(),
             checks: Vec::new(),
@@ -265,6 +288,11 @@ impl ServiceHost {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where the admin listener (`/metrics`, `/admin/*`) answers.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     pub fn grpc_addr(&self) -> Option<SocketAddr> {
@@ -297,7 +325,8 @@ impl ServiceHost {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
         let name = self.config.name;
-        let registration = Registration::new(self.instance());
+        let mut registration = Registration::new(self.instance());
+        registration.admin_port = Some(self.admin_addr.port());
         let timeout = self.config.shutdown_timeout;
         let grpc_addr = self.grpc_addr();
 
@@ -305,6 +334,15 @@ impl ServiceHost {
         let http_listener = self.http_listener;
         let http_handle = http_server.handle();
         let mut http_task = tokio::spawn(http_server);
+        // Up for the whole drain, so it can be watched; stopped last.
+        let admin_server = admin_server(
+            &self.admin_listener,
+            self.admin_addr,
+            self.health.clone(),
+            self.admin.clone(),
+        )?;
+        let admin_handle = admin_server.handle();
+        let admin_task = tokio::spawn(admin_server);
 
         let grpc_stop = CancellationToken::new();
         let (reporter, grpc_task) = match self.grpc_listener {
@@ -338,11 +376,13 @@ impl ServiceHost {
             service = name,
             http_addr = %self.http_addr,
             grpc_addr = grpc_addr.map(tracing::field::display),
+            admin_addr = %self.admin_addr,
             "listening"
         );
 
         if let Err(source) = self.registry.register(&registration).await {
             http_handle.stop(false).await;
+            admin_handle.stop(false).await;
             grpc_stop.cancel();
             tasks_stop.cancel();
             return Err(ServerError::Register {
@@ -414,6 +454,10 @@ impl ServiceHost {
             }
         }
 
+        drop(self.admin_listener);
+        admin_handle.stop(true).await;
+        let _ = tokio::time::timeout(timeout, admin_task).await;
+
         match unexpected {
             Some((protocol, reason)) => Err(ServerError::Stopped { protocol, reason }),
             None => {
@@ -446,7 +490,6 @@ impl ServiceHost {
                 .wrap(from_fn(record_http_metrics))
                 .wrap(from_fn(trace_http_request))
                 .configure(crate::health::routes)
-                .route("/metrics", web::get().to(metrics_endpoint))
                 .configure(move |cfg| {
                     for add in &routes {
                         add(cfg);
@@ -466,6 +509,43 @@ impl ServiceHost {
         .run();
         Ok(server)
     }
+}
+
+/// The operators' listener: one worker, no request metrics of its own (a
+/// scrape every 15 s would be most of what it counted).
+fn admin_server(
+    listener: &TcpListener,
+    addr: SocketAddr,
+    health: Health,
+    routes: Vec<HttpRoutes>,
+) -> Result<actix_web::dev::Server, ServerError> {
+    let bind_error = |source| ServerError::Bind {
+        protocol: "admin",
+        addr,
+        source,
+    };
+    let listener = listener.try_clone().map_err(bind_error)?;
+    let health = web::Data::new(health);
+    let server = HttpServer::new(move || {
+        let routes = routes.clone();
+        App::new()
+            .app_data(health.clone())
+            .configure(crate::health::admin_routes)
+            .route("/metrics", web::get().to(metrics_endpoint))
+            .configure(move |cfg| {
+                for add in &routes {
+                    add(cfg);
+                }
+            })
+            .default_service(web::to(not_found))
+    })
+    .workers(1)
+    .shutdown_timeout(1)
+    .disable_signals()
+    .listen(listener)
+    .map_err(bind_error)?
+    .run();
+    Ok(server)
 }
 
 async fn metrics_endpoint() -> HttpResponse {

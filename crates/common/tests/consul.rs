@@ -192,6 +192,7 @@ async fn host_registers_a_passing_check_on_start_and_deregisters_on_shutdown() {
         .build()
         .unwrap();
     let http_port = host.http_addr().port();
+    let admin_port = host.admin_addr().port();
     let stop = CancellationToken::new();
     let running = tokio::spawn(host.run_until_stopped(stop.clone().cancelled_owned()));
 
@@ -208,6 +209,15 @@ async fn host_registers_a_passing_check_on_start_and_deregisters_on_shutdown() {
     assert_eq!(found.len(), 1, "one instance");
     assert_eq!(found[0].http_port, http_port);
     assert!(found[0].tags.contains(&"platform".to_owned()));
+    // Prometheus follows Consul to the admin listener through the meta.
+    let registered = consul
+        .agent
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/v1/agent/service/register")
+        .and_then(|r| r.body)
+        .unwrap();
+    assert_eq!(registered["Meta"]["admin_port"], admin_port.to_string());
 
     stop.cancel();
     running.await.unwrap().unwrap();

@@ -40,7 +40,7 @@ async fn service_routes_show_in_metrics_under_their_template() {
     }
 
     let text = client
-        .get(format!("{}/metrics", svc.http_url()))
+        .get(format!("{}/metrics", svc.admin_url()))
         .send()
         .await
         .unwrap()
@@ -84,8 +84,21 @@ async fn health_endpoints_and_grpc_health_report_ready() {
         .unwrap();
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().await.unwrap();
-    assert_eq!(body["ready"], true);
-    assert_eq!(body["checks"][0]["name"], "discovery");
+    assert_eq!(
+        body,
+        serde_json::json!({ "ready": true }),
+        "no details in public"
+    );
+    let detailed: serde_json::Value = client
+        .get(format!("{}/health/ready", svc.admin_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detailed["ready"], true);
+    assert_eq!(detailed["checks"][0]["name"], "discovery");
 
     let channel = tonic::transport::Endpoint::from_shared(svc.grpc_url())
         .unwrap()

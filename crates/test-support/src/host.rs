@@ -12,6 +12,7 @@ pub struct TestHost {
     name: &'static str,
     http: SocketAddr,
     grpc: Option<SocketAddr>,
+    admin: SocketAddr,
     stop: CancellationToken,
     task: Option<JoinHandle<Result<(), ServerError>>>,
 }
@@ -32,11 +33,13 @@ impl TestHost {
         let name = host.name();
         let http = host.http_addr();
         let grpc = host.grpc_addr();
+        let admin = host.admin_addr();
         let task = tokio::spawn(host.run_until_stopped(stop.clone().cancelled_owned()));
         Self {
             name,
             http,
             grpc,
+            admin,
             stop,
             task: Some(task),
         }
@@ -53,6 +56,12 @@ impl TestHost {
     /// `http://127.0.0.1:<port>`.
     pub fn http_url(&self) -> String {
         format!("http://{}", self.http)
+    }
+
+    /// `http://127.0.0.1:<port>` of the admin listener (`/metrics`,
+    /// `/admin/*`).
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
     }
 
     /// `http://127.0.0.1:<port>` of the gRPC listener.

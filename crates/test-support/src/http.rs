@@ -24,19 +24,33 @@ pub async fn problem(res: reqwest::Response, status: u16, code: &str) -> Problem
     body
 }
 
-/// Asserts what every service's host answers, whatever its API: live,
-/// ready, metrics, and a problem body for a path no route matches.
+/// Asserts what every service's host answers, whatever its API: live and
+/// ready on the public port, metrics only on the admin listener, and a
+/// problem body for a path no route matches.
 pub async fn assert_host_routes(host: &crate::TestHost) {
     let client = reqwest::Client::new();
+    let get = |url: String| {
+        let client = client.clone();
+        async move { client.get(&url).send().await.expect("the host answers") }
+    };
     let base = host.http_url();
-    for path in ["/health/live", "/health/ready", "/metrics"] {
-        let res = client
-            .get(format!("{base}{path}"))
-            .send()
-            .await
-            .expect("the host answers");
-        assert_eq!(res.status().as_u16(), 200, "{} {path}", host.name());
+    let admin = host.admin_url();
+    for url in [
+        format!("{base}/health/live"),
+        format!("{base}/health/ready"),
+        format!("{admin}/health/ready"),
+        format!("{admin}/metrics"),
+    ] {
+        let res = get(url.clone()).await;
+        assert_eq!(res.status().as_u16(), 200, "{} {url}", host.name());
     }
+    let public_ready: serde_json::Value = get(format!("{base}/health/ready"))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(public_ready, serde_json::json!({ "ready": true }));
+    problem(get(format!("{base}/metrics")).await, 404, "not_found").await;
     let res = client
         .get(format!("{base}/nope"))
         .send()

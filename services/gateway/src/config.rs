@@ -38,7 +38,8 @@ pub struct Config {
     /// Redis shared by all replicas for rate limits; none means in process.
     pub redis_url: Option<String>,
     pub on_redis_error: OnRedisError,
-    /// Enables `/admin/*` when set.
+    /// Enables `/admin/*` (on the admin listener) when set; at least 32
+    /// bytes.
     pub admin_token: Option<Secret>,
     /// `Sunset` of API v1, an HTTP date.
     pub v1_sunset: String,
@@ -125,12 +126,24 @@ impl Config {
                 .shared_optional::<String>("REDIS_URL")?
                 .filter(|u| !u.is_empty()),
             on_redis_error,
-            admin_token: env
-                .optional::<Secret>("ADMIN_TOKEN")?
-                .filter(|t| !t.expose().is_empty()),
+            admin_token: admin_token(env)?,
             v1_sunset: env.get("V1_SUNSET", "Tue, 30 Nov 2027 00:00:00 GMT".to_owned())?,
             passthrough: parse_passthrough(env)?,
         })
+    }
+}
+
+/// `GATEWAY_ADMIN_TOKEN`: at least [`MIN_SECRET_BYTES`], like the signing
+/// key, since it guards the same kind of power.
+fn admin_token(env: &Env) -> Result<Option<Secret>, ConfigError> {
+    match env.optional::<Secret>("ADMIN_TOKEN")? {
+        Some(token) if token.expose().is_empty() => Ok(None),
+        Some(token) if token.expose().len() < MIN_SECRET_BYTES => Err(ConfigError::Invalid {
+            var: env.var_name("ADMIN_TOKEN"),
+            value: "***".into(),
+            reason: format!("must be at least {MIN_SECRET_BYTES} bytes"),
+        }),
+        token => Ok(token),
     }
 }
 
@@ -178,6 +191,22 @@ mod tests {
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_source(&Env::from_map("GATEWAY", vars.iter().copied()))
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused_and_never_echoed() {
+        let err = config(&[("GATEWAY_ADMIN_TOKEN", "letmein")]).unwrap_err();
+        assert!(err.to_string().starts_with("GATEWAY_ADMIN_TOKEN:"), "{err}");
+        assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+        assert!(!err.to_string().contains("letmein"));
+        let ok = config(&[("GATEWAY_ADMIN_TOKEN", &"a".repeat(32))]).unwrap();
+        assert!(ok.admin_token.is_some());
+        assert!(
+            config(&[("GATEWAY_ADMIN_TOKEN", "")])
+                .unwrap()
+                .admin_token
+                .is_none()
+        );
     }
 
     #[test]

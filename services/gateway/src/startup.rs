@@ -97,14 +97,27 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         config.upstream_timeout,
     ));
     let closing = chat::Closing(common::shutdown::CancellationToken::new());
+    let admin_limiter = limiter.clone();
+    let admin_redis = redis.clone();
     Ok(shared
         .host(config.service)
         .on_drain(closing.0.clone())
+        // Operators only: on the admin listener, never the public port.
+        .admin(move |cfg| {
+            cfg.app_data(admin.clone())
+                .app_data(admin_limiter.clone())
+                .app_data(web::Data::new(WorkerRedis::new(
+                    admin_redis
+                        .clone()
+                        .and_then(redis_client)
+                        .map(|client| RedisLimiter::new(client, "ratelimit:")),
+                )));
+            routes::admin::configure(cfg);
+        })
         .http(move |cfg| {
             cfg.app_data(gateway.clone())
                 .app_data(signer.clone())
                 .app_data(limiter.clone())
-                .app_data(admin.clone())
                 .app_data(sunset.clone())
                 // Runs once per worker: each gets its own upstream client
                 // and Redis connection.
@@ -131,6 +144,5 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
             chat::configure(cfg, chat_upstream.clone(), max_body, closing.clone());
             routes::extractor_config(cfg, max_body);
             routes::configure(cfg);
-            routes::admin::configure(cfg);
         }))
 }

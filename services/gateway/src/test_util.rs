@@ -28,6 +28,8 @@ pub struct TestApp {
     pub host: TestHost,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
+    /// The admin listener: `/metrics`, `/admin/*`.
+    pub admin: String,
     /// Where the gateway finds upstreams; tests register theirs here.
     pub registry: Arc<dyn Registry>,
 }
@@ -58,6 +60,7 @@ pub async fn spawn_app(vars: &[(&str, &str)], shared: &Shared) -> TestApp {
     let host = TestHost::spawn(builder);
     TestApp {
         base: host.http_url(),
+        admin: host.admin_url(),
         host,
         registry,
     }

@@ -23,6 +23,8 @@ use crate::config::Secret;
 
 const BACKEND: &str = "consul";
 const GRPC_PORT_META: &str = "grpc_port";
+/// Where Prometheus scrapes `/metrics` (`__meta_consul_service_metadata_admin_port`).
+const ADMIN_PORT_META: &str = "admin_port";
 const TOKEN_HEADER: &str = "X-Consul-Token";
 const INDEX_HEADER: &str = "X-Consul-Index";
 
@@ -289,6 +291,9 @@ impl<'a> From<&'a Registration> for AgentServiceRegistration<'a> {
         let mut meta = BTreeMap::new();
         if let Some(port) = instance.grpc_port {
             meta.insert(GRPC_PORT_META, port.to_string());
+        }
+        if let Some(port) = registration.admin_port {
+            meta.insert(ADMIN_PORT_META, port.to_string());
         }
         Self {
             id: &instance.id,

@@ -65,6 +65,9 @@ pub struct Registration {
     pub check_timeout: Duration,
     /// A crashed instance that never deregistered is removed after this.
     pub deregister_critical_after: Duration,
+    /// Port of the instance's admin listener (`/metrics`), for scrapers
+    /// that follow the registry.
+    pub admin_port: Option<u16>,
 }
 
 impl Registration {
@@ -76,6 +79,7 @@ impl Registration {
             check_interval: Duration::from_secs(10),
             check_timeout: Duration::from_secs(5),
             deregister_critical_after: Duration::from_secs(60),
+            admin_port: None,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Operator endpoints, behind `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`
+//! Operator endpoints on the admin listener (`GATEWAY_ADMIN_ADDR`, never
+//! the public port), behind `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`
 //! (absent token: the endpoints do not exist). Run-time rate-limit
 //! overrides per client key, applied by the `DynamicRateLimiter`.
 
@@ -25,10 +26,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Equal-length byte comparison that takes the same time wherever the
-/// first difference is.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares SHA-256 digests in constant time: the time taken tells
+/// neither where the first difference is nor how long the token is.
+fn same(given: &[u8], expected: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 fn authorize(req: &HttpRequest) -> Result<(), ApiError> {
@@ -51,6 +57,7 @@ fn authorize(req: &HttpRequest) -> Result<(), ApiError> {
     if same(given.trim().as_bytes(), expected.expose().as_bytes()) {
         Ok(())
     } else {
+        tracing::warn!(path = %req.path(), "admin call with a wrong token refused");
         Err(ApiError::Forbidden("the admin token is not valid".into()))
     }
 }
