@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use e2e::{ServiceProcess, random_ports, run_to_failure, services, wait_until_ok};
+use test_support::http::FetchJson;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -156,12 +157,8 @@ async fn all_in_one_runner_serves_every_service_and_exits_zero_on_sigterm() {
     let login: serde_json::Value = client
         .post(format!("{gateway}/api/v1/auth/login"))
         .json(&serde_json::json!({"login": "erin", "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     let rooms = client
         .get(format!("{gateway}/api/v1/chat/rooms"))
         .bearer_auth(login["access_token"].as_str().unwrap())

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
+use test_support::http::FetchJson;
 
 use e2e::in_process::{Platform, base64_url, problem};
 use reqwest::StatusCode;
@@ -20,12 +21,8 @@ async fn sign_up_login_read_update_delete() {
     let got: Value = p
         .client
         .get(format!("{}/api/v1/users/{id}", p.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(got["username"], "ann");
 
     let res = p
@@ -55,12 +52,8 @@ async fn sign_up_login_read_update_delete() {
     let list: Value = p
         .client
         .get(format!("{}/api/v1/users?page=1&per_page=1000", p.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(
         (list["total"].as_i64(), list["per_page"].as_i64()),
         (Some(2), Some(100))

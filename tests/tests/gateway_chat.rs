@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
+use test_support::http::FetchJson;
 
 use awc::ws::{self, CloseCode, Frame};
 use e2e::in_process::{Platform, base64_url, problem};
@@ -129,12 +130,8 @@ async fn an_upgrade_with_the_gateways_token_reaches_chat_and_frames_flow_both_wa
                 platform.base
             ))
             .bearer_auth(&alice_token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .fetch_json()
+            .await;
         assert_eq!(presence["members"].as_array().unwrap().len(), 2);
         let history = platform
             .client

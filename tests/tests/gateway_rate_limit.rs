@@ -6,6 +6,7 @@
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use test_support::http::FetchJson;
 
 use e2e::in_process::{Platform, problem};
 use reqwest::StatusCode;
@@ -171,12 +172,8 @@ async fn a_run_time_override_takes_effect_and_needs_the_admin_token() {
         .client
         .get(format!("{}/admin/rate-limits", p.admin))
         .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(listed["overrides"][0]["key"], "ip:127.0.0.1");
     let bad = p
         .client

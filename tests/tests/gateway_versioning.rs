@@ -5,6 +5,7 @@
 use e2e::in_process::{Platform, problem};
 use reqwest::StatusCode;
 use serde_json::Value;
+use test_support::http::FetchJson;
 
 const V2: &str = "application/vnd.platform.v2+json";
 
@@ -37,12 +38,8 @@ async fn v2_pages_with_cursors_inside_an_envelope() {
     let one: Value = p
         .client
         .get(format!("{}/api/v2/users/1", p.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(one["data"]["username"], "ann");
     let bad = p
         .client
@@ -84,12 +81,8 @@ async fn unversioned_paths_follow_the_accept_header() {
         .client
         .get(format!("{}/api/users/1", p.base))
         .header("accept", V2)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(v2["data"]["username"], "ann");
 
     let v1 = p
@@ -108,12 +101,8 @@ async fn unversioned_paths_follow_the_accept_header() {
         .client
         .get(format!("{}/api/users?limit=1", p.base))
         .header("accept", format!("text/html, {V2};q=0.9"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
 
     let unknown = p
@@ -141,15 +130,7 @@ async fn all_pages(p: &Platform, first: &str, field: &str) -> (Vec<String>, usiz
     let mut pages = 0;
     let mut url = format!("{}{first}", p.base);
     loop {
-        let body: Value = p
-            .client
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = p.client.get(&url).fetch_json().await;
         pages += 1;
         for item in body["data"].as_array().unwrap() {
             items.push(item[field].as_str().unwrap().to_owned());
@@ -173,12 +154,8 @@ async fn v2_pages_posts_and_comments_with_cursors_of_their_own_kind() {
             .post(format!("{}/api/v1/posts", p.base))
             .bearer_auth(&token)
             .json(&serde_json::json!({"title": format!("post {i}"), "content": "body"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .fetch_json()
+            .await;
         post_ids.push(post["id"].as_u64().unwrap());
     }
     for i in 0..3 {
@@ -216,22 +193,14 @@ async fn v2_pages_posts_and_comments_with_cursors_of_their_own_kind() {
     let one: Value = p
         .client
         .get(format!("{}/api/v2/posts/{}", p.base, post_ids[1]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(one["data"]["title"], "post 1");
     let page: Value = p
         .client
         .get(format!("{}/api/v2/users/{user}/posts?limit=1", p.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     let posts_cursor = page["next_cursor"].as_str().unwrap();
     let misused = p
         .client

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
+use test_support::http::FetchJson;
 
 use actix_web::{HttpResponse, web};
 use common::config::ServiceConfig;
@@ -91,12 +92,8 @@ async fn health_endpoints_and_grpc_health_report_ready() {
     );
     let detailed: serde_json::Value = client
         .get(format!("{}/health/ready", svc.admin_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert_eq!(detailed["ready"], true);
     assert_eq!(detailed["checks"][0]["name"], "discovery");
 

@@ -59,3 +59,20 @@ pub async fn assert_host_routes(host: &crate::TestHost) {
     let body = problem(res, 404, "not_found").await;
     assert_eq!(body.detail, "no route for GET /nope", "{}", host.name());
 }
+
+/// `request.fetch_json().await`: sends, and reads the answer as JSON,
+/// panicking with the URL when either fails.
+#[allow(async_fn_in_trait)] // tests only, on one runtime
+pub trait FetchJson {
+    async fn fetch_json<T: serde::de::DeserializeOwned>(self) -> T;
+}
+
+impl FetchJson for reqwest::RequestBuilder {
+    async fn fetch_json<T: serde::de::DeserializeOwned>(self) -> T {
+        let res = self.send().await.expect("the request is answered");
+        let url = res.url().clone();
+        res.json()
+            .await
+            .unwrap_or_else(|e| panic!("{url} answered no JSON: {e}"))
+    }
+}

@@ -4,6 +4,7 @@
 
 use common::auth::TokenSigner;
 use std::time::Duration;
+use test_support::http::FetchJson;
 
 use actix_web::web::Bytes;
 use awc::ws::{self, CloseCode, Frame};
@@ -334,12 +335,7 @@ async fn a_reconnecting_client_recovers_what_it_missed_or_is_told_it_cannot() {
         let history: Value = reqwest::Client::new()
             .get(format!("{}/rooms/r/history?limit=2", server.base))
             .bearer_auth(token(1, "alice"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .fetch_json().await;
         let contents: Vec<&str> = history["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
         assert_eq!(contents, ["m3", "m4"]);
     })

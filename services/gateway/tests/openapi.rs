@@ -6,6 +6,7 @@
 
 use common::service::Shared;
 use serde_json::Value;
+use test_support::http::FetchJson;
 
 const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
 
@@ -30,12 +31,8 @@ async fn every_documented_operation_is_routed_and_the_document_is_served() {
     let client = reqwest::Client::new();
     let served: Value = client
         .get(format!("{}/openapi.json", p.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch_json()
+        .await;
     assert!(served["openapi"].as_str().unwrap().starts_with("3."));
     let paths = served["paths"].as_object().unwrap();
     assert!(paths.len() >= 11, "{}", paths.len());
