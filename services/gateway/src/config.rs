@@ -7,6 +7,7 @@ use common::config::{ConfigError, Env, Secret, ServiceConfig, ServiceDefaults};
 use resilience::breaker::BreakerConfig;
 use resilience::rate_limit::Quota;
 
+use crate::client_addr::{Cidr, TrustedProxies};
 use crate::ratelimit::OnRedisError;
 
 /// Prefix of this service's environment variables.
@@ -45,6 +46,9 @@ pub struct Config {
     pub v1_sunset: String,
     /// HTTP pass-through: public path prefix → service name.
     pub passthrough: Vec<(String, String)>,
+    /// Proxies in front of the gateway whose `X-Forwarded-For` is believed
+    /// (none by default: the TCP peer is the client).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Config {
@@ -129,6 +133,7 @@ impl Config {
             admin_token: admin_token(env)?,
             v1_sunset: env.get("V1_SUNSET", "Tue, 30 Nov 2027 00:00:00 GMT".to_owned())?,
             passthrough: parse_passthrough(env)?,
+            trusted_proxies: trusted_proxies(env)?,
         })
     }
 }
@@ -145,6 +150,23 @@ fn admin_token(env: &Env) -> Result<Option<Secret>, ConfigError> {
         }),
         token => Ok(token),
     }
+}
+
+/// `GATEWAY_TRUSTED_PROXIES`: comma-separated CIDRs or addresses.
+fn trusted_proxies(env: &Env) -> Result<TrustedProxies, ConfigError> {
+    let raw: String = env.get("TRUSTED_PROXIES", String::new())?;
+    let cidrs = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::parse::<Cidr>)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|reason| ConfigError::Invalid {
+            var: env.var_name("TRUSTED_PROXIES"),
+            value: raw.clone(),
+            reason,
+        })?;
+    Ok(TrustedProxies(cidrs))
 }
 
 /// `GATEWAY_PASSTHROUGH`: `prefix=service` pairs, comma-separated, e.g.
@@ -258,6 +280,18 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_and_none_by_default() {
+        assert!(config(&[]).unwrap().trusted_proxies.0.is_empty());
+        let ok = config(&[("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8,192.0.2.1")]).unwrap();
+        assert_eq!(ok.trusted_proxies.0.len(), 3);
+        let err = config(&[("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8,10.1/99")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("GATEWAY_TRUSTED_PROXIES:"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,13 +6,15 @@
 //! circuit breaker, deadline, retries for idempotent calls); chat's
 //! WebSockets and REST relayed to a chat replica ([`chat`]); HTTP
 //! pass-through to other services ([`proxy`]); per-client rate limits
-//! ([`ratelimit`]); JWT access tokens ([`jwt`]); RFC 9457 problem details
+//! ([`ratelimit`]) keyed by the client's address behind trusted proxies
+//! ([`client_addr`]); JWT access tokens ([`jwt`]); RFC 9457 problem details
 //! for every error ([`problem`]); the OpenAPI document ([`openapi`]).
 //! [`config`] reads the `GATEWAY_*` settings and [`startup::build`] puts
 //! the gateway on a host.
 
 pub use common::auth as jwt;
 pub mod chat;
+pub mod client_addr;
 pub mod config;
 pub mod openapi;
 pub mod problem;

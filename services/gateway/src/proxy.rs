@@ -64,7 +64,19 @@ impl Passthrough {
     }
 }
 
+/// Headers that say who the client is and how it came in are the
+/// gateway's to write ([`hop_headers`]); from a client they are forgeries.
+const GATEWAY_OWNED: [&str; 2] = ["forwarded", "x-real-ip"];
+
 fn forwardable(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    !HOP_BY_HOP.contains(&name)
+        && !GATEWAY_OWNED.contains(&name)
+        && !name.starts_with("x-forwarded-")
+}
+
+/// Response headers pass unless hop-by-hop.
+fn returnable(name: &HeaderName) -> bool {
     !HOP_BY_HOP.contains(&name.as_str())
 }
 
@@ -90,8 +102,10 @@ pub(crate) fn admit(upstream: &Upstream) -> Result<(Permit, String), ApiError> {
     }
 }
 
-/// What the gateway adds to every hop it makes: the request id, the
-/// client's address and the trace context, each handed to `add` (no
+/// What the gateway adds to every hop it makes: the request id, who the
+/// client is and how it came in (`X-Forwarded-For`, `X-Real-IP`,
+/// `X-Forwarded-Host`, `X-Forwarded-Proto`, under the trusted proxies of
+/// [`crate::client_addr`]) and the trace context, each handed to `add` (no
 /// collection on the pass-through's hot path).
 pub(crate) fn hop_headers(
     req: &HttpRequest,
@@ -101,11 +115,20 @@ pub(crate) fn hop_headers(
     if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
         add(HeaderName::from_static("x-request-id"), id);
     }
-    if let Some(peer) = req.peer_addr()
-        && let Ok(ip) = HeaderValue::from_str(&peer.ip().to_string())
+    let origin = crate::client_addr::origin(req);
+    if let Some(client) = origin.client
+        && let Ok(ip) = HeaderValue::from_str(&client.to_string())
     {
-        add(HeaderName::from_static("x-forwarded-for"), ip);
+        add(HeaderName::from_static("x-forwarded-for"), ip.clone());
+        add(HeaderName::from_static("x-real-ip"), ip);
     }
+    if let Some(host) = req.headers().get(header::HOST) {
+        add(HeaderName::from_static("x-forwarded-host"), host.clone());
+    }
+    add(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(origin.proto),
+    );
     let mut trace = http::HeaderMap::new();
     common::telemetry::propagation::inject_http(&mut trace);
     for (name, value) in &trace {
@@ -126,8 +149,41 @@ pub async fn forward(
     pass: web::Data<Passthrough>,
     upstream: web::Data<Arc<Upstream>>,
 ) -> Result<HttpResponse, ApiError> {
-    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    forward_to(&req, path_and_query, body, &ctx, &pass, &upstream).await
+    let path = normalise_path(req.uri().path())?;
+    let path_and_query = match req.uri().query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    forward_to(&req, &path_and_query, body, &ctx, &pass, &upstream).await
+}
+
+/// The path as the upstream will see it: repeated slashes collapsed, and
+/// refused when a segment is `.` or `..` or hides a separator, encoded or
+/// not (`%2e%2e`, `..%2f`): an upstream that decodes before routing would
+/// otherwise be walked out of the prefix the gateway checked.
+pub(crate) fn normalise_path(path: &str) -> Result<String, ApiError> {
+    let invalid = || ApiError::BadRequest {
+        code: "invalid_path",
+        detail: "the path may not contain dot segments or encoded separators".into(),
+        field: None,
+    };
+    let mut normalised = String::with_capacity(path.len());
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
+        if decoded == b"."
+            || decoded == b".."
+            || decoded.iter().any(|b| matches!(b, b'/' | b'\\' | 0))
+        {
+            tracing::warn!(path, "refused a path with dot segments or encoded separators");
+            return Err(invalid());
+        }
+        normalised.push('/');
+        normalised.push_str(segment);
+    }
+    if normalised.is_empty() || path.ends_with('/') {
+        normalised.push('/');
+    }
+    Ok(normalised)
 }
 
 /// Passes the request on to `path_and_query` of an instance of `upstream`.
@@ -148,10 +204,19 @@ pub async fn forward_to(
         )
         .timeout(upstream.timeout());
     let headers = outgoing.headers_mut();
+    let mut forged = false;
     for (name, value) in req.headers() {
         if forwardable(name) {
             headers.append(name.clone(), value.clone());
+        } else {
+            forged |= !HOP_BY_HOP.contains(&name.as_str());
         }
+    }
+    if forged {
+        tracing::info!(
+            client = ?crate::client_addr::client_ip(req),
+            "dropped client-supplied forwarding headers; the gateway sets its own"
+        );
     }
     hop_headers(req, ctx, |name, value| {
         headers.insert(name, value);
@@ -192,7 +257,7 @@ pub async fn forward_to(
         .record(permit, !response.status().is_server_error());
     let mut builder = HttpResponse::build(response.status());
     for (name, value) in response.headers() {
-        if forwardable(name) {
+        if returnable(name) {
             builder.append_header((name.clone(), value.clone()));
         }
     }
@@ -206,4 +271,31 @@ pub async fn forward_to(
         Some(length) => builder.body(SizedStream::new(length, response)),
         None => builder.body(BodyStream::new(response)),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalised_and_dot_segments_refused() {
+        assert_eq!(
+            normalise_path("/api/v1/echo/a//b/").unwrap(),
+            "/api/v1/echo/a/b/"
+        );
+        assert_eq!(normalise_path("/").unwrap(), "/");
+        assert_eq!(normalise_path("/x/a.b/..c").unwrap(), "/x/a.b/..c");
+        for bad in [
+            "/api/v1/echo/../users",
+            "/api/v1/echo/./x",
+            "/api/v1/echo/%2e%2E/admin",
+            "/api/v1/echo/.%2e",
+            "/api/v1/echo/..%2fadmin",
+            "/api/v1/echo/a%5c..",
+            "/api/v1/echo/%00",
+        ] {
+            assert!(normalise_path(bad).is_err(), "{bad}");
+        }
+    }
 }

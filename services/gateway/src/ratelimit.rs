@@ -1,7 +1,7 @@
 //! Per-client rate limiting with run-time overrides (`DynamicRateLimiter`).
 //!
 //! Each request is charged to a key, `user:<id>` for a valid bearer token
-//! and `ip:<address>` otherwise, against a default quota or a per-key
+//! and `ip:<address>` otherwise (see [`crate::client_addr`]), against a default quota or a per-key
 //! override set at run time through the admin API. Decisions are GCRA
 //! (no burst at window edges), made atomically in Redis when configured so
 //! every gateway replica shares the count, else in process. Concurrent
@@ -155,11 +155,8 @@ fn client_key(req: &ServiceRequest) -> String {
         .and_then(|(token, signer)| signer.verify(token).ok());
     match user {
         Some(claims) => format!("user:{}", claims.sub),
-        None => format!(
-            "ip:{}",
-            req.peer_addr()
-                .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
-        ),
+        None => crate::client_addr::client_ip(req.request())
+            .map_or_else(|| "ip:unknown".to_owned(), crate::client_addr::limit_key),
     }
 }
 

@@ -75,6 +75,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
     )));
     let admin = web::Data::new(AdminToken(config.admin_token.clone()));
     let sunset = web::Data::new(versioning::V1Sunset(config.v1_sunset.clone()));
+    let trusted = web::Data::new(config.trusted_proxies.clone());
     let passthrough_routes: Vec<(String, Arc<Upstream>)> = config
         .passthrough
         .iter()
@@ -119,6 +120,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
                 .app_data(signer.clone())
                 .app_data(limiter.clone())
                 .app_data(sunset.clone())
+                .app_data(trusted.clone())
                 // Runs once per worker: each gets its own upstream client
                 // and Redis connection.
                 .app_data(web::Data::new(proxy::Passthrough::for_this_worker()))
