@@ -95,6 +95,14 @@ impl Platform {
     }
 
     pub async fn login(&self, name: &str) -> String {
+        self.sign_in(name).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The whole answer of a sign-in: access and refresh token.
+    pub async fn sign_in(&self, name: &str) -> Value {
         let res = self
             .client
             .post(format!("{}/api/v1/auth/login", self.base))
@@ -105,7 +113,7 @@ impl Platform {
         assert_eq!(res.status(), StatusCode::OK);
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["token_type"], "Bearer");
-        body["access_token"].as_str().unwrap().to_owned()
+        body
     }
 
     pub async fn patch(&self, id: u64, token: Option<&str>, body: Value) -> reqwest::Response {

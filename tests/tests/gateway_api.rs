@@ -7,6 +7,7 @@ use std::time::Duration;
 use test_support::http::FetchJson;
 
 use e2e::in_process::{Platform, base64_url, problem};
+use gateway::jwt::{TokenKeys, TokenPolicy, TokenSigner, TokenUse};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -130,31 +131,80 @@ async fn bad_tokens_are_refused_with_401() {
     let token = p.login("ann").await;
     let (head, rest) = token.split_once('.').unwrap();
     let (_, sig) = rest.split_once('.').unwrap();
-    let forged_claims = base64_url(&format!(r#"{{"sub":"{ann}","exp":99999999999,"iat":0}}"#));
-    let none_header = base64_url(r#"{"alg":"none","typ":"JWT"}"#);
-    let other_key = gateway::jwt::TokenSigner::new(
-        b"another key that is long enough!!",
-        Duration::from_secs(60),
-    )
-    .issue(ann, "ann");
-    let expired = gateway::jwt::TokenSigner::new(
-        b"0123456789abcdef0123456789abcdef-test",
-        Duration::from_secs(60),
-    )
-    .issue_at(ann, "ann", 1_000_000);
-    for bad in [
-        format!("{head}.{forged_claims}.{sig}"),
-        format!("{none_header}.{forged_claims}."),
-        other_key,
-        expired,
-        "garbage".to_owned(),
-    ] {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let forged_claims = base64_url(&format!(
+        r#"{{"iss":"platform","aud":"platform-api","sub":"{ann}","iat":{now},"nbf":{now},"exp":99999999999,"jti":"x","use":"access"}}"#
+    ));
+    let none_header = base64_url(r#"{"alg":"none","typ":"JWT","kid":"primary"}"#);
+    let key = gateway::test_util::SIGNING_KEY.as_bytes();
+    // Signed with the gateway's own key, each wrong in one way.
+    let signed = |kid: &str, policy: TokenPolicy, issued_at: u64| {
+        TokenSigner::new(TokenKeys::hs256(kid, key).unwrap(), policy)
+            .unwrap()
+            .issue_at(ann, "ann", TokenUse::Access, None, issued_at)
+            .unwrap()
+            .token
+    };
+    let default = TokenPolicy::default;
+    let other_key = TokenSigner::hs256(b"another key that is long enough!!", default())
+        .unwrap()
+        .issue(ann, "ann", TokenUse::Access, None)
+        .unwrap()
+        .token;
+    let refresh_as_access = TokenSigner::hs256(key, default())
+        .unwrap()
+        .issue(ann, "ann", TokenUse::Refresh, Some("f"))
+        .unwrap()
+        .token;
+    let bad_tokens = [
+        ("tampered claims", format!("{head}.{forged_claims}.{sig}")),
+        ("alg none", format!("{none_header}.{forged_claims}.")),
+        ("another key", other_key),
+        ("expired", signed("primary", default(), 1_000_000)),
+        ("future nbf", signed("primary", default(), now + 3600)),
+        ("unknown kid", signed("2020-01", default(), now)),
+        (
+            "wrong issuer",
+            signed(
+                "primary",
+                TokenPolicy {
+                    issuer: "evil".into(),
+                    ..default()
+                },
+                now,
+            ),
+        ),
+        (
+            "wrong audience",
+            signed(
+                "primary",
+                TokenPolicy {
+                    audience: "another-api".into(),
+                    ..default()
+                },
+                now,
+            ),
+        ),
+        ("a refresh token", refresh_as_access),
+        ("garbage", "garbage".to_owned()),
+    ];
+    let mut bodies = std::collections::BTreeSet::new();
+    for (why, bad) in bad_tokens {
         let res = p
             .patch(ann, Some(&bad), json!({ "username": "x_y_z" }))
             .await;
-        assert_eq!(res.headers()["www-authenticate"], "Bearer");
-        problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+        assert_eq!(res.headers()["www-authenticate"], "Bearer", "{why}");
+        let body = problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+        bodies.insert(body.to_string());
     }
+    assert_eq!(
+        bodies.len(),
+        1,
+        "one answer for every bad token: {bodies:?}"
+    );
     let res = p.patch(ann, None, json!({ "username": "x_y_z" })).await;
     problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
     let wrong = p

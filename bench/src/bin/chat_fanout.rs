@@ -63,8 +63,21 @@ async fn main() -> Result<(), Error> {
 async fn connect(url: &str, key: Option<&str>, user: u64) -> Result<Socket, Error> {
     let mut request = url.into_client_request()?;
     if let Some(key) = key {
-        let token = common::auth::TokenSigner::new(key.as_bytes(), Duration::from_secs(3600))
-            .issue(user, &format!("user{user}"));
+        let policy = common::auth::TokenPolicy {
+            access_ttl: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let token = common::auth::TokenSigner::hs256(key.as_bytes(), policy)
+            .and_then(|s| {
+                s.issue(
+                    user,
+                    &format!("user{user}"),
+                    common::auth::TokenUse::Access,
+                    None,
+                )
+            })
+            .map_err(|e| Error::from(e.to_string()))?
+            .token;
         request.headers_mut().insert(
             "authorization",
             HeaderValue::from_str(&format!("Bearer {token}"))?,

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use common::config::{ConfigError, Env, Secret, ServiceConfig, ServiceDefaults};
+use common::auth::{KeyRole, TokenSettings, WhenUnset};
+use common::config::{ConfigError, Env, ServiceConfig, ServiceDefaults};
 use common::events::EventBusConfig;
 
 use crate::broker::HistoryLimits;
@@ -43,8 +44,10 @@ pub struct Limits {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub service: ServiceConfig,
-    /// The key the gateway signs access tokens with.
-    pub jwt_secret: Option<Secret>,
+    /// How the gateway's access tokens are checked (`CHAT_JWT_*` /
+    /// `PLATFORM_JWT_*`: the gateway's key, or its public key); required,
+    /// and an HS256 key must be 32 bytes or more.
+    pub tokens: TokenSettings,
     pub limits: Limits,
     pub history: HistoryLimits,
     /// Shares rooms with other replicas through this Redis; in process
@@ -81,9 +84,7 @@ impl Config {
         }
         Ok(Self {
             service: ServiceConfig::from_env(env, DEFAULTS)?,
-            jwt_secret: env
-                .shared_optional::<Secret>("JWT_SECRET")?
-                .filter(|s| !s.expose().is_empty()),
+            tokens: TokenSettings::from_env(env, KeyRole::Verifier, WhenUnset::Refuse)?,
             limits,
             history: HistoryLimits {
                 size: env.get("HISTORY_SIZE", 100)?,
@@ -96,5 +97,25 @@ impl Config {
             presence_ttl: env.get("PRESENCE_TTL", Duration::from_secs(30))?,
             events: EventBusConfig::from_env(env)?,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_source(&Env::from_map(ENV_PREFIX, vars.iter().copied()))
+    }
+
+    #[test]
+    fn chat_refuses_to_start_without_a_signing_key_or_with_a_short_one() {
+        let err = config(&[]).unwrap_err();
+        assert!(err.to_string().starts_with("CHAT_JWT_SECRET:"), "{err}");
+        let err = config(&[("PLATFORM_JWT_SECRET", "sixteen byte key")]).unwrap_err();
+        assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+        assert!(!err.to_string().contains("sixteen"), "never echoed");
+        assert!(config(&[("PLATFORM_JWT_SECRET", &"k".repeat(32))]).is_ok());
     }
 }

@@ -37,7 +37,7 @@ pub struct Chat {
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
     pub bus: Arc<dyn EventBus>,
-    pub signer: TokenSigner,
+    pub signer: Arc<TokenSigner>,
     pub limits: Limits,
 }
 

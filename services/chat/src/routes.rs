@@ -3,7 +3,7 @@
 //! for browsers that cannot set headers on an upgrade, `?access_token=`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -21,22 +21,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/rooms/{room}/history", web::get().to(history));
 }
 
-fn authenticate(chat: &Chat, req: &HttpRequest) -> Result<Member, Problem> {
-    let unauthorized = |why: String| Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", why);
+/// The caller named by a valid access token, and when that token expires.
+fn authenticate(chat: &Chat, req: &HttpRequest) -> Result<(Member, SystemTime), Problem> {
+    let unauthorized = |why: &str| Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", why);
     let token = common::auth::request_token(req)
-        .ok_or_else(|| unauthorized("an access token is required".into()))?;
-    let claims = chat
-        .signer
-        .verify(&token)
-        .map_err(|e| unauthorized(e.to_string()))?;
+        .ok_or_else(|| unauthorized("an access token is required"))?;
+    // One answer for every refusal; the reason is for the logs.
+    let claims = chat.signer.verify(&token).map_err(|why| {
+        tracing::debug!(reason = %why, "refused an access token");
+        unauthorized("the access token is invalid or expired")
+    })?;
     let id = claims
-        .sub
-        .parse()
-        .map_err(|_| unauthorized("the token names no user".into()))?;
-    Ok(Member {
-        id,
-        name: claims.name,
-    })
+        .user_id()
+        .ok_or_else(|| unauthorized("the access token is invalid or expired"))?;
+    let expires_at = claims.expires_at();
+    Ok((
+        Member {
+            id,
+            name: claims.name,
+        },
+        expires_at,
+    ))
 }
 
 async fn upgrade(
@@ -44,7 +49,7 @@ async fn upgrade(
     body: web::Payload,
     chat: web::Data<Chat>,
 ) -> Result<HttpResponse, Problem> {
-    let member = authenticate(&chat, &req)?;
+    let (member, expires_at) = authenticate(&chat, &req)?;
     let registration = chat
         .hub
         .register(
@@ -70,7 +75,13 @@ async fn upgrade(
     })?;
     let chat: Arc<Chat> = chat.into_inner();
     // The stream reads the request body, which lives on this worker.
-    actix_web::rt::spawn(crate::session::run(chat, registration, session, stream));
+    actix_web::rt::spawn(crate::session::run(
+        chat,
+        registration,
+        session,
+        stream,
+        expires_at,
+    ));
     Ok(response)
 }
 

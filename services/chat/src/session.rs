@@ -3,7 +3,7 @@
 //! behind.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use actix_ws::{CloseCode, CloseReason, ProtocolError};
 
@@ -15,6 +15,10 @@ use crate::{Chat, Limits};
 
 /// Close code for a connection that sent nothing for too long.
 pub const IDLE: u16 = 4000;
+
+/// Close code for a connection whose access token expired: the client
+/// reconnects with a fresh token (after refreshing it).
+pub const TOKEN_EXPIRED: u16 = 4001;
 
 /// Messages per second with a burst, per connection.
 struct Bucket {
@@ -74,7 +78,15 @@ pub async fn run(
     mut reg: Registration,
     mut session: actix_ws::Session,
     stream: actix_ws::MessageStream,
+    token_expires_at: SystemTime,
 ) {
+    // A socket lives no longer than the token that opened it.
+    let expired = tokio::time::sleep(
+        token_expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    );
+    tokio::pin!(expired);
     let limits = chat.limits.clone();
     let mut stream = stream
         .max_frame_size(limits.max_frame_bytes)
@@ -99,6 +111,10 @@ pub async fn run(
     let close = loop {
         tokio::select! {
             biased;
+            () = &mut expired => break Some(CloseReason {
+                code: CloseCode::Other(TOKEN_EXPIRED),
+                description: Some("token expired; reconnect with a fresh token".into()),
+            }),
             next = reg.outbound.next() => match next {
                 Outgoing::End(end) => break Some(reason(end)),
                 Outgoing::Ping => if session.ping(b"").await.is_err() { break None },

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use common::auth::TokenSigner;
 use common::events::EventBusError;
 use common::server::ServiceHostBuilder;
 use common::service::Shared;
@@ -16,10 +15,6 @@ use crate::{Chat, routes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(
-        "CHAT_JWT_SECRET (or PLATFORM_JWT_SECRET) is required: chat verifies the gateway's access tokens with it"
-    )]
-    NoSigningKey,
     #[error("cannot connect to the event bus")]
     Bus(#[source] EventBusError),
     #[error(transparent)]
@@ -56,7 +51,6 @@ async fn keep_alive(
 
 /// The service's routes on a host, not yet bound.
 pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder, StartError> {
-    let secret = config.jwt_secret.ok_or(StartError::NoSigningKey)?;
     let bus = shared
         .event_bus_or(&config.events)
         .map_err(StartError::Bus)?;
@@ -79,8 +73,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         hub,
         broker,
         bus,
-        // The lifetime is the gateway's business; chat only verifies.
-        signer: TokenSigner::new(secret.expose().as_bytes(), Duration::ZERO),
+        signer: config.tokens.signer(),
         limits: config.limits,
     });
     tokio::spawn(keep_alive(

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::auth::TokenSigner;
+use common::auth::{TokenPolicy, TokenSigner, TokenUse};
 use common::config::{Env, ServiceConfig};
 use common::events::{EventBus, MemoryBus};
 use common::service::Shared;
@@ -34,7 +34,24 @@ impl TestApp {
 
 /// An access token for user `id`, as the gateway would issue it.
 pub fn token(id: u64, name: &str) -> String {
-    TokenSigner::new(SIGNING_KEY.as_bytes(), Duration::from_secs(600)).issue(id, name)
+    token_for(id, name, Duration::from_secs(600))
+}
+
+/// An access token for user `id` that lives `ttl`.
+pub fn token_for(id: u64, name: &str, ttl: Duration) -> String {
+    signed_with(SIGNING_KEY, id, name, ttl)
+}
+
+/// An access token signed with `key`, under the default policy.
+pub fn signed_with(key: &str, id: u64, name: &str, ttl: Duration) -> String {
+    let policy = TokenPolicy {
+        access_ttl: ttl,
+        ..TokenPolicy::default()
+    };
+    TokenSigner::hs256(key.as_bytes(), policy)
+        .and_then(|signer| signer.issue(id, name, TokenUse::Access, None))
+        .map(|issued| issued.token)
+        .expect("a test token can be signed")
 }
 
 /// Starts chat with `vars` (`CHAT_*`) over the defaults and

@@ -2,7 +2,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use common::auth::TokenSigner;
 use std::time::Duration;
 use test_support::http::FetchJson;
 
@@ -28,9 +27,13 @@ struct Client {
 
 impl Client {
     async fn connect(server: &Server, id: u64, name: &str) -> Self {
+        Self::connect_with(server, &token(id, name)).await
+    }
+
+    async fn connect_with(server: &Server, token: &str) -> Self {
         let (response, socket) = awc::Client::new()
             .ws(&server.ws)
-            .bearer_auth(token(id, name))
+            .bearer_auth(token)
             .max_frame_size(1 << 20)
             .connect()
             .await
@@ -168,10 +171,12 @@ async fn upgrades_without_a_valid_token_are_refused() {
         let cases = [
             None,
             Some("garbage".to_owned()),
-            Some(
-                TokenSigner::new(b"another key entirely, 32 bytes!!", Duration::from_secs(60))
-                    .issue(1, "x"),
-            ),
+            Some(chat::test_util::signed_with(
+                "another key entirely, 32 bytes!!",
+                1,
+                "x",
+                Duration::from_secs(60),
+            )),
         ];
         for token in cases {
             let mut request = client.ws(&server.ws);
@@ -475,6 +480,25 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
             alice.closed().await,
             Some(CloseCode::Other(chat::session::IDLE))
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_socket_closes_with_4001_when_its_token_expires() {
+    run(async {
+        let server = server(&[]).await;
+        // Lives 2 s: expiry is counted in whole seconds.
+        let short = chat::test_util::token_for(1, "alice", Duration::from_secs(2));
+        let mut alice = Client::connect_with(&server, &short).await;
+        alice.join("general").await;
+        assert_eq!(
+            alice.closed().await,
+            Some(CloseCode::Other(chat::session::TOKEN_EXPIRED))
+        );
+        // A fresh token gets a fresh socket.
+        let mut again = Client::connect(&server, 1, "alice").await;
+        again.join("general").await;
     })
     .await;
 }

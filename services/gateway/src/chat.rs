@@ -19,9 +19,9 @@ use awc::ws::{CloseCode, CloseReason, Codec, Frame, Message};
 use common::shutdown::CancellationToken;
 use futures_util::{SinkExt, StreamExt};
 
+use crate::auth::Authenticator;
 use crate::problem::{ApiError, ProblemBody};
 use crate::proxy::{self, Passthrough};
-use crate::request::verify_token;
 use crate::upstream::{CallContext, Upstream};
 
 /// The chat service's upstream, as app data of the chat scope.
@@ -131,7 +131,10 @@ pub async fn ws(
             "an access token is required (Authorization: Bearer or ?access_token=)".into(),
         )
     })?;
-    verify_token(&req, &token)?;
+    let auth = req
+        .app_data::<web::Data<Authenticator>>()
+        .ok_or_else(|| ApiError::Unauthorized("authentication is not configured".into()))?;
+    auth.check(&token).await?;
     let upstream = &chat.0;
     let max_frame = max_frame.0;
     // Validates the upgrade before anything is asked of chat.

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use common::auth::{KeyRole, TokenSettings, WhenUnset};
 use common::config::{ConfigError, Env, Secret, ServiceConfig, ServiceDefaults};
 use resilience::breaker::BreakerConfig;
 use resilience::rate_limit::Quota;
@@ -19,18 +20,16 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     grpc_port: None,
 };
 
-/// Shortest accepted signing key: HS256 keys shorter than the hash add no
-/// strength and are easy to brute-force offline.
-const MIN_SECRET_BYTES: usize = 32;
+/// Shortest accepted admin token, as for signing keys.
+use common::auth::settings::MIN_SECRET_BYTES;
 
 #[derive(Clone, Debug)]
 pub struct Config {
     pub service: ServiceConfig,
-    /// HS256 signing key. In development a random one is made when none is
-    /// configured (tokens then die with the process); production requires
-    /// one.
-    pub jwt_secret: Secret,
-    pub jwt_ttl: Duration,
+    /// How tokens are signed and checked (`GATEWAY_JWT_*` / `PLATFORM_JWT_*`).
+    /// In development a random HS256 key is made when none is configured
+    /// (tokens then die with the process); production requires one.
+    pub tokens: TokenSettings,
     pub upstream_timeout: Duration,
     pub max_body_bytes: usize,
     pub breaker: BreakerConfig,
@@ -66,28 +65,12 @@ impl Config {
                 });
             }
         };
-        let jwt_secret = match env.shared_optional::<Secret>("JWT_SECRET")? {
-            Some(secret) if secret.expose().len() >= MIN_SECRET_BYTES => secret,
-            Some(_) => {
-                return Err(ConfigError::Invalid {
-                    var: env.var_name("JWT_SECRET"),
-                    value: "***".into(),
-                    reason: format!("must be at least {MIN_SECRET_BYTES} bytes"),
-                });
-            }
-            None if production => {
-                return Err(ConfigError::Invalid {
-                    var: env.var_name("JWT_SECRET"),
-                    value: String::new(),
-                    reason: "is required when ENVIRONMENT is production".into(),
-                });
-            }
-            None => Secret::new(format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            )),
+        let when_unset = if production {
+            WhenUnset::Refuse
+        } else {
+            WhenUnset::Random
         };
+        let tokens = TokenSettings::from_env(env, KeyRole::Issuer, when_unset)?;
         let defaults = BreakerConfig::default();
         let on_redis_error: String = env.get("RATE_LIMIT_ON_REDIS_ERROR", "local".to_owned())?;
         let on_redis_error = match on_redis_error.as_str() {
@@ -112,8 +95,7 @@ impl Config {
         }
         Ok(Self {
             service: ServiceConfig::from_env(env, DEFAULTS)?,
-            jwt_secret,
-            jwt_ttl: env.get("JWT_TTL", Duration::from_secs(15 * 60))?,
+            tokens,
             upstream_timeout: env.get("UPSTREAM_TIMEOUT", Duration::from_secs(5))?,
             max_body_bytes: env.get("MAX_BODY_BYTES", 64 * 1024)?,
             breaker: BreakerConfig {
@@ -241,20 +223,23 @@ mod tests {
             !err.to_string().contains("short"),
             "the secret is never echoed"
         );
-        let ok = config(&[
+        config(&[
             ("PLATFORM_ENVIRONMENT", "production"),
             ("GATEWAY_JWT_SECRET", &"k".repeat(32)),
         ])
         .unwrap();
-        assert_eq!(ok.jwt_secret.expose().len(), 32);
     }
 
     #[test]
     fn development_gets_a_random_key_per_process() {
-        let a = config(&[]).unwrap();
-        let b = config(&[]).unwrap();
-        assert_ne!(a.jwt_secret, b.jwt_secret);
-        assert!(a.jwt_secret.expose().len() >= MIN_SECRET_BYTES);
+        let a = config(&[]).unwrap().tokens.signer();
+        let b = config(&[]).unwrap().tokens.signer();
+        let token = a
+            .issue(1, "a", common::auth::TokenUse::Access, None)
+            .unwrap()
+            .token;
+        assert!(a.verify(&token).is_ok());
+        assert!(b.verify(&token).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! the gateway on a host.
 
 pub use common::auth as jwt;
+pub mod auth;
 pub mod chat;
 pub mod client_addr;
 pub mod config;
@@ -28,18 +29,15 @@ pub mod test_util;
 pub mod upstream;
 pub mod versioning;
 
-use std::sync::Arc;
-
 pub use config::Config;
 pub use startup::{StartError, build};
 
-use crate::jwt::TokenSigner;
 use crate::upstream::Upstream;
 
 /// What the request handlers share.
 pub struct Gateway {
     pub users: Upstream,
-    pub signer: Arc<TokenSigner>,
+    pub auth: auth::Authenticator,
 }
 
 common::service! {

@@ -52,6 +52,9 @@ pub enum ApiError {
     Timeout { service: Arc<str> },
     #[error("the {service} service failed")]
     BadGateway { service: Arc<str> },
+    /// A fault of the gateway itself; the detail is logged, not sent.
+    #[error("the gateway failed to answer")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -76,6 +79,7 @@ impl ApiError {
             Self::Unavailable { .. } => "upstream_unavailable",
             Self::Timeout { .. } => "upstream_timeout",
             Self::BadGateway { .. } => "upstream_error",
+            Self::Internal(_) => "internal",
         }
     }
 
@@ -150,10 +154,14 @@ impl ResponseError for ApiError {
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let Self::Internal(detail) = self {
+            tracing::error!(%detail, "answered 500");
+        }
         Problem::from(self).response()
     }
 }

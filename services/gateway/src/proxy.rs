@@ -174,7 +174,10 @@ pub(crate) fn normalise_path(path: &str) -> Result<String, ApiError> {
             || decoded == b".."
             || decoded.iter().any(|b| matches!(b, b'/' | b'\\' | 0))
         {
-            tracing::warn!(path, "refused a path with dot segments or encoded separators");
+            tracing::warn!(
+                path,
+                "refused a path with dot segments or encoded separators"
+            );
             return Err(invalid());
         }
         normalised.push('/');

@@ -11,12 +11,14 @@ use common::service::Shared;
 use resilience::clock::SystemClock;
 use resilience::rate_limit::{MemoryLimiter, RedisLimiter};
 
+use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::jwt::TokenSigner;
+use crate::jwt::{MemoryTokenStore, TokenStore};
 use crate::ratelimit::{DynamicRateLimiter, WorkerRedis};
 use crate::routes::admin::AdminToken;
 use crate::upstream::Upstream;
 use crate::{Gateway, chat, proxy, ratelimit, request, routes, versioning};
+use common::auth::store::RedisTokenStore;
 
 /// How long a rate-limit decision waits for Redis before the configured
 /// fallback decides instead.
@@ -45,10 +47,22 @@ fn redis_client(config: fred::prelude::Config) -> Option<fred::prelude::Client> 
 pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder, StartError> {
     let registry = shared.registry_or(&config.service.discovery);
     let clock = Arc::new(SystemClock);
-    let signer = Arc::new(TokenSigner::new(
-        config.jwt_secret.expose().as_bytes(),
-        config.jwt_ttl,
-    ));
+    let signer = config.tokens.signer();
+    // Parsed here so a bad URL stops the start; each worker then makes its
+    // own rate-limit client from it.
+    let redis = config
+        .redis_url
+        .as_deref()
+        .map(common::redis::parse)
+        .transpose()?;
+    let store: Arc<dyn TokenStore> = match redis.clone().and_then(redis_client) {
+        Some(client) => Arc::new(RedisTokenStore::new(client)),
+        None => Arc::new(MemoryTokenStore::default()),
+    };
+    let authenticator = Authenticator {
+        signer: signer.clone(),
+        store,
+    };
     let gateway = web::Data::new(Gateway {
         users: Upstream::new(
             "users",
@@ -57,17 +71,11 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
             clock,
             config.upstream_timeout,
         ),
-        signer: signer.clone(),
+        auth: authenticator.clone(),
     });
+    let authenticator = web::Data::new(authenticator);
     let signer = web::Data::from(signer);
     let max_body = config.max_body_bytes;
-    // Parsed here so a bad URL stops the start; each worker then makes its
-    // own client from it.
-    let redis = config
-        .redis_url
-        .as_deref()
-        .map(common::redis::parse)
-        .transpose()?;
     let limiter = web::Data::new(Arc::new(DynamicRateLimiter::new(
         config.rate_limit,
         MemoryLimiter::new(Arc::new(SystemClock)),
@@ -118,6 +126,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         .http(move |cfg| {
             cfg.app_data(gateway.clone())
                 .app_data(signer.clone())
+                .app_data(authenticator.clone())
                 .app_data(limiter.clone())
                 .app_data(sunset.clone())
                 .app_data(trusted.clone())

@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1`.
 
 pub mod admin;
+pub(crate) mod auth;
 pub(crate) mod posts;
 pub(crate) mod users;
 pub(crate) mod v2;
@@ -55,7 +56,7 @@ async fn negotiated_list(
     req: actix_web::HttpRequest,
     gw: aw::Data<Gateway>,
     ctx: CallContext,
-    viewer: crate::request::Viewer,
+    viewer: crate::auth::Viewer,
     sunset: aw::Data<V1Sunset>,
 ) -> Result<HttpResponse, ApiError> {
     let invalid = |e: actix_web::error::QueryPayloadError| {
@@ -81,7 +82,7 @@ async fn negotiated_get(
     req: actix_web::HttpRequest,
     gw: aw::Data<Gateway>,
     ctx: CallContext,
-    viewer: crate::request::Viewer,
+    viewer: crate::auth::Viewer,
     sunset: aw::Data<V1Sunset>,
     id: aw::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {

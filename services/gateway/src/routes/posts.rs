@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::Paging;
 use super::users::owner_only;
 use crate::Gateway;
+use crate::auth::AuthUser;
 use crate::problem::{ApiError, ProblemBody};
-use crate::request::AuthUser;
 use crate::upstream::CallContext;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use super::Paging;
 use crate::Gateway;
+use crate::auth::{AuthUser, Viewer};
 use crate::problem::{ApiError, ProblemBody};
 use crate::ratelimit::limit_rate;
-use crate::request::{AuthUser, Viewer, request_id};
+use crate::request::request_id;
 use crate::upstream::CallContext;
 use crate::versioning::deprecate_v1;
 
@@ -25,7 +26,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/users/{id}", web::get().to(get))
             .route("/users/{id}", web::patch().to(update))
             .route("/users/{id}", web::delete().to(delete))
-            .route("/auth/login", web::post().to(login))
+            .route("/auth/login", web::post().to(super::auth::login))
+            .route("/auth/refresh", web::post().to(super::auth::refresh))
+            .route("/auth/logout", web::post().to(super::auth::logout))
             .configure(super::posts::configure),
     );
 }
@@ -68,13 +71,6 @@ pub(super) struct SignUp {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct Login {
-    login: String,
-    password: String,
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub(super) struct Changes {
     username: Option<String>,
     email: Option<String>,
@@ -87,13 +83,6 @@ pub(super) struct UserList {
     total: i32,
     page: i32,
     per_page: i32,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub(super) struct Token {
-    access_token: String,
-    token_type: &'static str,
-    expires_in: u64,
 }
 
 /// Sign up.
@@ -121,32 +110,6 @@ pub(super) async fn sign_up(
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/users/{}", user.id)))
         .json(User::seen_by(user, owner)))
-}
-
-/// Exchange a username or email and a password for an access token.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Login,
-    responses((status = 200, body = Token), (status = 401, body = ProblemBody)))]
-pub(super) async fn login(
-    gw: web::Data<Gateway>,
-    ctx: CallContext,
-    body: web::Json<Login>,
-) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let message = pb::VerifyCredentialsRequest {
-        login: body.login,
-        password: body.password,
-    };
-    let user = gw
-        .users
-        .call(&ctx, true, message, |ch, req| async move {
-            UserServiceClient::new(ch).verify_credentials(req).await
-        })
-        .await?;
-    Ok(HttpResponse::Ok().json(Token {
-        access_token: gw.signer.issue(user.id, &user.username),
-        token_type: "Bearer",
-        expires_in: gw.signer.ttl().as_secs(),
-    }))
 }
 
 /// One user.

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::posts::{self, Comment, Post};
 use super::users::User;
 use crate::Gateway;
+use crate::auth::Viewer;
 use crate::problem::{ApiError, ProblemBody};
-use crate::request::Viewer;
 use crate::upstream::CallContext;
 
 const DEFAULT_LIMIT: u32 = 20;
