@@ -236,6 +236,75 @@ impl FromEnvValue for Secret {
     }
 }
 
+/// A connection URL that may carry credentials (`redis://:pw@host`,
+/// `postgres://user:pw@host/db`): shown with the password as `***` in
+/// `Debug` and `Display`, so a config dump or an error message cannot leak
+/// it; [`SecretUrl::expose`] gives the real one to the client library.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretUrl({})", redact_url(&self.0))
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl FromEnvValue for SecretUrl {
+    fn from_env_value(raw: &str) -> Result<Self, String> {
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+/// `url` with the password of its user info, and any `password=` query
+/// parameter, replaced by `***`; for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| rest_start + i);
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let userinfo = &out[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(rest_start + colon + 1..rest_start + at, "***");
+            }
+        }
+    }
+    if let Some(query_start) = out.find('?') {
+        let (head, query) = out.split_at(query_start + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{head}{}", query.join("&"));
+    }
+    out
+}
+
 /// Ports a service listens on when nothing is configured.
 #[derive(Clone, Copy, Debug)]
 pub struct ServiceDefaults {
@@ -372,6 +441,36 @@ impl TelemetryConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        let cases = [
+            ("redis://:hunter2@redis:6379/0", "redis://:***@redis:6379/0"),
+            (
+                "postgres://app:s3cr%40t@db:5432/users",
+                "postgres://app:***@db:5432/users",
+            ),
+            (
+                "amqp://guest:guest@mq:5672/%2f",
+                "amqp://guest:***@mq:5672/%2f",
+            ),
+            ("rediss://user:p@ss:word@h:1", "rediss://user:***@h:1"),
+            (
+                "postgres://db/x?user=a&password=b&sslmode=require",
+                "postgres://db/x?user=a&password=***&sslmode=require",
+            ),
+            ("redis://redis:6379", "redis://redis:6379"),
+            ("redis://only-user@h", "redis://only-user@h"),
+            ("sqlite://data/users.db", "sqlite://data/users.db"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+            let secret = SecretUrl::new(url);
+            assert_eq!(secret.to_string(), shown);
+            assert!(format!("{secret:?}").contains(shown));
+            assert_eq!(secret.expose(), url);
+        }
+    }
 
     const USERS: ServiceDefaults = ServiceDefaults {
         name: "users",

@@ -15,6 +15,7 @@ use fred::prelude::*;
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to Redis at {url}")]
 pub struct RedisConnectError {
+    /// Without its password.
     url: String,
     #[source]
     source: fred::error::Error,
@@ -30,7 +31,7 @@ pub async fn connect(
     pubsub_buffer: Option<usize>,
 ) -> Result<(Client, SubscriberClient), RedisConnectError> {
     let err = |source| RedisConnectError {
-        url: url.to_owned(),
+        url: crate::config::redact_url(url),
         source,
     };
     let config = parse(url)?;
@@ -54,7 +55,7 @@ pub async fn connect(
 /// stops the start instead of turning into endless reconnects.
 pub fn parse(url: &str) -> Result<Config, RedisConnectError> {
     Config::from_url(url).map_err(|source| RedisConnectError {
-        url: url.to_owned(),
+        url: crate::config::redact_url(url),
         source,
     })
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use common::auth::{KeyRole, TokenSettings, WhenUnset};
-use common::config::{ConfigError, Env, ServiceConfig, ServiceDefaults};
+use common::config::{ConfigError, Env, SecretUrl, ServiceConfig, ServiceDefaults};
 use common::events::EventBusConfig;
 
 use crate::broker::HistoryLimits;
@@ -52,7 +52,7 @@ pub struct Config {
     pub history: HistoryLimits,
     /// Shares rooms with other replicas through this Redis; in process
     /// when unset.
-    pub redis_url: Option<String>,
+    pub redis_url: Option<SecretUrl>,
     /// Prefix of chat's Redis keys and channels.
     pub redis_prefix: String,
     pub presence_ttl: Duration,
@@ -91,7 +91,7 @@ impl Config {
                 ttl: env.get("HISTORY_TTL", Duration::from_secs(24 * 3600))?,
             },
             redis_url: env
-                .shared_optional::<String>("REDIS_URL")?
+                .shared_optional::<SecretUrl>("REDIS_URL")?
                 .filter(|url| !url.is_empty()),
             redis_prefix: env.get("REDIS_PREFIX", "chat:".to_owned())?,
             presence_ttl: env.get("PRESENCE_TTL", Duration::from_secs(30))?,

@@ -58,7 +58,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
     let broker: Arc<dyn Broker> = match config.redis_url {
         Some(url) => {
             let redis = RedisBrokerConfig {
-                url,
+                url: url.expose().to_owned(),
                 prefix: config.redis_prefix,
                 history: config.history,
                 presence_ttl: config.presence_ttl,

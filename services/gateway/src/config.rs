@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use common::auth::{KeyRole, TokenSettings, WhenUnset};
-use common::config::{ConfigError, Env, Secret, ServiceConfig, ServiceDefaults};
+use common::config::{ConfigError, Env, Secret, SecretUrl, ServiceConfig, ServiceDefaults};
 use resilience::breaker::BreakerConfig;
 use resilience::rate_limit::Quota;
 
@@ -36,7 +36,7 @@ pub struct Config {
     /// Default per-client quota.
     pub rate_limit: Quota,
     /// Redis shared by all replicas for rate limits; none means in process.
-    pub redis_url: Option<String>,
+    pub redis_url: Option<SecretUrl>,
     pub on_redis_error: OnRedisError,
     /// Enables `/admin/*` (on the admin listener) when set; at least 32
     /// bytes.
@@ -109,7 +109,7 @@ impl Config {
                 period: env.get("RATE_LIMIT_PERIOD", Duration::from_secs(60))?,
             },
             redis_url: env
-                .shared_optional::<String>("REDIS_URL")?
+                .shared_optional::<SecretUrl>("REDIS_URL")?
                 .filter(|u| !u.is_empty()),
             on_redis_error,
             admin_token: admin_token(env)?,

@@ -52,8 +52,8 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
     // own rate-limit client from it.
     let redis = config
         .redis_url
-        .as_deref()
-        .map(common::redis::parse)
+        .as_ref()
+        .map(|url| common::redis::parse(url.expose()))
         .transpose()?;
     let store: Arc<dyn TokenStore> = match redis.clone().and_then(redis_client) {
         Some(client) => Arc::new(RedisTokenStore::new(client)),

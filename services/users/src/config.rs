@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::cache::CacheConfig;
-use common::config::{ConfigError, Env, ServiceConfig, ServiceDefaults};
+use common::config::{ConfigError, Env, SecretUrl, ServiceConfig, ServiceDefaults};
 use common::events::EventBusConfig;
 
 use crate::outbox::RelayConfig;
@@ -22,13 +22,13 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
 pub struct Config {
     pub service: ServiceConfig,
     /// `postgres://…` in production; a SQLite file by default.
-    pub database_url: String,
+    pub database_url: SecretUrl,
     pub database_max_connections: u32,
     /// Kafka when `KAFKA_BROKERS` is set, otherwise the in-process bus.
     pub events: EventBusConfig,
     pub relay: RelayConfig,
     /// Redis for the shared cache level; none means L1 + disk only.
-    pub redis_url: Option<String>,
+    pub redis_url: Option<SecretUrl>,
     pub cache: CacheConfig,
 }
 
@@ -37,7 +37,7 @@ impl Config {
     pub fn from_source(env: &Env) -> Result<Self, ConfigError> {
         let service = ServiceConfig::from_env(env, DEFAULTS)?;
         Ok(Self {
-            database_url: env.get("DATABASE_URL", "sqlite://data/users.db".to_owned())?,
+            database_url: env.get("DATABASE_URL", SecretUrl::new("sqlite://data/users.db"))?,
             database_max_connections: env.get("DATABASE_MAX_CONNECTIONS", 10)?,
             events: EventBusConfig::from_env(env)?,
             relay: RelayConfig {
@@ -47,7 +47,7 @@ impl Config {
                 holder: service.instance_id.clone(),
             },
             redis_url: env
-                .shared_optional::<String>("REDIS_URL")?
+                .shared_optional::<SecretUrl>("REDIS_URL")?
                 .filter(|u| !u.is_empty()),
             cache: CacheConfig {
                 name: "users",

@@ -63,9 +63,13 @@ impl ReadinessCheck for RedisCheck {
 /// The service's gRPC API, readiness checks and background work on a
 /// host, not yet bound.
 pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder, StartError> {
-    let store = Store::connect(&config.database_url, config.database_max_connections).await?;
+    let store = Store::connect(
+        config.database_url.expose(),
+        config.database_max_connections,
+    )
+    .await?;
     let redis = match &config.redis_url {
-        Some(url) => Some(RedisLevel::connect(url).await?),
+        Some(url) => Some(RedisLevel::connect(url.expose()).await?),
         None => None,
     };
     let cache = MultilevelCache::new(config.cache, redis.clone()).await;

@@ -66,7 +66,7 @@ pub async fn spawn_app(options: Options, shared: &Shared) -> TestApp {
     ))
     .expect("the test configuration is valid");
     config.service = ServiceConfig::ephemeral(crate::config::DEFAULTS.name, true);
-    config.redis_url = options.redis_url;
+    config.redis_url = options.redis_url.map(common::config::SecretUrl::new);
     config.cache.disk_dir = Some(dir.join("cache"));
     config.cache.namespace = options
         .cache_namespace
