@@ -48,6 +48,7 @@ pub fn configure(
             .app_data(web::Data::new(MaxFrame(max_frame)))
             .wrap(actix_web::middleware::from_fn(crate::ratelimit::limit_rate))
             .wrap(actix_web::middleware::from_fn(crate::request::request_id))
+            .wrap(actix_web::middleware::from_fn(crate::cors::cors))
             .route("/ws", web::get().to(ws))
             .route("/rooms", web::get().to(rooms))
             .route("/rooms/{room}/presence", web::get().to(presence))

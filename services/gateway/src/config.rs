@@ -9,6 +9,7 @@ use resilience::breaker::BreakerConfig;
 use resilience::rate_limit::Quota;
 
 use crate::client_addr::{Cidr, TrustedProxies};
+use crate::cors::CorsOrigins;
 use crate::ratelimit::OnRedisError;
 
 /// Prefix of this service's environment variables.
@@ -48,6 +49,8 @@ pub struct Config {
     /// Proxies in front of the gateway whose `X-Forwarded-For` is believed
     /// (none by default: the TCP peer is the client).
     pub trusted_proxies: TrustedProxies,
+    /// Browser origins allowed to call the API (none by default).
+    pub cors_origins: CorsOrigins,
 }
 
 impl Config {
@@ -116,6 +119,7 @@ impl Config {
             v1_sunset: env.get("V1_SUNSET", "Tue, 30 Nov 2027 00:00:00 GMT".to_owned())?,
             passthrough: parse_passthrough(env)?,
             trusted_proxies: trusted_proxies(env)?,
+            cors_origins: cors_origins(env)?,
         })
     }
 }
@@ -132,6 +136,30 @@ fn admin_token(env: &Env) -> Result<Option<Secret>, ConfigError> {
         }),
         token => Ok(token),
     }
+}
+
+/// `GATEWAY_CORS_ORIGINS`: comma-separated origins, each
+/// `scheme://host[:port]` exactly as browsers send it (no path, no `*`:
+/// credentials are allowed, so every origin is named).
+fn cors_origins(env: &Env) -> Result<CorsOrigins, ConfigError> {
+    let raw: String = env.get("CORS_ORIGINS", String::new())?;
+    let mut origins = Vec::new();
+    for origin in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let valid = rest
+            .is_some_and(|host| !host.is_empty() && !host.contains(['/', '*', '?', '#', ' ', '@']));
+        if !valid {
+            return Err(ConfigError::Invalid {
+                var: env.var_name("CORS_ORIGINS"),
+                value: raw.clone(),
+                reason: format!("{origin:?} is not an origin such as https://app.example.com"),
+            });
+        }
+        origins.push(origin.to_owned());
+    }
+    Ok(CorsOrigins(origins))
 }
 
 /// `GATEWAY_TRUSTED_PROXIES`: comma-separated CIDRs or addresses.
@@ -277,6 +305,29 @@ mod tests {
             err.to_string().starts_with("GATEWAY_TRUSTED_PROXIES:"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins_and_none_by_default() {
+        assert!(config(&[]).unwrap().cors_origins.0.is_empty());
+        let ok = config(&[(
+            "GATEWAY_CORS_ORIGINS",
+            "https://app.example.com, http://localhost:5173",
+        )])
+        .unwrap();
+        assert_eq!(ok.cors_origins.0.len(), 2);
+        for bad in [
+            "*",
+            "https://*.example.com",
+            "app.example.com",
+            "https://a.example/path",
+        ] {
+            let err = config(&[("GATEWAY_CORS_ORIGINS", bad)]).unwrap_err();
+            assert!(
+                err.to_string().starts_with("GATEWAY_CORS_ORIGINS:"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod chat;
 pub mod client_addr;
 pub mod config;
+pub mod cors;
 pub mod openapi;
 pub mod problem;
 pub mod proxy;

@@ -17,7 +17,7 @@ use crate::jwt::{MemoryTokenStore, TokenStore};
 use crate::ratelimit::{DynamicRateLimiter, WorkerRedis};
 use crate::routes::admin::AdminToken;
 use crate::upstream::Upstream;
-use crate::{Gateway, chat, proxy, ratelimit, request, routes, versioning};
+use crate::{Gateway, chat, cors, proxy, ratelimit, request, routes, versioning};
 use common::auth::store::RedisTokenStore;
 
 /// How long a rate-limit decision waits for Redis before the configured
@@ -84,6 +84,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
     let admin = web::Data::new(AdminToken(config.admin_token.clone()));
     let sunset = web::Data::new(versioning::V1Sunset(config.v1_sunset.clone()));
     let trusted = web::Data::new(config.trusted_proxies.clone());
+    let cors_origins = web::Data::new(config.cors_origins.clone());
     let passthrough_routes: Vec<(String, Arc<Upstream>)> = config
         .passthrough
         .iter()
@@ -130,6 +131,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
                 .app_data(limiter.clone())
                 .app_data(sunset.clone())
                 .app_data(trusted.clone())
+                .app_data(cors_origins.clone())
                 // Runs once per worker: each gets its own upstream client
                 // and Redis connection.
                 .app_data(web::Data::new(proxy::Passthrough::for_this_worker()))
@@ -149,6 +151,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
                         .app_data(web::Data::new(upstream.clone()))
                         .wrap(actix_web::middleware::from_fn(ratelimit::limit_rate))
                         .wrap(actix_web::middleware::from_fn(request::request_id))
+                        .wrap(actix_web::middleware::from_fn(cors::cors))
                         .default_service(web::to(proxy::forward)),
                 );
             }

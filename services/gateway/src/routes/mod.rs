@@ -29,6 +29,7 @@ pub fn configure(cfg: &mut aw::ServiceConfig) {
         aw::scope("/api/v2")
             .wrap(from_fn(limit_rate))
             .wrap(from_fn(request_id))
+            .wrap(from_fn(crate::cors::cors))
             .route("/users", aw::get().to(v2::list_users))
             .route("/users/{id}", aw::get().to(v2::get_user))
             .route("/users/{id}/posts", aw::get().to(v2::posts_of_user))
@@ -41,6 +42,7 @@ pub fn configure(cfg: &mut aw::ServiceConfig) {
         aw::scope("/api")
             .wrap(from_fn(limit_rate))
             .wrap(from_fn(request_id))
+            .wrap(from_fn(crate::cors::cors))
             .route("/users", aw::get().to(negotiated_list))
             .route("/users/{id}", aw::get().to(negotiated_get))
             .route("/{version}/{tail:.*}", aw::to(versioning::unknown_version)),

@@ -21,6 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .wrap(from_fn(deprecate_v1))
             .wrap(from_fn(limit_rate))
             .wrap(from_fn(request_id))
+            .wrap(from_fn(crate::cors::cors))
             .route("/users", web::post().to(sign_up))
             .route("/users", web::get().to(list))
             .route("/users/{id}", web::get().to(get))
