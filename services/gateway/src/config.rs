@@ -49,6 +49,10 @@ pub struct Config {
     /// Proxies in front of the gateway whose `X-Forwarded-For` is believed
     /// (none by default: the TCP peer is the client).
     pub trusted_proxies: TrustedProxies,
+    /// Sign-in attempts per account (the login name, any address).
+    pub login_quota: Quota,
+    /// Sign-ups per email address.
+    pub signup_quota: Quota,
     /// Browser origins allowed to call the API (none by default).
     pub cors_origins: CorsOrigins,
 }
@@ -120,6 +124,14 @@ impl Config {
             passthrough: parse_passthrough(env)?,
             trusted_proxies: trusted_proxies(env)?,
             cors_origins: cors_origins(env)?,
+            login_quota: Quota {
+                limit: at_least_one(env, "LOGIN_ATTEMPTS_PER_ACCOUNT", 10)?,
+                period: env.get("LOGIN_ATTEMPTS_PERIOD", Duration::from_secs(15 * 60))?,
+            },
+            signup_quota: Quota {
+                limit: at_least_one(env, "SIGNUPS_PER_EMAIL", 3)?,
+                period: env.get("SIGNUPS_PER_EMAIL_PERIOD", Duration::from_secs(3600))?,
+            },
         })
     }
 }
@@ -135,6 +147,17 @@ fn admin_token(env: &Env) -> Result<Option<Secret>, ConfigError> {
             reason: format!("must be at least {MIN_SECRET_BYTES} bytes"),
         }),
         token => Ok(token),
+    }
+}
+
+fn at_least_one(env: &Env, key: &str, default: u32) -> Result<u32, ConfigError> {
+    match env.get(key, default)? {
+        0 => Err(ConfigError::Invalid {
+            var: env.var_name(key),
+            value: "0".into(),
+            reason: "must be at least 1".into(),
+        }),
+        n => Ok(n),
     }
 }
 

@@ -39,6 +39,14 @@ use crate::upstream::Upstream;
 pub struct Gateway {
     pub users: Upstream,
     pub auth: auth::Authenticator,
+    pub limits: AttemptLimits,
+}
+
+/// Quotas on attempts at one subject, whatever address they come from.
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptLimits {
+    pub login: resilience::rate_limit::Quota,
+    pub signup: resilience::rate_limit::Quota,
 }
 
 common::service! {

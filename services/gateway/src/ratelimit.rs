@@ -117,7 +117,11 @@ impl DynamicRateLimiter {
     }
 
     pub async fn check(&self, redis: &WorkerRedis, key: &str) -> Verdict {
-        let quota = self.quota(key);
+        self.check_quota(redis, key, self.quota(key)).await
+    }
+
+    /// Charges `key` against `quota`, whatever its override.
+    pub async fn check_quota(&self, redis: &WorkerRedis, key: &str, quota: Quota) -> Verdict {
         let Some(redis) = &redis.0 else {
             return self.local_verdict(key, quota).await;
         };
@@ -141,6 +145,44 @@ impl DynamicRateLimiter {
             // The in-process limiter cannot fail.
             Err(_) => Verdict::Unlimited,
         }
+    }
+}
+
+/// Charges one attempt at `what` (a sign-in to one account, a sign-up
+/// with one email) against `quota`, on top of the per-client limit: many
+/// addresses guessing one account's password, or probing one email, are
+/// limited as one. The key is hashed, so no login or email sits in Redis.
+pub async fn limit_attempts(
+    req: &actix_web::HttpRequest,
+    what: &str,
+    subject: &str,
+    quota: Quota,
+) -> Result<(), ApiError> {
+    use sha2::Digest;
+    let Some(limiter) = req.app_data::<web::Data<Arc<DynamicRateLimiter>>>() else {
+        return Ok(());
+    };
+    const IN_PROCESS: WorkerRedis = WorkerRedis(None);
+    let redis = req
+        .app_data::<web::Data<WorkerRedis>>()
+        .map_or(&IN_PROCESS, |r| r.get_ref());
+    let digest = sha2::Sha256::digest(subject.trim().to_lowercase().as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let key = format!("{what}:{hex}");
+    match limiter.check_quota(redis, &key, quota).await {
+        Verdict::Decided(decision) if !decision.allowed => {
+            metrics::counter!("gateway_attempt_rejections_total", "what" => what.to_owned())
+                .increment(1);
+            tracing::info!(what, "too many attempts for one subject");
+            Err(ApiError::TooManyRequests {
+                retry_after: decision.retry_after.unwrap_or(Duration::from_secs(1)),
+            })
+        }
+        Verdict::Unavailable => Err(ApiError::Unavailable {
+            service: "rate limiter".into(),
+            retry_after: Duration::from_secs(1),
+        }),
+        _ => Ok(()),
     }
 }
 

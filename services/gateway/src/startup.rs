@@ -72,6 +72,10 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
             config.upstream_timeout,
         ),
         auth: authenticator.clone(),
+        limits: crate::AttemptLimits {
+            login: config.login_quota,
+            signup: config.signup_quota,
+        },
     });
     let authenticator = web::Data::new(authenticator);
     let signer = web::Data::from(signer);

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use common::auth::{Issued, Rotation, StoreError, TokenError, TokenUse};
 use platform_proto::users::v1 as pb;
 use platform_proto::users::v1::user_service_client::UserServiceClient;
@@ -91,13 +91,15 @@ impl Gateway {
 /// refresh token.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Login,
     responses((status = 200, body = Token), (status = 401, body = ProblemBody),
-        (status = 503, body = ProblemBody)))]
+        (status = 429, body = ProblemBody), (status = 503, body = ProblemBody)))]
 pub(super) async fn login(
+    req: HttpRequest,
     gw: web::Data<Gateway>,
     ctx: CallContext,
     body: web::Json<Login>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    crate::ratelimit::limit_attempts(&req, "login", &body.login, gw.limits.login).await?;
     let message = pb::VerifyCredentialsRequest {
         login: body.login,
         password: body.password,

@@ -88,13 +88,16 @@ pub(super) struct UserList {
 
 /// Sign up.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = SignUp,
-    responses((status = 201, body = User), (status = 400, body = ProblemBody), (status = 409, body = ProblemBody)))]
+    responses((status = 201, body = User), (status = 400, body = ProblemBody), (status = 409, body = ProblemBody),
+        (status = 429, body = ProblemBody)))]
 pub(super) async fn sign_up(
+    req: actix_web::HttpRequest,
     gw: web::Data<Gateway>,
     ctx: CallContext,
     body: web::Json<SignUp>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    crate::ratelimit::limit_attempts(&req, "signup", &body.email, gw.limits.signup).await?;
     let message = pb::CreateUserRequest {
         username: body.username,
         email: body.email,
