@@ -236,3 +236,79 @@ async fn redis_stopped_mid_test_falls_back_and_requests_are_still_answered() {
     assert!(!errors.ends_with(" 0"), "{errors}");
     p.stop().await;
 }
+
+#[tokio::test]
+async fn an_override_set_on_one_replica_applies_on_every_replica_sharing_redis() {
+    let redis = private_redis().await;
+    let a = limited(&redis, "3").await;
+    let b = limited(&redis, "3").await;
+    let key = "user:424242";
+    let res = a
+        .client
+        .put(format!("{}/admin/rate-limits/{key}", a.admin))
+        .bearer_auth(ADMIN)
+        .json(&json!({ "limit": 42, "period_seconds": 60 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // Replica b learns it from Redis, without being told.
+    test_support::eventually(
+        Duration::from_secs(5),
+        "replica b lists the override",
+        || async {
+            let listed: serde_json::Value = b
+                .client
+                .get(format!("{}/admin/rate-limits", b.admin))
+                .bearer_auth(ADMIN)
+                .fetch_json()
+                .await;
+            listed["overrides"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|o| o["key"] == key && o["limit"] == 42))
+        },
+    )
+    .await;
+    // A replica started later has it too.
+    let c = limited(&redis, "3").await;
+    test_support::eventually(
+        Duration::from_secs(5),
+        "a new replica lists the override",
+        || async {
+            let listed: serde_json::Value = c
+                .client
+                .get(format!("{}/admin/rate-limits", c.admin))
+                .bearer_auth(ADMIN)
+                .fetch_json()
+                .await;
+            listed["overrides"].as_array().is_some_and(|o| o.len() == 1)
+        },
+    )
+    .await;
+    // Removed on b: gone from a as well.
+    let res = b
+        .client
+        .delete(format!("{}/admin/rate-limits/{key}", b.admin))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    test_support::eventually(
+        Duration::from_secs(5),
+        "replica a forgets the override",
+        || async {
+            let listed: serde_json::Value = a
+                .client
+                .get(format!("{}/admin/rate-limits", a.admin))
+                .bearer_auth(ADMIN)
+                .fetch_json()
+                .await;
+            listed["overrides"].as_array().is_some_and(Vec::is_empty)
+        },
+    )
+    .await;
+    for p in [a, b, c] {
+        p.stop().await;
+    }
+}

@@ -37,9 +37,20 @@ pub enum OnRedisError {
     Closed,
 }
 
+/// Where overrides live in Redis: one hash, `key → "<limit>/<period ms>"`.
+const OVERRIDES_KEY: &str = "ratelimit:overrides";
+
+/// The overrides could not be stored where every replica reads them.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot store the override in Redis: {0}")]
+pub struct OverrideError(String);
+
 pub struct DynamicRateLimiter {
     default: Quota,
+    /// This replica's copy; the Redis hash is the truth when shared.
     overrides: RwLock<HashMap<String, Quota>>,
+    /// Shares overrides with every replica (none: this process only).
+    shared: Option<fred::prelude::Client>,
     local: MemoryLimiter,
     on_redis_error: OnRedisError,
 }
@@ -71,15 +82,62 @@ impl DynamicRateLimiter {
         Self {
             default,
             overrides: RwLock::new(HashMap::new()),
+            shared: None,
             local,
             on_redis_error,
         }
     }
 
-    /// Gives `key` its own quota from now on, starting from a full bucket
-    /// (a client already over the old limit would otherwise carry its debt,
-    /// measured at the old rate, into the new one).
-    pub async fn set_override(&self, redis: &WorkerRedis, key: &str, quota: Quota) {
+    /// Keeps overrides in Redis, where every replica finds them.
+    pub fn with_shared_overrides(mut self, client: fred::prelude::Client) -> Self {
+        self.shared = Some(client);
+        self
+    }
+
+    /// Reloads the overrides every replica shares; the last copy stays
+    /// while Redis does not answer.
+    pub async fn refresh_overrides(&self) -> Result<(), OverrideError> {
+        use fred::interfaces::HashesInterface as _;
+        let Some(client) = &self.shared else {
+            return Ok(());
+        };
+        let stored: HashMap<String, String> = client
+            .hgetall(OVERRIDES_KEY)
+            .await
+            .map_err(|e| OverrideError(e.to_string()))?;
+        let parsed = stored
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let (limit, period) = value.split_once('/')?;
+                let quota = Quota {
+                    limit: limit.parse().ok().filter(|l| *l > 0)?,
+                    period: Duration::from_millis(period.parse().ok()?),
+                };
+                Some((key, quota))
+            })
+            .collect();
+        *self.overrides.write().unwrap_or_else(|p| p.into_inner()) = parsed;
+        Ok(())
+    }
+
+    /// Gives `key` its own quota from now on, on every replica, starting
+    /// from a full bucket (a client already over the old limit would
+    /// otherwise carry its debt, measured at the old rate, into the new
+    /// one). Fails, changing nothing, when the shared store cannot take it.
+    pub async fn set_override(
+        &self,
+        redis: &WorkerRedis,
+        key: &str,
+        quota: Quota,
+    ) -> Result<(), OverrideError> {
+        if let Some(client) = &self.shared {
+            use fred::interfaces::HashesInterface as _;
+            let value = format!("{}/{}", quota.limit, quota.period.as_millis());
+            let _: () = client
+                .hset(OVERRIDES_KEY, (key, value))
+                .await
+                .map_err(|e| OverrideError(e.to_string()))?;
+        }
         self.overrides
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -90,14 +148,27 @@ impl DynamicRateLimiter {
         {
             tracing::warn!(error = %common::exit::chain(&error), key, "could not reset the rate limit state in Redis");
         }
+        Ok(())
     }
 
-    pub fn remove_override(&self, key: &str) -> bool {
-        self.overrides
+    /// Drops `key`'s override everywhere; whether it had one.
+    pub async fn remove_override(&self, key: &str) -> Result<bool, OverrideError> {
+        let mut removed = false;
+        if let Some(client) = &self.shared {
+            use fred::interfaces::HashesInterface as _;
+            let count: u32 = client
+                .hdel(OVERRIDES_KEY, key)
+                .await
+                .map_err(|e| OverrideError(e.to_string()))?;
+            removed = count > 0;
+        }
+        let local = self
+            .overrides
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(key)
-            .is_some()
+            .is_some();
+        Ok(removed || local)
     }
 
     pub fn overrides(&self) -> HashMap<String, Quota> {
@@ -144,6 +215,22 @@ impl DynamicRateLimiter {
             Ok(decision) => Verdict::Decided(decision),
             // The in-process limiter cannot fail.
             Err(_) => Verdict::Unlimited,
+        }
+    }
+}
+
+/// Keeps this replica's copy of the shared overrides fresh until the
+/// limiter is gone.
+pub async fn refresh_overrides(limiter: std::sync::Weak<DynamicRateLimiter>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(limiter) = limiter.upgrade() else {
+            return;
+        };
+        if let Err(error) = limiter.refresh_overrides().await {
+            tracing::debug!(%error, "keeping the last copy of the rate-limit overrides");
         }
     }
 }

@@ -24,6 +24,9 @@ use common::auth::store::RedisTokenStore;
 /// fallback decides instead.
 const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// How soon an override set on one replica applies on the others.
+const OVERRIDE_REFRESH: Duration = Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("invalid Redis configuration")]
@@ -55,7 +58,10 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         .as_ref()
         .map(|url| common::redis::parse(url.expose()))
         .transpose()?;
-    let store: Arc<dyn TokenStore> = match redis.clone().and_then(redis_client) {
+    // One client for what every replica shares besides the limiter's
+    // counts: the token store and the limit overrides.
+    let shared_redis = redis.clone().and_then(redis_client);
+    let store: Arc<dyn TokenStore> = match shared_redis.clone() {
         Some(client) => Arc::new(RedisTokenStore::new(client)),
         None => Arc::new(MemoryTokenStore::default()),
     };
@@ -80,11 +86,20 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
     let authenticator = web::Data::new(authenticator);
     let signer = web::Data::from(signer);
     let max_body = config.max_body_bytes;
-    let limiter = web::Data::new(Arc::new(DynamicRateLimiter::new(
+    let mut limiter = DynamicRateLimiter::new(
         config.rate_limit,
         MemoryLimiter::new(Arc::new(SystemClock)),
         config.on_redis_error,
-    )));
+    );
+    if let Some(client) = shared_redis {
+        limiter = limiter.with_shared_overrides(client);
+    }
+    let limiter = Arc::new(limiter);
+    tokio::spawn(ratelimit::refresh_overrides(
+        Arc::downgrade(&limiter),
+        OVERRIDE_REFRESH,
+    ));
+    let limiter = web::Data::new(limiter);
     let admin = web::Data::new(AdminToken(config.admin_token.clone()));
     let sunset = web::Data::new(versioning::V1Sunset(config.v1_sunset.clone()));
     let trusted = web::Data::new(config.trusted_proxies.clone());

@@ -109,7 +109,10 @@ async fn set(
         limit: body.limit,
         period: Duration::from_secs(body.period_seconds),
     };
-    limiter.set_override(&redis, &key, quota).await;
+    limiter
+        .set_override(&redis, &key, quota)
+        .await
+        .map_err(overrides_unavailable)?;
     tracing::info!(key = %key, limit = body.limit, period_seconds = body.period_seconds, "rate limit override set");
     Ok(HttpResponse::Ok().json(OverrideView {
         key: key.into_inner(),
@@ -118,13 +121,25 @@ async fn set(
     }))
 }
 
+fn overrides_unavailable(error: crate::ratelimit::OverrideError) -> ApiError {
+    tracing::warn!(%error, "rate limit override not changed");
+    ApiError::Unavailable {
+        service: "rate limit overrides".into(),
+        retry_after: Duration::from_secs(1),
+    }
+}
+
 async fn remove(
     req: HttpRequest,
     limiter: web::Data<Arc<DynamicRateLimiter>>,
     key: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req)?;
-    if limiter.remove_override(&key) {
+    if limiter
+        .remove_override(&key)
+        .await
+        .map_err(overrides_unavailable)?
+    {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound(format!("no override for {key}")))
