@@ -419,3 +419,51 @@ async fn an_email_is_shown_to_its_owner_only() {
     problem(forged, StatusCode::UNAUTHORIZED, "unauthorized").await;
     p.stop().await;
 }
+
+#[tokio::test]
+async fn only_the_author_may_change_a_post_or_a_comment() {
+    let p = Platform::start().await;
+    p.sign_up("ann").await;
+    p.sign_up("bob").await;
+    let (ann, bob) = (p.login("ann").await, p.login("bob").await);
+    let post: Value = p
+        .client
+        .post(format!("{}/api/v1/posts", p.base))
+        .bearer_auth(&ann)
+        .json(&json!({ "title": "Ann's", "content": "mine" }))
+        .fetch_json()
+        .await;
+    let post_url = format!("{}/api/v1/posts/{}", p.base, post["id"]);
+    let comment: Value = p
+        .client
+        .post(format!("{post_url}/comments"))
+        .bearer_auth(&ann)
+        .json(&json!({ "content": "first" }))
+        .fetch_json()
+        .await;
+    let comment_url = format!("{}/api/v1/comments/{}", p.base, comment["id"]);
+    for url in [&post_url, &comment_url] {
+        let body = json!({ "content": "bob's" });
+        let res = p
+            .client
+            .patch(url)
+            .bearer_auth(&bob)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+        let res = p.client.delete(url).bearer_auth(&bob).send().await.unwrap();
+        problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+    let res = p
+        .client
+        .patch(&post_url)
+        .bearer_auth(&ann)
+        .json(&json!({ "title": "Still Ann's" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    p.stop().await;
+}

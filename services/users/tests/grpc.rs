@@ -294,6 +294,7 @@ async fn posts_and_comments_rpcs() {
                 id: post.id,
                 title: Some("Hi".into()),
                 content: None,
+                actor_id: None,
             })
             .await
             .unwrap()
@@ -328,6 +329,7 @@ async fn posts_and_comments_rpcs() {
             .update_comment(posts::UpdateCommentRequest {
                 id: comment.id,
                 content: "second".into(),
+                actor_id: None,
             })
             .await
             .unwrap()
@@ -357,7 +359,10 @@ async fn posts_and_comments_rpcs() {
         assert_eq!(by_ann.total, 1);
         assert!(
             comments
-                .delete_comment(posts::DeleteCommentRequest { id: comment.id })
+                .delete_comment(posts::DeleteCommentRequest {
+                    id: comment.id,
+                    actor_id: None,
+                })
                 .await
                 .unwrap()
                 .into_inner()
@@ -373,7 +378,10 @@ async fn posts_and_comments_rpcs() {
         );
         assert!(
             posts_client
-                .delete_post(posts::DeletePostRequest { id: post.id })
+                .delete_post(posts::DeletePostRequest {
+                    id: post.id,
+                    actor_id: None,
+                })
                 .await
                 .unwrap()
                 .into_inner()
@@ -590,4 +598,102 @@ async fn reflection_lists_the_services_in_both_protocol_versions() {
     };
     assert_eq!(api(v1_names), api(v1alpha_names));
     svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_fake_author_written_to_the_shared_cache_grants_no_change() {
+    use fred::prelude::KeysInterface as _;
+    let namespace = backends::unique("users-test");
+    let options = Options {
+        database_url: Some(fresh_postgres_url().await),
+        redis_url: Some(backends::redis_url()),
+        cache_namespace: Some(namespace.clone()),
+    };
+    let a = spawn_app(options.clone(), &Shared::default()).await;
+    let ann = a
+        .users()
+        .create_user(sign_up("ann"))
+        .await
+        .unwrap()
+        .into_inner();
+    let bob = a
+        .users()
+        .create_user(sign_up("bob"))
+        .await
+        .unwrap()
+        .into_inner();
+    let post = a
+        .posts()
+        .create_post(posts::CreatePostRequest {
+            author_id: ann.id,
+            title: "Ann's".into(),
+            content: "mine".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Cached in Redis by the read; then someone with Redis access makes
+    // bob its author there.
+    a.posts()
+        .get_post(posts::GetPostRequest { id: post.id })
+        .await
+        .unwrap();
+    let url = backends::redis_url();
+    let (redis, _) = common::redis::connect(&url, None)
+        .await
+        .unwrap_or_else(|e| panic!("{}", backends::missing("Redis", &url, &e)));
+    let key = format!("cache:{namespace}:post:{}", post.id);
+    let cached: Option<String> = redis.get(&key).await.unwrap();
+    let mut forged: serde_json::Value =
+        serde_json::from_str(&cached.expect("the post is cached")).unwrap();
+    forged["author_id"] = serde_json::json!(bob.id);
+    let _: () = redis
+        .set(&key, forged.to_string(), None, None, false)
+        .await
+        .unwrap();
+
+    // A replica with nothing in process reads the forged author...
+    let b = spawn_app(options, &Shared::default()).await;
+    let seen = b
+        .posts()
+        .get_post(posts::GetPostRequest { id: post.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(seen.author_id, bob.id, "the forgery reached the cache");
+    // ...but changes are decided by the store.
+    let edit = b
+        .posts()
+        .update_post(posts::UpdatePostRequest {
+            id: post.id,
+            title: Some("Bob's now".into()),
+            content: None,
+            actor_id: Some(bob.id),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(edit.code(), tonic::Code::PermissionDenied);
+    let delete = b
+        .posts()
+        .delete_post(posts::DeletePostRequest {
+            id: post.id,
+            actor_id: Some(bob.id),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(delete.code(), tonic::Code::PermissionDenied);
+    let by_ann = b
+        .posts()
+        .update_post(posts::UpdatePostRequest {
+            id: post.id,
+            title: Some("Still Ann's".into()),
+            content: None,
+            actor_id: Some(ann.id),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_ann.author_id, ann.id);
+    a.stop().await;
+    b.stop().await;
 }

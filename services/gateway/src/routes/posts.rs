@@ -8,7 +8,6 @@ use platform_proto::posts::v1::post_service_client::PostServiceClient;
 use serde::{Deserialize, Serialize};
 
 use super::Paging;
-use super::users::owner_only;
 use crate::Gateway;
 use crate::auth::AuthUser;
 use crate::problem::{ApiError, ProblemBody};
@@ -229,13 +228,14 @@ pub(super) async fn update_post(
     id: web::Path<u64>,
     body: web::Json<PostChanges>,
 ) -> Result<HttpResponse, ApiError> {
-    // The author never changes, so checking before writing is race-free.
-    owner_only(auth, fetch_post(&gw, &ctx, *id).await?.author_id)?;
+    // The users service checks authorship against its store (never a
+    // cache another process can write): 403 when `auth` is not the author.
     let body = body.into_inner();
     let message = pb::UpdatePostRequest {
         id: *id,
         title: body.title,
         content: body.content,
+        actor_id: Some(auth.0),
     };
     let post = gw
         .users
@@ -254,12 +254,14 @@ pub(super) async fn delete_post(
     auth: AuthUser,
     id: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
-    owner_only(auth, fetch_post(&gw, &ctx, *id).await?.author_id)?;
     gw.users
         .call(
             &ctx,
             false,
-            pb::DeletePostRequest { id: *id },
+            pb::DeletePostRequest {
+                id: *id,
+                actor_id: Some(auth.0),
+            },
             |ch, req| async move { PostServiceClient::new(ch).delete_post(req).await },
         )
         .await?;
@@ -364,10 +366,10 @@ pub(super) async fn update_comment(
     id: web::Path<u64>,
     body: web::Json<CommentBody>,
 ) -> Result<HttpResponse, ApiError> {
-    owner_only(auth, fetch_comment(&gw, &ctx, *id).await?.author_id)?;
     let message = pb::UpdateCommentRequest {
         id: *id,
         content: body.into_inner().content,
+        actor_id: Some(auth.0),
     };
     let comment = gw
         .users
@@ -386,12 +388,14 @@ pub(super) async fn delete_comment(
     auth: AuthUser,
     id: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
-    owner_only(auth, fetch_comment(&gw, &ctx, *id).await?.author_id)?;
     gw.users
         .call(
             &ctx,
             false,
-            pb::DeleteCommentRequest { id: *id },
+            pb::DeleteCommentRequest {
+                id: *id,
+                actor_id: Some(auth.0),
+            },
             |ch, req| async move { CommentServiceClient::new(ch).delete_comment(req).await },
         )
         .await?;

@@ -89,6 +89,10 @@ impl PostService for PostApi {
     ) -> Result<Response<pb::Post>, Status> {
         let req = request.into_inner();
         let id = parse_id("id", req.id).map_err(invalid)?;
+        if let Some(actor) = req.actor_id {
+            let post = self.store.get_post(id).await.map_err(store_status)?;
+            authored_by(post.author_id, actor)?;
+        }
         let title = req
             .title
             .as_deref()
@@ -114,7 +118,12 @@ impl PostService for PostApi {
         &self,
         request: Request<pb::DeletePostRequest>,
     ) -> Result<Response<pb::DeletePostResponse>, Status> {
-        let id = parse_id("id", request.into_inner().id).map_err(invalid)?;
+        let req = request.into_inner();
+        let id = parse_id("id", req.id).map_err(invalid)?;
+        if let Some(actor) = req.actor_id {
+            let post = self.store.get_post(id).await.map_err(store_status)?;
+            authored_by(post.author_id, actor)?;
+        }
         self.store
             .delete_post(id, traceparent().as_deref())
             .await
@@ -139,6 +148,18 @@ impl PostService for PostApi {
             posts: posts.into_iter().map(post_to_proto).collect(),
             total: total(count),
         }))
+    }
+}
+
+/// Whether `actor` wrote what the store says `author` wrote. Read from the
+/// store, not the views: a cache level is shared with other processes
+/// (Redis), and what one of them writes there must not grant a change.
+/// The author never changes, so checking before the write is race-free.
+fn authored_by(author: i64, actor: u64) -> Result<(), Status> {
+    if unsigned(author) == actor {
+        Ok(())
+    } else {
+        Err(Status::permission_denied("only the author may change it"))
     }
 }
 
@@ -176,6 +197,10 @@ impl CommentService for CommentApi {
         let req = request.into_inner();
         let id = parse_id("id", req.id).map_err(invalid)?;
         let content = parse_comment_content(&req.content).map_err(invalid)?;
+        if let Some(actor) = req.actor_id {
+            let comment = self.store.get_comment(id).await.map_err(store_status)?;
+            authored_by(comment.author_id, actor)?;
+        }
         let comment = self
             .store
             .update_comment(id, content, traceparent().as_deref())
@@ -188,7 +213,12 @@ impl CommentService for CommentApi {
         &self,
         request: Request<pb::DeleteCommentRequest>,
     ) -> Result<Response<pb::DeleteCommentResponse>, Status> {
-        let id = parse_id("id", request.into_inner().id).map_err(invalid)?;
+        let req = request.into_inner();
+        let id = parse_id("id", req.id).map_err(invalid)?;
+        if let Some(actor) = req.actor_id {
+            let comment = self.store.get_comment(id).await.map_err(store_status)?;
+            authored_by(comment.author_id, actor)?;
+        }
         self.store
             .delete_comment(id, traceparent().as_deref())
             .await
