@@ -150,3 +150,22 @@ fn json_error(error: JsonPayloadError, limit: usize) -> ApiError {
         other => ApiError::bad_request("invalid_body", format!("unreadable body: {other}")),
     }
 }
+
+/// The last route of a path: any method its other routes do not take is
+/// `405 method_not_allowed` with `Allow` (RFC 9110 §15.5.6), not a 404
+/// that says the resource is missing.
+pub(crate) fn not_allowed(allow: &'static str) -> actix_web::Route {
+    aw::route().to(move || async move {
+        let mut response = common::problem::Problem::new(
+            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this resource answers {allow}"),
+        )
+        .response();
+        response.headers_mut().insert(
+            actix_web::http::header::ALLOW,
+            actix_web::http::header::HeaderValue::from_static(allow),
+        );
+        response
+    })
+}

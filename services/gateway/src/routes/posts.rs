@@ -14,17 +14,24 @@ use crate::problem::{ApiError, ProblemBody};
 use crate::upstream::CallContext;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    use super::not_allowed;
     cfg.route("/posts", web::post().to(create_post))
+        .route("/posts", not_allowed("POST"))
         .route("/posts/{id}", web::get().to(get_post))
         .route("/posts/{id}", web::patch().to(update_post))
         .route("/posts/{id}", web::delete().to(delete_post))
+        .route("/posts/{id}", not_allowed("GET, PATCH, DELETE"))
         .route("/posts/{id}/comments", web::post().to(create_comment))
         .route("/posts/{id}/comments", web::get().to(comments_of_post))
+        .route("/posts/{id}/comments", not_allowed("GET, POST"))
         .route("/users/{id}/posts", web::get().to(posts_of_user))
+        .route("/users/{id}/posts", not_allowed("GET"))
         .route("/users/{id}/comments", web::get().to(comments_of_user))
+        .route("/users/{id}/comments", not_allowed("GET"))
         .route("/comments/{id}", web::get().to(get_comment))
         .route("/comments/{id}", web::patch().to(update_comment))
-        .route("/comments/{id}", web::delete().to(delete_comment));
+        .route("/comments/{id}", web::delete().to(delete_comment))
+        .route("/comments/{id}", not_allowed("GET, PATCH, DELETE"));
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -6,7 +6,7 @@ use platform_proto::users::v1 as pb;
 use platform_proto::users::v1::user_service_client::UserServiceClient;
 use serde::{Deserialize, Serialize};
 
-use super::Paging;
+use super::{Paging, not_allowed};
 use crate::Gateway;
 use crate::auth::{AuthUser, Viewer};
 use crate::problem::{ApiError, ProblemBody};
@@ -24,12 +24,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .wrap(from_fn(crate::cors::cors))
             .route("/users", web::post().to(sign_up))
             .route("/users", web::get().to(list))
+            .route("/users", not_allowed("GET, POST"))
             .route("/users/{id}", web::get().to(get))
             .route("/users/{id}", web::patch().to(update))
             .route("/users/{id}", web::delete().to(delete))
+            .route("/users/{id}", not_allowed("GET, PATCH, DELETE"))
             .route("/auth/login", web::post().to(super::auth::login))
+            .route("/auth/login", not_allowed("POST"))
             .route("/auth/refresh", web::post().to(super::auth::refresh))
+            .route("/auth/refresh", not_allowed("POST"))
             .route("/auth/logout", web::post().to(super::auth::logout))
+            .route("/auth/logout", not_allowed("POST"))
             .configure(super::posts::configure),
     );
 }
