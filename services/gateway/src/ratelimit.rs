@@ -235,6 +235,21 @@ pub async fn refresh_overrides(limiter: std::sync::Weak<DynamicRateLimiter>, eve
     }
 }
 
+/// This worker's Redis connection for decisions; in process without one.
+fn worker_redis(req: &actix_web::HttpRequest) -> &WorkerRedis {
+    const IN_PROCESS: WorkerRedis = WorkerRedis(None);
+    req.app_data::<web::Data<WorkerRedis>>()
+        .map_or(&IN_PROCESS, |r| r.get_ref())
+}
+
+/// The answer while Redis is down under `OnRedisError::Closed`.
+fn limiter_unavailable() -> ApiError {
+    ApiError::Unavailable {
+        service: "rate limiter".into(),
+        retry_after: Duration::from_secs(1),
+    }
+}
+
 /// Charges one attempt at `what` (a sign-in to one account, a sign-up
 /// with one email) against `quota`, on top of the per-client limit: many
 /// addresses guessing one account's password, or probing one email, are
@@ -249,10 +264,7 @@ pub async fn limit_attempts(
     let Some(limiter) = req.app_data::<web::Data<Arc<DynamicRateLimiter>>>() else {
         return Ok(());
     };
-    const IN_PROCESS: WorkerRedis = WorkerRedis(None);
-    let redis = req
-        .app_data::<web::Data<WorkerRedis>>()
-        .map_or(&IN_PROCESS, |r| r.get_ref());
+    let redis = worker_redis(req);
     let digest = sha2::Sha256::digest(subject.trim().to_lowercase().as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     let key = format!("{what}:{hex}");
@@ -265,10 +277,7 @@ pub async fn limit_attempts(
                 retry_after: decision.retry_after.unwrap_or(Duration::from_secs(1)),
             })
         }
-        Verdict::Unavailable => Err(ApiError::Unavailable {
-            service: "rate limiter".into(),
-            retry_after: Duration::from_secs(1),
-        }),
+        Verdict::Unavailable => Err(limiter_unavailable()),
         _ => Ok(()),
     }
 }
@@ -322,19 +331,13 @@ pub async fn limit_rate(
     else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    const IN_PROCESS: WorkerRedis = WorkerRedis(None);
-    let redis = req
-        .app_data::<web::Data<WorkerRedis>>()
-        .map_or(&IN_PROCESS, |r| r.get_ref());
+    let redis = worker_redis(req.request());
     let key = client_key(&req);
     let decision = match limiter.check(redis, &key).await {
         Verdict::Decided(decision) => decision,
         Verdict::Unlimited => return Ok(next.call(req).await?.map_into_left_body()),
         Verdict::Unavailable => {
-            let error = ApiError::Unavailable {
-                service: "rate limiter".into(),
-                retry_after: Duration::from_secs(1),
-            };
+            let error = limiter_unavailable();
             return Ok(req
                 .into_response(error.error_response())
                 .map_into_right_body());

@@ -91,14 +91,18 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         MemoryLimiter::new(Arc::new(SystemClock)),
         config.on_redis_error,
     );
+    let shares_overrides = shared_redis.is_some();
     if let Some(client) = shared_redis {
         limiter = limiter.with_shared_overrides(client);
     }
     let limiter = Arc::new(limiter);
-    tokio::spawn(ratelimit::refresh_overrides(
-        Arc::downgrade(&limiter),
-        OVERRIDE_REFRESH,
-    ));
+    // In process the copy is the truth: nothing to reload.
+    if shares_overrides {
+        tokio::spawn(ratelimit::refresh_overrides(
+            Arc::downgrade(&limiter),
+            OVERRIDE_REFRESH,
+        ));
+    }
     let limiter = web::Data::new(limiter);
     let admin = web::Data::new(AdminToken(config.admin_token.clone()));
     let sunset = web::Data::new(versioning::V1Sunset(config.v1_sunset.clone()));
