@@ -19,6 +19,8 @@
 #
 #   bash bench/gateway-vs-nginx.sh      # ROUNDS=3 DURATION=10s CONNECTIONS=32
 set -euo pipefail
+# Every process of the run signs and checks service tokens with it.
+export PLATFORM_SERVICE_SECRET=${PLATFORM_SERVICE_SECRET:-bench-service-secret-of-at-least-32-bytes}
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}

@@ -15,6 +15,8 @@
 #   bash bench/host-overhead.sh            # 3 rounds of 10 s each
 #   ROUNDS=5 DURATION=20s bash bench/host-overhead.sh
 set -euo pipefail
+# Every process of the run signs and checks service tokens with it.
+export PLATFORM_SERVICE_SECRET=${PLATFORM_SERVICE_SECRET:-bench-service-secret-of-at-least-32-bytes}
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}

@@ -14,6 +14,8 @@
 #   bash bench/users-grpc.sh          # ROUNDS=3 SECONDS_PER_RUN=10
 #   USERS_LOG=warn bash bench/users-grpc.sh   # without per-request spans
 set -euo pipefail
+# Every process of the run signs and checks service tokens with it.
+export PLATFORM_SERVICE_SECRET=${PLATFORM_SERVICE_SECRET:-bench-service-secret-of-at-least-32-bytes}
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}

@@ -54,6 +54,19 @@ pub struct Listening {
     pub admin: String,
 }
 
+/// The service secret every process a test starts shares; a test signs
+/// its own gRPC calls with it ([`service_credentials`]).
+pub const SERVICE_SECRET: &str = "e2e-service-secret-of-at-least-32-bytes";
+
+/// Credentials signing as `caller` under [`SERVICE_SECRET`].
+pub fn service_credentials(caller: &str) -> std::sync::Arc<common::auth::ServiceCredentials> {
+    let secret = common::auth::ServiceSecret::new(SERVICE_SECRET.as_bytes())
+        .expect("the test secret is long enough");
+    std::sync::Arc::new(common::auth::ServiceCredentials::new(
+        &secret.key_for(caller),
+    ))
+}
+
 /// A running service process, killed if the test drops it.
 pub struct ServiceProcess {
     child: Child,
@@ -72,6 +85,8 @@ impl ServiceProcess {
             .current_dir(workdir.path())
             .env_clear()
             .env("PLATFORM_LOG_FORMAT", "json")
+            // Processes of one test trust each other, as one deployment's do.
+            .env("PLATFORM_SERVICE_SECRET", SERVICE_SECRET)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -38,7 +38,10 @@ async fn a_sign_up_reaches_kafka_as_a_cloud_event_with_its_trace() {
         .connect()
         .await
         .unwrap();
-    let mut client = UserServiceClient::new(channel);
+    let mut client = UserServiceClient::with_interceptor(
+        channel,
+        e2e::service_credentials("gateway").interceptor("users"),
+    );
     let mut request = tonic::Request::new(pb::CreateUserRequest {
         username: "ann".into(),
         email: "ann@example.com".into(),

@@ -4,9 +4,12 @@
 //!
 //! `get` calls GetUser for one id; `create` calls CreateUser with unique
 //! usernames. Prints one line: `calls=… errors=… rps=… p50_us=… p99_us=…`.
+//! Calls are signed as the gateway with `PLATFORM_SERVICE_SECRET`, the
+//! secret the users service under test was started with.
 
 use std::time::{Duration, Instant};
 
+use common::auth::{ServiceCredentials, ServiceSecret};
 use platform_proto::users::v1 as pb;
 use platform_proto::users::v1::user_service_client::UserServiceClient;
 use tonic::transport::Channel;
@@ -22,6 +25,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let connections: usize = arg(5, "4").parse()?;
     let id: u64 = arg(6, "1").parse()?;
 
+    let secret = std::env::var("PLATFORM_SERVICE_SECRET").map_err(
+        |_| "PLATFORM_SERVICE_SECRET: the users service's secret is needed to sign calls",
+    )?;
+    let credentials = std::sync::Arc::new(ServiceCredentials::new(
+        &ServiceSecret::new(secret.as_bytes())?.key_for("gateway"),
+    ));
     let mut channels = Vec::new();
     for _ in 0..connections.max(1) {
         channels.push(Channel::from_shared(addr.clone())?.connect().await?);
@@ -31,7 +40,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
-        let mut client = UserServiceClient::new(channels[worker % channels.len()].clone());
+        let mut client = UserServiceClient::with_interceptor(
+            channels[worker % channels.len()].clone(),
+            credentials.interceptor("users"),
+        );
         let mode = mode.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();

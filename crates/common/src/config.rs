@@ -331,6 +331,9 @@ pub struct ServiceConfig {
     pub instance_id: String,
     pub discovery: DiscoveryConfig,
     pub telemetry: TelemetryConfig,
+    /// The service token this service's calls carry, and the secret its
+    /// gRPC API checks callers' tokens with.
+    pub service_auth: crate::auth::ServiceAuthConfig,
 }
 
 impl ServiceConfig {
@@ -385,6 +388,11 @@ impl ServiceConfig {
             instance_id,
             discovery: DiscoveryConfig::from_env(env)?,
             telemetry: TelemetryConfig::from_env(env, defaults.name)?,
+            service_auth: crate::auth::ServiceAuthConfig::from_env(
+                env,
+                defaults.name,
+                grpc_addr.is_some(),
+            )?,
         })
     }
 }
@@ -412,6 +420,7 @@ impl ServiceConfig {
                 log_filter: "info".into(),
                 otlp_endpoint: None,
             },
+            service_auth: crate::auth::ServiceAuthConfig::process_default(name),
         }
     }
 }

@@ -33,6 +33,7 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::auth::{GrpcAccess, ServiceAuthLayer, ServiceVerifier};
 use crate::config::ServiceConfig;
 use crate::discovery::{DiscoveryError, Instance, Registration, Registry};
 use crate::health::{DiscoveryCheck, Health, ReadinessCheck};
@@ -64,6 +65,8 @@ pub enum ServerError {
         #[source]
         source: tonic_reflection::server::Error,
     },
+    #[error("the {service} service serves gRPC but has no service secret to check its callers")]
+    NoServiceSecret { service: &'static str },
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("the {protocol} server stopped unexpectedly: {reason}")]
@@ -83,6 +86,7 @@ pub struct ServiceHostBuilder {
     admin: Vec<HttpRoutes>,
     grpc: Routes,
     grpc_names: Vec<&'static str>,
+    grpc_access: GrpcAccess,
     checks: Vec<Arc<dyn ReadinessCheck>>,
     registry: Option<Arc<dyn Registry>>,
     tasks: Vec<(&'static str, BackgroundTask)>,
@@ -165,7 +169,25 @@ impl ServiceHostBuilder {
         let v1 = configure().build_v1().map_err(invalid)?;
         let v1alpha = configure().build_v1alpha().map_err(invalid)?;
         self.grpc = self.grpc.add_service(v1).add_service(v1alpha);
-        Ok(self)
+        // It maps the whole internal API: operators' tools only.
+        Ok(self
+            .grpc_allow(
+                "/grpc.reflection.v1.ServerReflection/",
+                &[crate::auth::ADMIN_CALLER],
+            )
+            .grpc_allow(
+                "/grpc.reflection.v1alpha.ServerReflection/",
+                &[crate::auth::ADMIN_CALLER],
+            ))
+    }
+
+    /// Every gRPC call but health checks must carry a service token; this
+    /// narrows `method` (a full path, or a service's path ending in `/`)
+    /// to the named callers — the admin RPCs to
+    /// [`ADMIN_CALLER`](crate::auth::ADMIN_CALLER), for example.
+    pub fn grpc_allow(mut self, method: &str, callers: &[&str]) -> Self {
+        self.grpc_access = std::mem::take(&mut self.grpc_access).allow(method, callers);
+        self
     }
 
     /// A backend that must answer before the service reports ready.
@@ -214,6 +236,7 @@ impl ServiceHostBuilder {
             admin: self.admin,
             grpc: self.grpc,
             grpc_names: self.grpc_names,
+            grpc_access: self.grpc_access,
             registry,
             tasks: self.tasks,
             draining: self.draining,
@@ -262,6 +285,7 @@ pub struct ServiceHost {
     admin: Vec<HttpRoutes>,
     grpc: Routes,
     grpc_names: Vec<&'static str>,
+    grpc_access: GrpcAccess,
     registry: Arc<dyn Registry>,
     tasks: Vec<(&'static str, BackgroundTask)>,
     draining: Vec<CancellationToken>,
@@ -275,6 +299,7 @@ impl ServiceHost {
             admin: Vec::new(),
             grpc: Routes::default(),
             grpc_names: Vec::new(),
+            grpc_access: GrpcAccess::default(),
             checks: Vec::new(),
             registry: None,
             tasks: Vec::new(),
@@ -347,10 +372,21 @@ impl ServiceHost {
         let grpc_stop = CancellationToken::new();
         let (reporter, grpc_task) = match self.grpc_listener {
             Some((listener, _)) => {
+                let secret = self
+                    .config
+                    .service_auth
+                    .secret
+                    .clone()
+                    .ok_or(ServerError::NoServiceSecret { service: name })?;
+                let auth = ServiceAuthLayer::new(
+                    Arc::new(ServiceVerifier::new(secret, name)),
+                    self.grpc_access,
+                );
                 let (reporter, task) = serve_grpc(
                     name,
                     listener,
                     self.grpc,
+                    auth,
                     grpc_stop.clone().cancelled_owned(),
                 )?;
                 (Some(reporter), Some(task))
@@ -564,6 +600,7 @@ fn serve_grpc(
     name: &'static str,
     listener: TcpListener,
     routes: Routes,
+    auth: ServiceAuthLayer,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(HealthReporter, GrpcTask), ServerError> {
     let addr = listener.local_addr().ok();
@@ -577,7 +614,8 @@ fn serve_grpc(
     let routes = routes.add_service(health_service);
     let mut builder = tonic::transport::Server::builder()
         .trace_fn(grpc_server_span)
-        .layer(GrpcMetricsLayer::new(name));
+        .layer(GrpcMetricsLayer::new(name))
+        .layer(auth);
     let server = builder
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop);

@@ -266,7 +266,11 @@ mod tests {
 
     #[test]
     fn production_requires_a_long_enough_signing_key() {
-        let err = config(&[("GATEWAY_ENVIRONMENT", "production")]).unwrap_err();
+        let err = config(&[
+            ("GATEWAY_ENVIRONMENT", "production"),
+            ("GATEWAY_SERVICE_SECRET", &"s".repeat(32)),
+        ])
+        .unwrap_err();
         assert!(err.to_string().starts_with("GATEWAY_JWT_SECRET:"), "{err}");
         let err = config(&[("GATEWAY_JWT_SECRET", "short")]).unwrap_err();
         assert!(err.to_string().contains("at least 32 bytes"), "{err}");
@@ -277,6 +281,7 @@ mod tests {
         config(&[
             ("PLATFORM_ENVIRONMENT", "production"),
             ("GATEWAY_JWT_SECRET", &"k".repeat(32)),
+            ("GATEWAY_SERVICE_SECRET", &"s".repeat(32)),
         ])
         .unwrap();
     }

@@ -106,6 +106,17 @@ impl ApiError {
             .and_then(|b| b.field_violations.into_iter().next())
             .map(|v| v.field);
         let detail = status.message().to_owned();
+        if status
+            .metadata()
+            .contains_key(common::auth::grpc::REFUSED_METADATA)
+        {
+            // The gateway's own credentials were refused: a deployment
+            // fault (secrets that differ), not the client's.
+            tracing::error!(%service, detail, "the upstream refused the gateway's service token");
+            return Self::BadGateway {
+                service: service.clone(),
+            };
+        }
         match status.code() {
             Code::InvalidArgument | Code::OutOfRange => Self::BadRequest {
                 code: "invalid_field",

@@ -76,7 +76,8 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
             config.breaker.clone(),
             clock,
             config.upstream_timeout,
-        ),
+        )
+        .with_credentials(config.service.service_auth.credentials()),
         auth: authenticator.clone(),
         limits: crate::AttemptLimits {
             login: config.login_quota,

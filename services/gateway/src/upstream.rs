@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::auth::ServiceCredentials;
 use common::discovery::{InstanceWatch, Registry};
 use resilience::breaker::{BreakerConfig, CircuitBreaker};
 use resilience::clock::Clock;
@@ -47,6 +48,8 @@ pub struct Upstream {
     next: AtomicUsize,
     breaker: CircuitBreaker,
     timeout: Duration,
+    /// Signs gRPC calls; the pass-through's HTTP upstreams have none.
+    credentials: Option<Arc<ServiceCredentials>>,
 }
 
 /// Statuses that mean the upstream is unwell (they count against the
@@ -77,7 +80,31 @@ impl Upstream {
             next: AtomicUsize::new(0),
             breaker: CircuitBreaker::new(service, breaker, clock),
             timeout,
+            credentials: None,
         }
+    }
+
+    /// Calls carry a service token signed by `credentials`.
+    pub fn with_credentials(mut self, credentials: Arc<ServiceCredentials>) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    fn request<M>(
+        &self,
+        ctx: &CallContext,
+        message: M,
+        deadline: Instant,
+    ) -> Result<tonic::Request<M>, ApiError> {
+        let mut request = ctx.request(message, deadline);
+        if let Some(credentials) = &self.credentials {
+            let value = credentials.authorization(&self.service).map_err(|error| {
+                tracing::error!(%error, "cannot sign a service token");
+                ApiError::Internal("cannot sign a service token".into())
+            })?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
     }
 
     /// The next healthy instance's channel, round robin. Channels connect
@@ -164,7 +191,7 @@ impl Upstream {
             let started = Instant::now();
             let outcome = tokio::time::timeout_at(
                 deadline,
-                call(channel, ctx.request(message.clone(), deadline)),
+                call(channel, self.request(ctx, message.clone(), deadline)?),
             )
             .await;
             let result = match &outcome {

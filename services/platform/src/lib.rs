@@ -8,6 +8,8 @@
 //! pointing at Consul, each registers there as usual. Without Kafka
 //! (`PLATFORM_KAFKA_BROKERS`) the services share one in-process event bus.
 
+pub mod cli;
+
 use std::sync::Arc;
 
 use common::config::{ConfigError, Env};

@@ -6,6 +6,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.is_empty() {
+        return platform::cli::run(&args);
+    }
     let config = platform::PlatformConfig::from_env()?;
     let telemetry = common::telemetry::init(&config.telemetry)?;
     let result = async {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use common::auth::ADMIN_CALLER;
 use common::cache::{MultilevelCache, RedisConnectError, RedisLevel};
 use common::events::EventBusError;
 use common::health::ReadinessCheck;
@@ -79,6 +80,18 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
     let mut builder = shared
         .host(config.service)
         .grpc_reflection(platform_proto::FILE_DESCRIPTOR_SET)?
+        // Sign-in is the gateway's; bulk reads feed search; rebuilding the
+        // read models is an operator's act.
+        .grpc_allow("/users.v1.UserService/VerifyCredentials", &["gateway"])
+        .grpc_allow(
+            "/users.v1.UserService/ExportUsers",
+            &["search", ADMIN_CALLER],
+        )
+        .grpc_allow(
+            "/users.v1.UserService/ExportEvents",
+            &["search", ADMIN_CALLER],
+        )
+        .grpc_allow("/users.v1.UserService/RebuildReadModels", &[ADMIN_CALLER])
         .readiness_check(Arc::new(DatabaseCheck(store.clone())))
         .task("outbox-relay", move |stop| relay.run(stop))
         .grpc_service(

@@ -1,5 +1,6 @@
 //! Typed helpers for tests that run this service (feature `test-util`).
 
+use common::auth::{ServiceAuthConfig, ServiceInterceptor};
 use common::config::{Env, ServiceConfig};
 use common::service::Shared;
 use platform_proto::posts::v1::comment_service_client::CommentServiceClient;
@@ -7,6 +8,7 @@ use platform_proto::posts::v1::post_service_client::PostServiceClient;
 use platform_proto::users::v1::user_service_client::UserServiceClient;
 use sqlx::Connection;
 use test_support::{TempDir, TestHost, backends};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::Config;
@@ -31,19 +33,39 @@ pub struct TestApp {
     _dir: TempDir,
 }
 
+/// A channel whose calls carry a service token.
+pub type Signed = InterceptedService<Channel, ServiceInterceptor>;
+
 impl TestApp {
-    pub fn users(&self) -> UserServiceClient<Channel> {
-        UserServiceClient::new(self.channel.clone())
+    /// Calls signed as the gateway, the service's usual caller.
+    pub fn users(&self) -> UserServiceClient<Signed> {
+        self.users_as("gateway")
     }
 
-    pub fn posts(&self) -> PostServiceClient<Channel> {
-        PostServiceClient::new(self.channel.clone())
+    /// Calls signed as `caller` (`admin`, `search`, ...), with the secret
+    /// every service of this process shares.
+    pub fn users_as(&self, caller: &str) -> UserServiceClient<Signed> {
+        UserServiceClient::new(self.signed(caller))
     }
 
-    pub fn comments(&self) -> CommentServiceClient<Channel> {
-        CommentServiceClient::new(self.channel.clone())
+    pub fn posts(&self) -> PostServiceClient<Signed> {
+        PostServiceClient::new(self.signed("gateway"))
     }
 
+    pub fn comments(&self) -> CommentServiceClient<Signed> {
+        CommentServiceClient::new(self.signed("gateway"))
+    }
+
+    /// The channel signed as `caller`.
+    pub fn signed(&self, caller: &str) -> Signed {
+        let credentials = ServiceAuthConfig::process_default(caller).credentials();
+        InterceptedService::new(
+            self.channel.clone(),
+            credentials.interceptor(crate::config::DEFAULTS.name),
+        )
+    }
+
+    /// The bare channel: calls without a service token.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
     }

@@ -243,7 +243,8 @@ async fn every_error_status_is_the_documented_one() {
         assert_eq!(negative.code(), Code::InvalidArgument);
 
         // Nothing half-written by the failures: one user, one event.
-        let events: Vec<_> = client
+        let events: Vec<_> = svc
+            .users_as("search")
             .export_events(pb::ExportEventsRequest {
                 after_position: 0,
                 page_size: 10,
@@ -422,7 +423,7 @@ async fn posts_and_comments_rpcs() {
 #[tokio::test]
 async fn export_streams_every_user_in_pages_and_survives_a_cancelled_stream() {
     let svc = spawn_app(Options::default(), &Shared::default()).await;
-    let mut client = svc.users();
+    let mut client = svc.users_as("search");
     for i in 0..25 {
         client
             .create_user(sign_up(&format!("user{i:02}")))
@@ -464,7 +465,8 @@ async fn export_streams_every_user_in_pages_and_survives_a_cancelled_stream() {
         .unwrap()
         .into_inner();
     assert_eq!(again.total, 25);
-    let rebuilt = client
+    let rebuilt = svc
+        .users_as("admin")
         .rebuild_read_models(pb::RebuildReadModelsRequest {})
         .await
         .unwrap()
@@ -539,7 +541,7 @@ async fn reflection_lists_the_services_in_both_protocol_versions() {
     let svc = spawn_app(Options::default(), &Shared::default()).await;
 
     // grpcurl and Postman speak v1.
-    let mut client = v1::server_reflection_client::ServerReflectionClient::new(svc.channel());
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(svc.signed("admin"));
     let request = v1::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
@@ -560,7 +562,8 @@ async fn reflection_lists_the_services_in_both_protocol_versions() {
     let v1_names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
 
     // Python's grpcio-reflection client and Evans speak v1alpha.
-    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(svc.channel());
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(svc.signed("admin"));
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(

@@ -1,11 +1,12 @@
 //! The token settings every service that issues or verifies tokens reads
 //! (`<SERVICE>_JWT_*`, or `PLATFORM_JWT_*` once for all).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
+use super::service::{CallerKey, ServiceCredentials, ServiceSecret};
 use super::token::{DEFAULT_KEY_ID, TokenKeys, TokenPolicy, TokenSigner};
 use crate::config::{ConfigError, Env, Secret};
 
@@ -156,6 +157,83 @@ fn invalid(env: &Env, key: &str, value: &str, reason: &str) -> ConfigError {
     }
 }
 
+/// How this service proves who it is to other services, and checks who
+/// calls it (`SERVICE_SECRET`, `SERVICE_KEY`; see [`super::service`]).
+#[derive(Clone, Debug)]
+pub struct ServiceAuthConfig {
+    /// The platform secret; only a service holding it can check callers.
+    pub secret: Option<ServiceSecret>,
+    /// The key this service signs its calls with.
+    pub key: CallerKey,
+}
+
+/// One random secret per process: every service of an all-in-one process
+/// or a test process agrees on it without configuration, and nothing
+/// outside the process can sign for them.
+fn process_secret() -> ServiceSecret {
+    static SECRET: OnceLock<ServiceSecret> = OnceLock::new();
+    SECRET.get_or_init(ServiceSecret::random).clone()
+}
+
+impl ServiceAuthConfig {
+    /// The process's random secret (development without a configured
+    /// secret, tests, embedders).
+    pub fn process_default(name: &str) -> Self {
+        let secret = process_secret();
+        Self {
+            key: secret.key_for(name),
+            secret: Some(secret),
+        }
+    }
+
+    /// Reads `<SERVICE>_SERVICE_SECRET` / `PLATFORM_SERVICE_SECRET`, or
+    /// `<SERVICE>_SERVICE_KEY` (this caller's derived key only). In
+    /// production one of them is required; in development an unset secret
+    /// is the process's random one, which only services in this process
+    /// share.
+    pub fn from_env(env: &Env, name: &str, serves_grpc: bool) -> Result<Self, ConfigError> {
+        let production = env.shared("ENVIRONMENT", String::new())? == "production";
+        let secret = env
+            .shared_optional::<Secret>("SERVICE_SECRET")?
+            .filter(|s| !s.expose().is_empty());
+        let key = env
+            .optional::<Secret>("SERVICE_KEY")?
+            .filter(|s| !s.expose().is_empty());
+        match (secret, key) {
+            (Some(secret), _) => {
+                let secret = ServiceSecret::new(secret.expose().as_bytes())
+                    .map_err(|e| invalid(env, "SERVICE_SECRET", "***", &e.to_string()))?;
+                Ok(Self {
+                    key: secret.key_for(name),
+                    secret: Some(secret),
+                })
+            }
+            (None, Some(_)) if serves_grpc => Err(invalid(
+                env,
+                "SERVICE_KEY",
+                "***",
+                "this service serves gRPC: it needs SERVICE_SECRET to check its callers",
+            )),
+            (None, Some(key)) => Ok(Self {
+                key: CallerKey::decode(name, key.expose())
+                    .map_err(|e| invalid(env, "SERVICE_KEY", "***", &e.to_string()))?,
+                secret: None,
+            }),
+            (None, None) if production => Err(invalid(
+                env,
+                "SERVICE_SECRET",
+                "",
+                "is required in production (or SERVICE_KEY for a service that only calls)",
+            )),
+            (None, None) => Ok(Self::process_default(name)),
+        }
+    }
+
+    pub fn credentials(&self) -> Arc<ServiceCredentials> {
+        Arc::new(ServiceCredentials::new(&self.key))
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -287,5 +365,49 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod service_auth_tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)], serves_grpc: bool) -> Result<ServiceAuthConfig, ConfigError> {
+        ServiceAuthConfig::from_env(
+            &Env::from_map("GATEWAY", vars.iter().copied()),
+            "gateway",
+            serves_grpc,
+        )
+    }
+
+    #[test]
+    fn production_needs_a_service_secret_or_key_and_a_short_one_is_refused() {
+        let err = config(&[("PLATFORM_ENVIRONMENT", "production")], false).unwrap_err();
+        assert!(err.to_string().contains("GATEWAY_SERVICE_SECRET"), "{err}");
+        let err = config(&[("PLATFORM_SERVICE_SECRET", "short")], false).unwrap_err();
+        assert!(!err.to_string().contains("short"), "{err}");
+        let ok = config(&[("PLATFORM_SERVICE_SECRET", &"s".repeat(32))], true).unwrap();
+        assert!(ok.secret.is_some());
+        // Development without one: the process's own, shared in process.
+        let dev = config(&[], true).unwrap();
+        assert_eq!(
+            dev.key.encode(),
+            ServiceAuthConfig::process_default("gateway").key.encode()
+        );
+    }
+
+    #[test]
+    fn a_caller_key_alone_signs_but_cannot_check_callers() {
+        let key = ServiceSecret::new(&[7; 32])
+            .unwrap()
+            .key_for("gateway")
+            .encode();
+        let only_calls = config(&[("GATEWAY_SERVICE_KEY", &key)], false).unwrap();
+        assert!(only_calls.secret.is_none());
+        assert_eq!(only_calls.key.encode(), key);
+        let err = config(&[("GATEWAY_SERVICE_KEY", &key)], true).unwrap_err();
+        assert!(err.to_string().contains("SERVICE_SECRET"), "{err}");
+        assert!(config(&[("GATEWAY_SERVICE_KEY", "not base64!")], false).is_err());
     }
 }
