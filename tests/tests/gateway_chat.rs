@@ -30,6 +30,30 @@ async fn connect(platform: &Platform, token: &str) -> Socket {
     socket
 }
 
+/// A ticket from `POST /api/v1/auth/ticket` for `token`.
+async fn ticket(platform: &Platform, token: &str) -> String {
+    let res = platform
+        .client
+        .post(format!("{}/api/v1/auth/ticket", platform.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: Value = res.json().await.unwrap();
+    body["ticket"].as_str().unwrap().to_owned()
+}
+
+/// The status a WebSocket upgrade at `url` is answered with.
+async fn upgrade_status(url: String) -> u16 {
+    match awc::Client::new().ws(url).connect().await {
+        Ok((response, _)) => response.status().as_u16(),
+        Err(awc::error::WsClientError::InvalidResponseStatus(status)) => status.as_u16(),
+        Err(other) => panic!("upgrade failed: {other}"),
+    }
+}
+
 async fn send(socket: &mut Socket, frame: Value) {
     socket
         .send(ws::Message::Text(frame.to_string().into()))
@@ -76,9 +100,10 @@ async fn an_upgrade_with_the_gateways_token_reaches_chat_and_frames_flow_both_wa
         let bob_token = platform.login("bobby").await;
 
         let mut alice = connect(&platform, &alice_token).await;
-        // Browsers pass the token in the query string.
+        // Browsers exchange the token for a single-use ticket.
+        let ticket = ticket(&platform, &bob_token).await;
         let (_, mut bob) = awc::Client::new()
-            .ws(format!("{}?access_token={bob_token}", ws_url(&platform)))
+            .ws(format!("{}?ticket={ticket}", ws_url(&platform)))
             .connect()
             .await
             .unwrap();
@@ -311,6 +336,55 @@ async fn a_draining_gateway_closes_relayed_websockets_with_1001() {
         };
         assert_eq!(code, Some(CloseCode::Away));
         stopping.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_ticket_opens_one_socket_once_and_a_token_in_the_url_opens_none() {
+    local(async {
+        let platform = Platform::start_with(&[("GATEWAY_TICKET_TTL", "1s")]).await;
+        let _chat = platform.start_chat(&[]).await;
+        platform.sign_up("alice").await;
+        let token = platform.login("alice").await;
+
+        let first = ticket(&platform, &token).await;
+        let url = format!("{}?ticket={first}", ws_url(&platform));
+        assert_eq!(upgrade_status(url.clone()).await, 101);
+        assert_eq!(upgrade_status(url).await, 401, "a ticket is single-use");
+
+        // Unredeemed, it expires with GATEWAY_TICKET_TTL.
+        let stale = ticket(&platform, &token).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let url = format!("{}?ticket={stale}", ws_url(&platform));
+        assert_eq!(upgrade_status(url).await, 401, "an expired ticket");
+
+        let url = format!("{}?access_token={token}", ws_url(&platform));
+        assert_eq!(upgrade_status(url).await, 401, "a token in the URL");
+        let url = format!("{}?ticket=made-up", ws_url(&platform));
+        assert_eq!(upgrade_status(url).await, 401, "a forged ticket");
+
+        // Only a signed-in caller gets one.
+        let anonymous = platform
+            .client
+            .post(format!("{}/api/v1/auth/ticket", platform.base))
+            .send()
+            .await
+            .unwrap();
+        problem(anonymous, StatusCode::UNAUTHORIZED, "unauthorized").await;
+
+        // A signed-out session's ticket opens nothing.
+        let orphan = ticket(&platform, &token).await;
+        let out = platform
+            .client
+            .post(format!("{}/api/v1/auth/logout", platform.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.status(), StatusCode::NO_CONTENT);
+        let url = format!("{}?ticket={orphan}", ws_url(&platform));
+        assert_eq!(upgrade_status(url).await, 401, "the session ended");
     })
     .await;
 }

@@ -104,3 +104,39 @@ async fn a_revoked_token_id_is_refused_until_its_ttl_ends() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_ticket_is_redeemed_once_even_by_racing_redemptions() {
+    contract(backends().await, |_, store| async move {
+        let ticket = unique("ticket");
+        store.put_ticket(&ticket, "the token", TTL).await.unwrap();
+        let racing = (0..8).map(|_| {
+            let store = store.clone();
+            let ticket = ticket.clone();
+            async move { store.take_ticket(&ticket).await.unwrap() }
+        });
+        let won: Vec<String> = futures_util::future::join_all(racing)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(won, vec!["the token".to_owned()]);
+        assert_eq!(store.take_ticket(&ticket).await.unwrap(), None);
+        assert_eq!(store.take_ticket(&unique("never")).await.unwrap(), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_expired_ticket_is_not_redeemed() {
+    contract(backends().await, |_, store| async move {
+        let ticket = unique("ticket");
+        store
+            .put_ticket(&ticket, "the token", Duration::from_millis(50))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(store.take_ticket(&ticket).await.unwrap(), None);
+    })
+    .await;
+}

@@ -1,6 +1,8 @@
 //! HTTP: the WebSocket upgrade and REST for presence and history. Every
-//! route needs the gateway's access token, as `Authorization: Bearer` or,
-//! for browsers that cannot set headers on an upgrade, `?access_token=`.
+//! route needs the gateway's access token as `Authorization: Bearer`;
+//! browsers, which cannot set headers on an upgrade, come through the
+//! gateway with a single-use ticket, which the gateway exchanges for the
+//! header. A token in the URL is never accepted.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,10 +26,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// The caller named by a valid access token, and when that token expires.
 fn authenticate(chat: &Chat, req: &HttpRequest) -> Result<(Member, SystemTime), Problem> {
     let unauthorized = |why: &str| Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", why);
-    let token = common::auth::request_token(req)
-        .ok_or_else(|| unauthorized("an access token is required"))?;
+    let token = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(common::auth::bearer)
+        .ok_or_else(|| unauthorized("an Authorization: Bearer access token is required"))?;
     // One answer for every refusal; the reason is for the logs.
-    let claims = chat.signer.verify(&token).map_err(|why| {
+    let claims = chat.signer.verify(token).map_err(|why| {
         tracing::debug!(reason = %why, "refused an access token");
         unauthorized("the access token is invalid or expired")
     })?;

@@ -52,6 +52,32 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// Redeems a browser ticket: the claims of the access token it stands
+    /// for, once. A ticket redeemed before, expired or unknown gets the one
+    /// invalid-token answer; a store that cannot answer fails closed, since
+    /// without it nothing says the ticket is unused.
+    pub async fn redeem(&self, ticket: &str) -> Result<(String, Claims), ApiError> {
+        let token = match self.store.take_ticket(ticket).await {
+            Ok(Some(token)) => token,
+            Ok(None) => {
+                tracing::debug!("refused an unknown, used or expired ticket");
+                return Err(ApiError::Unauthorized(INVALID_TOKEN.into()));
+            }
+            Err(error) => {
+                metrics::counter!("gateway_token_store_errors_total").increment(1);
+                tracing::warn!(%error, "cannot redeem a ticket");
+                return Err(ApiError::Unavailable {
+                    service: "token store".into(),
+                    retry_after: std::time::Duration::from_secs(1),
+                });
+            }
+        };
+        let claims = self.check(&token).await?;
+        Ok((token, claims))
+    }
+}
+
 /// The bearer token of `req`: `Ok(None)` without an `Authorization`
 /// header, `401` for one that does not hold a bearer token.
 fn bearer(req: &HttpRequest) -> Result<Option<String>, ApiError> {
@@ -79,6 +105,8 @@ fn authenticator(req: &HttpRequest) -> Result<Authenticator, ApiError> {
 pub struct Session {
     pub claims: Claims,
     pub user_id: u64,
+    /// The token itself, for what must carry it on (a ticket).
+    pub token: String,
 }
 
 impl FromRequest for Session {
@@ -96,7 +124,11 @@ impl FromRequest for Session {
             let (auth, token) = prepared?;
             let claims = auth.check(&token).await?;
             let user_id = claims.user_id().unwrap_or_default();
-            Ok(Self { claims, user_id })
+            Ok(Self {
+                claims,
+                user_id,
+                token,
+            })
         })
     }
 }

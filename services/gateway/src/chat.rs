@@ -113,8 +113,8 @@ async fn rest(
 /// Upgrades to a WebSocket speaking chat's protocol (see the README),
 /// relayed to a chat replica.
 #[utoipa::path(get, path = "/api/v1/chat/ws", tag = "chat",
-    security(("bearer" = [])), params(("access_token" = Option<String>, Query,
-        description = "the access token, for browsers that cannot set headers")),
+    security(("bearer" = [])), params(("ticket" = Option<String>, Query,
+        description = "a single-use ticket from `POST /api/v1/auth/ticket`, for browsers, which cannot set headers on an upgrade")),
     responses((status = 101, description = "switching to the WebSocket protocol"),
         (status = 400, body = ProblemBody), (status = 401, body = ProblemBody),
         (status = 429, body = ProblemBody), (status = 503, body = ProblemBody)))]
@@ -127,15 +127,7 @@ pub async fn ws(
     max_frame: web::Data<MaxFrame>,
     closing: web::Data<Closing>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = common::auth::request_token(&req).ok_or_else(|| {
-        ApiError::Unauthorized(
-            "an access token is required (Authorization: Bearer or ?access_token=)".into(),
-        )
-    })?;
-    let auth = req
-        .app_data::<web::Data<Authenticator>>()
-        .ok_or_else(|| ApiError::Unauthorized("authentication is not configured".into()))?;
-    auth.check(&token).await?;
+    let token = ws_token(&req).await?;
     let upstream = &chat.0;
     let max_frame = max_frame.0;
     // Validates the upgrade before anything is asked of chat.
@@ -149,6 +141,57 @@ pub async fn ws(
     let closing = closing.0.clone();
     actix_web::rt::spawn(pump(session, client, upstream_socket, max_frame, closing));
     Ok(response)
+}
+
+#[derive(serde::Deserialize)]
+struct WsQuery {
+    ticket: Option<String>,
+    access_token: Option<String>,
+}
+
+/// The checked access token of an upgrade: from `Authorization: Bearer`,
+/// or from a single-use `?ticket=` (browsers). A token in the URL is
+/// refused: URLs end up in logs, proxies' histories and `Referer`s.
+async fn ws_token(req: &HttpRequest) -> Result<String, ApiError> {
+    let auth = req
+        .app_data::<web::Data<Authenticator>>()
+        .ok_or_else(|| ApiError::Unauthorized("authentication is not configured".into()))?;
+    if let Some(header) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(common::auth::bearer)
+            .ok_or_else(|| {
+                ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into())
+            })?;
+        auth.check(token).await?;
+        return Ok(token.to_owned());
+    }
+    let query = web::Query::<WsQuery>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or(WsQuery {
+            ticket: None,
+            access_token: None,
+        });
+    match query {
+        WsQuery {
+            ticket: Some(ticket),
+            ..
+        } => Ok(auth.redeem(&ticket).await?.0),
+        WsQuery {
+            access_token: Some(_),
+            ..
+        } => Err(ApiError::Unauthorized(
+            "access tokens are not accepted in URLs: exchange one for a ticket \
+             (POST /api/v1/auth/ticket) and pass ?ticket="
+                .into(),
+        )),
+        _ => Err(ApiError::Unauthorized(
+            "an access token is required (Authorization: Bearer, or ?ticket= from \
+             POST /api/v1/auth/ticket)"
+                .into(),
+        )),
+    }
 }
 
 type Socket = actix_codec::Framed<awc::BoxedSocket, Codec>;

@@ -53,6 +53,9 @@ pub struct Config {
     pub login_quota: Quota,
     /// Sign-ups per email address.
     pub signup_quota: Quota,
+    /// How long a browser ticket (`POST /api/v1/auth/ticket`) may wait to
+    /// be redeemed.
+    pub ticket_ttl: Duration,
     /// Browser origins allowed to call the API (none by default).
     pub cors_origins: CorsOrigins,
 }
@@ -132,8 +135,23 @@ impl Config {
                 limit: at_least_one(env, "SIGNUPS_PER_EMAIL", 3)?,
                 period: env.get("SIGNUPS_PER_EMAIL_PERIOD", Duration::from_secs(3600))?,
             },
+            ticket_ttl: ticket_ttl(env)?,
         })
     }
+}
+
+/// `GATEWAY_TICKET_TTL`: long enough for a page to open its socket, short
+/// enough that a ticket seen in a log or a proxy's history is stale.
+fn ticket_ttl(env: &Env) -> Result<Duration, ConfigError> {
+    let ttl = env.get("TICKET_TTL", Duration::from_secs(30))?;
+    if ttl.is_zero() || ttl > Duration::from_secs(300) {
+        return Err(ConfigError::Invalid {
+            var: env.var_name("TICKET_TTL"),
+            value: format!("{ttl:?}"),
+            reason: "must be between 1s and 5m".into(),
+        });
+    }
+    Ok(ttl)
 }
 
 /// `GATEWAY_ADMIN_TOKEN`: at least [`MIN_SECRET_BYTES`], like the signing

@@ -40,6 +40,7 @@ pub struct Gateway {
     pub users: Upstream,
     pub auth: auth::Authenticator,
     pub limits: AttemptLimits,
+    pub ticket_ttl: std::time::Duration,
 }
 
 /// Quotas on attempts at one subject, whatever address they come from.

@@ -31,7 +31,7 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "Platform API", description = "The platform's public REST API, served by the gateway."),
     paths(
-        users::sign_up, auth::login, auth::refresh, auth::logout, users::list, users::get, users::update, users::delete,
+        users::sign_up, auth::login, auth::refresh, auth::logout, auth::ticket, users::list, users::get, users::update, users::delete,
         posts::create_post, posts::get_post, posts::update_post, posts::delete_post, posts::posts_of_user,
         posts::create_comment, posts::comments_of_post, posts::comments_of_user,
         posts::get_comment, posts::update_comment, posts::delete_comment,

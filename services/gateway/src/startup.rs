@@ -83,6 +83,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
             login: config.login_quota,
             signup: config.signup_quota,
         },
+        ticket_ttl: config.ticket_ttl,
     });
     let authenticator = web::Data::new(authenticator);
     let signer = web::Data::from(signer);

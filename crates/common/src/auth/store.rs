@@ -57,6 +57,25 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Ends the family (logout, reuse): no token of it is accepted again.
     async fn revoke_family(&self, family: &str, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Keeps `value` under the single-use `ticket` for `ttl`.
+    async fn put_ticket(&self, ticket: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
+
+    /// `ticket`'s value, removed in the same step: of two redemptions
+    /// racing, on any replicas, exactly one gets it.
+    async fn take_ticket(&self, ticket: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// Tickets are kept under their digest: whoever reads the store (a
+/// backup, `MONITOR`) learns nothing that could be redeemed.
+fn ticket_key(ticket: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(ticket.as_bytes());
+    format!(
+        "auth:ticket:{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+    )
 }
 
 fn current_key(family: &str) -> String {
@@ -159,6 +178,19 @@ impl TokenStore for MemoryTokenStore {
         entries.set(family_revoked_key(family), "1", ttl);
         Ok(())
     }
+
+    async fn put_ticket(&self, ticket: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.entries().set(ticket_key(ticket), value, ttl);
+        Ok(())
+    }
+
+    async fn take_ticket(&self, ticket: &str) -> Result<Option<String>, StoreError> {
+        let mut entries = self.entries();
+        let key = ticket_key(ticket);
+        let live = entries.get(&key).is_some();
+        let taken = entries.map.remove(&key).map(|(value, _)| value);
+        Ok(taken.filter(|_| live))
+    }
 }
 
 #[cfg(feature = "redis")]
@@ -174,6 +206,7 @@ mod redis {
 
     use super::{
         Rotation, StoreError, TokenStore, current_key, family_revoked_key, jti_revoked_key,
+        ticket_key,
     };
 
     /// Compare-and-swap of a family's newest token; a stale one revokes the
@@ -304,6 +337,29 @@ return 2
                 .await
                 .map_err(err)?;
             self.client.del(current_key(family)).await.map_err(err)
+        }
+
+        async fn put_ticket(
+            &self,
+            ticket: &str,
+            value: &str,
+            ttl: Duration,
+        ) -> Result<(), StoreError> {
+            self.client
+                .set::<(), _, _>(
+                    ticket_key(ticket),
+                    value,
+                    Some(Expiration::PX(millis(ttl))),
+                    None,
+                    false,
+                )
+                .await
+                .map_err(err)
+        }
+
+        async fn take_ticket(&self, ticket: &str) -> Result<Option<String>, StoreError> {
+            // GETDEL (Redis 6.2): read and remove in one atomic step.
+            self.client.getdel(ticket_key(ticket)).await.map_err(err)
         }
     }
 }

@@ -23,6 +23,7 @@ pub async fn trace_http_request(
         otel.kind = "server",
         http.request.method = %req.method(),
         url.path = %req.path(),
+        url.query = tracing::field::Empty,
         http.route = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
     );
@@ -31,6 +32,9 @@ pub async fn trace_http_request(
     // is then local.
     if !span.is_disabled() {
         let _ = span.set_parent(extract_actix(req.headers()));
+        if !req.query_string().is_empty() {
+            span.record("url.query", redact_query(req.query_string()));
+        }
     }
     let result = next.call(req).instrument(span.clone()).await;
     if let Ok(res) = &result {
@@ -40,4 +44,50 @@ pub async fn trace_http_request(
         span.record("http.response.status_code", res.status().as_u16());
     }
     result
+}
+
+/// Query parameters whose values are credentials.
+const SECRET_PARAMETERS: &[&str] = &[
+    "ticket",
+    "access_token",
+    "refresh_token",
+    "token",
+    "password",
+    "api_key",
+];
+
+/// `query` with the value of every credential parameter replaced by
+/// `REDACTED` (OpenTelemetry's convention for `url.query`), so a ticket or
+/// a token a client put in a URL never reaches a trace or a log line.
+pub fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret(name) => format!("{name}=REDACTED"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn is_secret(name: &str) -> bool {
+    let decoded = name.replace("%5F", "_").replace("%5f", "_");
+    SECRET_PARAMETERS
+        .iter()
+        .any(|secret| decoded.eq_ignore_ascii_case(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_query;
+
+    #[test]
+    fn credentials_in_a_query_are_redacted_and_the_rest_kept() {
+        assert_eq!(
+            redact_query("ticket=abc&room=lobby&ACCESS_TOKEN=xyz&access%5Ftoken=q"),
+            "ticket=REDACTED&room=lobby&ACCESS_TOKEN=REDACTED&access%5Ftoken=REDACTED"
+        );
+        assert_eq!(redact_query("page=2&per_page=5"), "page=2&per_page=5");
+        assert_eq!(redact_query("token"), "token");
+    }
 }

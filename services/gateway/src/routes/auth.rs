@@ -217,3 +217,51 @@ pub(super) async fn logout(
         .map_err(store_down)?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// A single-use ticket for a browser, which cannot send `Authorization` on
+/// a WebSocket upgrade or an `EventSource`: passed as `?ticket=`, it
+/// stands for the access token that asked for it, once, for a few seconds
+/// (`GATEWAY_TICKET_TTL`), so no long-lived token ever sits in a URL.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Ticket {
+    ticket: String,
+    /// Seconds left to redeem it.
+    expires_in: u64,
+}
+
+/// 256 random bits, URL-safe.
+fn new_ticket() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    bytes[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Exchange the access token for a single-use ticket (`?ticket=` on
+/// `GET /api/v1/chat/ws`), valid for seconds and never longer than the
+/// token itself.
+#[utoipa::path(post, path = "/api/v1/auth/ticket", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = Ticket, description = "the ticket"),
+        (status = 401, body = ProblemBody), (status = 503, body = ProblemBody)))]
+pub(super) async fn ticket(
+    gw: web::Data<Gateway>,
+    session: Session,
+) -> Result<HttpResponse, ApiError> {
+    let ttl = gw.ticket_ttl.min(remaining(session.claims.expires_at()));
+    if ttl < Duration::from_secs(1) {
+        return Err(ApiError::Unauthorized(INVALID_TOKEN.into()));
+    }
+    let ticket = new_ticket();
+    gw.auth
+        .store
+        .put_ticket(&ticket, &session.token, ttl)
+        .await
+        .map_err(store_down)?;
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(Ticket {
+            ticket,
+            expires_in: ttl.as_secs(),
+        }))
+}

@@ -34,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/auth/refresh", web::post().to(super::auth::refresh))
             .route("/auth/refresh", not_allowed("POST"))
             .route("/auth/logout", web::post().to(super::auth::logout))
+            .route("/auth/ticket", web::post().to(super::auth::ticket))
             .route("/auth/logout", not_allowed("POST"))
             .configure(super::posts::configure),
     );
