@@ -388,3 +388,46 @@ async fn a_ticket_opens_one_socket_once_and_a_token_in_the_url_opens_none() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_private_room_made_through_the_gateway_is_closed_to_non_members() {
+    local(async {
+        let platform = Platform::start().await;
+        let _chat = platform.start_chat(&[]).await;
+        let alice = platform.sign_up("alice").await;
+        platform.sign_up("bobby").await;
+        let alice_token = platform.login("alice").await;
+        let bob_token = platform.login("bobby").await;
+        let alice_id = alice["id"].as_u64().unwrap();
+
+        let created = platform
+            .client
+            .post(format!("{}/api/v1/chat/rooms", platform.base))
+            .bearer_auth(&alice_token)
+            .json(&json!({"name": "plans", "private": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let body: Value = created.json().await.unwrap();
+        assert_eq!(body["members"], json!([alice_id]));
+
+        let history = platform
+            .client
+            .get(format!("{}/api/v1/chat/rooms/plans/history", platform.base))
+            .bearer_auth(&bob_token)
+            .send()
+            .await
+            .unwrap();
+        problem(history, StatusCode::FORBIDDEN, "forbidden").await;
+        let mut bob = connect(&platform, &bob_token).await;
+        send(&mut bob, json!({"type": "join", "room": "plans"})).await;
+        let refused = next_of(&mut bob, "error").await;
+        assert_eq!(refused["code"], "forbidden");
+
+        let mut owner = connect(&platform, &alice_token).await;
+        send(&mut owner, json!({"type": "join", "room": "plans"})).await;
+        next_of(&mut owner, "joined").await;
+    })
+    .await;
+}

@@ -16,11 +16,42 @@ use serde_json::json;
 use crate::Chat;
 use crate::protocol::{Member, ROOM_RULES, valid_room};
 
+/// Largest REST body (a room with its member list).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(MAX_BODY_BYTES)
+            .error_handler(|error, _| body_problem(&error).into()),
+    );
     cfg.route("/ws", web::get().to(upgrade))
         .route("/rooms", web::get().to(rooms))
+        .route("/rooms", web::post().to(create_room))
+        .route("/rooms/{room}", web::get().to(room_info))
         .route("/rooms/{room}/presence", web::get().to(presence))
         .route("/rooms/{room}/history", web::get().to(history));
+}
+
+fn body_problem(error: &actix_web::error::JsonPayloadError) -> Problem {
+    use actix_web::error::JsonPayloadError as E;
+    match error {
+        E::Overflow { .. } | E::OverflowKnownLength { .. } => Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("bodies are at most {MAX_BODY_BYTES} bytes"),
+        ),
+        E::ContentType => Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+        ),
+        other => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("invalid JSON body: {other}"),
+        ),
+    }
 }
 
 /// The caller named by a valid access token, and when that token expires.
@@ -91,11 +122,170 @@ async fn upgrade(
     Ok(response)
 }
 
+/// Rooms with members here, without the private ones the caller is not
+/// in: their names are theirs too.
 async fn rooms(req: HttpRequest, chat: web::Data<Chat>) -> Result<HttpResponse, Problem> {
-    authenticate(&chat, &req)?;
-    let mut rooms = chat.hub.local_rooms();
-    rooms.sort();
-    Ok(HttpResponse::Ok().json(json!({ "rooms": rooms })))
+    let (member, _) = authenticate(&chat, &req)?;
+    let mut visible = Vec::new();
+    for room in chat.hub.local_rooms() {
+        let access = chat
+            .broker
+            .room_access(&room)
+            .await
+            .map_err(|e| unavailable("rooms", &e))?;
+        if access.is_none_or(|a| a.admits(member.id)) {
+            visible.push(room);
+        }
+    }
+    visible.sort();
+    Ok(HttpResponse::Ok().json(json!({ "rooms": visible })))
+}
+
+/// Most members a private room is created with.
+pub const MAX_ROOM_MEMBERS: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRoom {
+    name: String,
+    #[serde(default)]
+    private: bool,
+    /// User ids besides the creator, for a private room.
+    #[serde(default)]
+    members: Vec<u64>,
+}
+
+fn forbidden() -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this room is private and you are not a member",
+    )
+}
+
+/// The room's access rules, refusing a caller it does not admit.
+async fn admitted(
+    chat: &Chat,
+    room: &str,
+    user: u64,
+) -> Result<Option<crate::broker::RoomAccess>, Problem> {
+    let access = chat
+        .broker
+        .room_access(room)
+        .await
+        .map_err(|e| unavailable("the room", &e))?;
+    match access {
+        Some(access) if !access.admits(user) => Err(forbidden()),
+        other => Ok(other),
+    }
+}
+
+/// `POST /rooms {name, private, members}`: claims a room name. A name
+/// already claimed, or already in use as a public room (it has history or
+/// members), is `409 room_exists`: nobody can take a room others talk in
+/// and read its past.
+async fn create_room(
+    req: HttpRequest,
+    body: web::Json<NewRoom>,
+    chat: web::Data<Chat>,
+) -> Result<HttpResponse, Problem> {
+    let (member, _) = authenticate(&chat, &req)?;
+    let NewRoom {
+        name,
+        private,
+        mut members,
+    } = body.into_inner();
+    check_room(&name)?;
+    if !private && !members.is_empty() {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            "members are only for private rooms",
+        )
+        .with_field("members"));
+    }
+    members.push(member.id);
+    members.sort_unstable();
+    members.dedup();
+    if members.len() > MAX_ROOM_MEMBERS || members.contains(&0) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!("members are 1 to {MAX_ROOM_MEMBERS} user ids, each at least 1"),
+        )
+        .with_field("members"));
+    }
+    let taken = || {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "room_exists",
+            "a room with this name exists",
+        )
+    };
+    let in_use = chat
+        .broker
+        .presence_count(&name)
+        .await
+        .map_err(|e| unavailable("the room", &e))?
+        > 0
+        || chat
+            .broker
+            .history(&name, 1)
+            .await
+            .map_err(|e| unavailable("the room", &e))?
+            .position
+            .offset
+            > 0;
+    if in_use {
+        return Err(taken());
+    }
+    let access = crate::broker::RoomAccess {
+        private,
+        owner: member.id,
+        members: if private { members } else { Vec::new() },
+    };
+    let created = chat
+        .broker
+        .create_room(&name, &access)
+        .await
+        .map_err(|e| match e {
+            crate::broker::BrokerError::Full => Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "too_many_rooms",
+                "no more rooms can be created here",
+            ),
+            other => unavailable("the room", &other),
+        })?;
+    if !created {
+        return Err(taken());
+    }
+    Ok(HttpResponse::Created()
+        .insert_header((actix_web::http::header::LOCATION, format!("/rooms/{name}")))
+        .json(room_json(&name, Some(&access))))
+}
+
+fn room_json(room: &str, access: Option<&crate::broker::RoomAccess>) -> serde_json::Value {
+    match access {
+        Some(access) => json!({
+            "room": room,
+            "private": access.private,
+            "owner": access.owner,
+            "members": access.members,
+        }),
+        None => json!({ "room": room, "private": false }),
+    }
+}
+
+/// `GET /rooms/{room}`: who may enter.
+async fn room_info(
+    req: HttpRequest,
+    room: web::Path<String>,
+    chat: web::Data<Chat>,
+) -> Result<HttpResponse, Problem> {
+    let (member, _) = authenticate(&chat, &req)?;
+    check_room(&room)?;
+    let access = admitted(&chat, &room, member.id).await?;
+    Ok(HttpResponse::Ok().json(room_json(&room, access.as_ref())))
 }
 
 fn check_room(room: &str) -> Result<(), Problem> {
@@ -125,8 +315,9 @@ async fn presence(
     room: web::Path<String>,
     chat: web::Data<Chat>,
 ) -> Result<HttpResponse, Problem> {
-    authenticate(&chat, &req)?;
+    let (member, _) = authenticate(&chat, &req)?;
     check_room(&room)?;
+    admitted(&chat, &room, member.id).await?;
     let members = chat
         .broker
         .presence(&room)
@@ -140,9 +331,6 @@ async fn presence(
 struct HistoryQuery {
     #[serde(default)]
     limit: Option<u32>,
-    /// Accepted here too, as on every route.
-    #[serde(default, rename = "access_token")]
-    _access_token: Option<String>,
 }
 
 async fn history(
@@ -150,8 +338,9 @@ async fn history(
     room: web::Path<String>,
     chat: web::Data<Chat>,
 ) -> Result<HttpResponse, Problem> {
-    authenticate(&chat, &req)?;
+    let (member, _) = authenticate(&chat, &req)?;
     check_room(&room)?;
+    admitted(&chat, &room, member.id).await?;
     let query = web::Query::<HistoryQuery>::from_query(req.query_string())
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "bad_query", e.to_string()))?
         .into_inner();

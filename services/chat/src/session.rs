@@ -255,6 +255,22 @@ async fn join(
     if !valid_room(room) {
         return error("bad_room", ROOM_RULES, None);
     }
+    // Checked on every join, so a rule read once can never go stale in a
+    // long-lived connection; the store failing refuses (closed).
+    match chat.broker.room_access(room).await {
+        Ok(Some(access)) if !access.admits(reg.member.id) => {
+            return error(
+                "forbidden",
+                "this room is private and you are not a member",
+                Some(room),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %common::exit::chain(&e), room, "cannot read the room's access");
+            return error("unavailable", "the room is unavailable", Some(room));
+        }
+    }
     if !chat.hub.in_room(room, reg.id)
         && chat.hub.room_count(reg.id) >= chat.limits.max_rooms_per_connection
     {

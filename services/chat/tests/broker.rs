@@ -376,3 +376,29 @@ async fn a_live_replica_keeps_its_members_present_past_the_ttl() {
     tokio::time::sleep(ttl * 3).await;
     assert_eq!(broker.presence("r").await.unwrap(), vec![member(7)]);
 }
+
+#[tokio::test]
+async fn a_created_room_keeps_its_access_rules_and_its_name_is_claimed_once() {
+    for (name, _hub, broker) in backends(limits(10)).await {
+        let room = format!("private-{}", uuid::Uuid::new_v4().simple());
+        assert_eq!(broker.room_access(&room).await.unwrap(), None, "{name}");
+        let access = chat::broker::RoomAccess {
+            private: true,
+            owner: 1,
+            members: vec![1, 2],
+        };
+        assert!(broker.create_room(&room, &access).await.unwrap(), "{name}");
+        let other = chat::broker::RoomAccess {
+            private: false,
+            owner: 3,
+            members: Vec::new(),
+        };
+        assert!(
+            !broker.create_room(&room, &other).await.unwrap(),
+            "{name}: the second claim loses"
+        );
+        let kept = broker.room_access(&room).await.unwrap().unwrap();
+        assert_eq!(kept, access, "{name}");
+        assert!(kept.admits(2) && !kept.admits(3), "{name}");
+    }
+}

@@ -713,3 +713,145 @@ async fn shutting_down_closes_every_session_with_1001() {
     })
     .await;
 }
+
+async fn create_room(server: &Server, token: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/rooms", server.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_non_member_can_neither_join_nor_read_a_private_room() {
+    run(async {
+        let server = server(&[]).await;
+        let created = create_room(
+            &server,
+            &token(1, "alice"),
+            json!({"name": "secret", "private": true, "members": [2]}),
+        )
+        .await;
+        assert_eq!(created.status(), 201);
+        assert_eq!(created.headers()["location"], "/rooms/secret");
+        let body: Value = created.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"room": "secret", "private": true, "owner": 1, "members": [1, 2]})
+        );
+
+        let mut alice = Client::connect(&server, 1, "alice").await;
+        let mut bob = Client::connect(&server, 2, "bob").await;
+        let mut eve = Client::connect(&server, 3, "eve").await;
+        alice.join("secret").await;
+        bob.join("secret").await;
+        alice
+            .send(json!({"type": "send", "room": "secret", "content": "for bob only"}))
+            .await;
+        alice.next_of("ack").await;
+
+        eve.send(json!({"type": "join", "room": "secret"})).await;
+        let refused = eve.next_of("error").await;
+        assert_eq!(refused["code"], "forbidden");
+        assert_eq!(refused["room"], "secret");
+        eve.send(json!({"type": "send", "room": "secret", "content": "hi"}))
+            .await;
+        assert_eq!(eve.next_of("error").await["code"], "not_joined");
+
+        let http = reqwest::Client::new();
+        for what in ["history", "presence"] {
+            let res = http
+                .get(format!("{}/rooms/secret/{what}", server.base))
+                .bearer_auth(token(3, "eve"))
+                .send()
+                .await
+                .unwrap();
+            problem(res, 403, "forbidden").await;
+            let res = http
+                .get(format!("{}/rooms/secret/{what}", server.base))
+                .bearer_auth(token(2, "bob"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{what} for a member");
+        }
+        let info = http
+            .get(format!("{}/rooms/secret", server.base))
+            .bearer_auth(token(3, "eve"))
+            .send()
+            .await
+            .unwrap();
+        problem(info, 403, "forbidden").await;
+        // Its name is not listed to outsiders either.
+        let listed: Value = http
+            .get(format!("{}/rooms", server.base))
+            .bearer_auth(token(3, "eve"))
+            .fetch_json()
+            .await;
+        assert_eq!(listed["rooms"], json!([]));
+        let listed: Value = http
+            .get(format!("{}/rooms", server.base))
+            .bearer_auth(token(2, "bob"))
+            .fetch_json()
+            .await;
+        assert_eq!(listed["rooms"], json!(["secret"]));
+
+        // Public rooms stay open to everyone.
+        eve.join("lobby").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_room_in_use_or_claimed_cannot_be_taken_and_bad_bodies_are_refused() {
+    run(async {
+        let server = server(&[]).await;
+        let mut alice = Client::connect(&server, 1, "alice").await;
+        alice.join("lobby").await;
+        let taken = create_room(
+            &server,
+            &token(3, "eve"),
+            json!({"name": "lobby", "private": true}),
+        )
+        .await;
+        problem(taken, 409, "room_exists").await;
+
+        let first = create_room(
+            &server,
+            &token(1, "alice"),
+            json!({"name": "team", "private": true}),
+        )
+        .await;
+        assert_eq!(first.status(), 201);
+        let again = create_room(&server, &token(3, "eve"), json!({"name": "team"})).await;
+        problem(again, 409, "room_exists").await;
+
+        for (body, status, code) in [
+            (json!({"name": "a b"}), 400, "bad_room"),
+            (
+                json!({"name": "open", "members": [2]}),
+                400,
+                "invalid_field",
+            ),
+            (
+                json!({"name": "x", "private": true, "members": [0]}),
+                400,
+                "invalid_field",
+            ),
+            (json!({"name": "x", "owner": 2}), 400, "invalid_json"),
+        ] {
+            let res = create_room(&server, &token(1, "alice"), body.clone()).await;
+            problem(res, status, code).await;
+        }
+        let anonymous = reqwest::Client::new()
+            .post(format!("{}/rooms", server.base))
+            .json(&json!({"name": "x"}))
+            .send()
+            .await
+            .unwrap();
+        problem(anonymous, 401, "unauthorized").await;
+    })
+    .await;
+}

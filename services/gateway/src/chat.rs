@@ -51,6 +51,8 @@ pub fn configure(
             .wrap(actix_web::middleware::from_fn(crate::cors::cors))
             .route("/ws", web::get().to(ws))
             .route("/rooms", web::get().to(rooms))
+            .route("/rooms", web::post().to(create_room))
+            .route("/rooms/{room}", web::get().to(room))
             .route("/rooms/{room}/presence", web::get().to(presence))
             .route("/rooms/{room}/history", web::get().to(history)),
     );
@@ -68,6 +70,65 @@ pub async fn rooms(
     chat: web::Data<ChatUpstream>,
 ) -> Result<HttpResponse, ApiError> {
     rest(req, ctx, pass, chat).await
+}
+
+/// Claims a room name: public, or private with its members (user ids;
+/// the creator is always one). Only members may join a private room or
+/// read its history and presence.
+#[utoipa::path(post, path = "/api/v1/chat/rooms", tag = "chat",
+    security(("bearer" = [])), request_body(content = NewRoom, content_type = "application/json"),
+    responses((status = 201, body = RoomInfo, description = "created; `Location` names it"),
+        (status = 400, body = ProblemBody), (status = 401, body = ProblemBody),
+        (status = 409, body = ProblemBody, description = "`room_exists`: claimed, or in use as a public room"),
+        (status = 413, body = ProblemBody), (status = 415, body = ProblemBody),
+        (status = 503, body = ProblemBody)))]
+pub async fn create_room(
+    req: HttpRequest,
+    body: web::Bytes,
+    ctx: CallContext,
+    pass: web::Data<Passthrough>,
+    chat: web::Data<ChatUpstream>,
+) -> Result<HttpResponse, ApiError> {
+    proxy::forward_to(&req, "/rooms", body, &ctx, &pass, &chat.0).await
+}
+
+/// Who may enter a room.
+#[utoipa::path(get, path = "/api/v1/chat/rooms/{room}", tag = "chat",
+    security(("bearer" = [])), params(("room" = String, Path)),
+    responses((status = 200, body = RoomInfo), (status = 401, body = ProblemBody),
+        (status = 403, body = ProblemBody, description = "`forbidden`: a private room you are not in"),
+        (status = 503, body = ProblemBody)))]
+pub async fn room(
+    req: HttpRequest,
+    ctx: CallContext,
+    pass: web::Data<Passthrough>,
+    chat: web::Data<ChatUpstream>,
+) -> Result<HttpResponse, ApiError> {
+    rest(req, ctx, pass, chat).await
+}
+
+/// `POST /api/v1/chat/rooms`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+pub struct NewRoom {
+    /// 1 to 64 letters, digits, `_`, `.`, `:` or `-`.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,64}$")]
+    pub name: String,
+    #[serde(default)]
+    pub private: bool,
+    /// User ids besides the creator; private rooms only.
+    #[serde(default)]
+    #[schema(max_items = 1000)]
+    pub members: Vec<u64>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct RoomInfo {
+    pub room: String,
+    pub private: bool,
+    /// Created rooms only.
+    pub owner: Option<u64>,
+    /// Private rooms only.
+    pub members: Option<Vec<u64>>,
 }
 
 /// Who is in a room now, on every chat replica.

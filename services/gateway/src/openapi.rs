@@ -37,7 +37,7 @@ impl Modify for BearerAuth {
         posts::get_comment, posts::update_comment, posts::delete_comment,
         v2::list_users, v2::get_user,
         v2::posts_of_user, v2::comments_of_post, v2::comments_of_user, v2::get_post, v2::get_comment,
-        chat::ws, chat::rooms, chat::presence, chat::history,
+        chat::ws, chat::rooms, chat::create_room, chat::room, chat::presence, chat::history,
     ),
     modifiers(&BearerAuth)
 )]

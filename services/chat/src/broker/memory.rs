@@ -7,7 +7,10 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::{Broker, BrokerError, Draft, HistoryLimits, Recovery, new_epoch, now_ms, recover_from};
+use super::{
+    Broker, BrokerError, Draft, HistoryLimits, MAX_CREATED_ROOMS, Recovery, RoomAccess, new_epoch,
+    now_ms, recover_from,
+};
 use crate::hub::{Frame, Hub};
 use crate::protocol::{ChatMessage, Member, Position, ServerFrame};
 
@@ -22,6 +25,7 @@ pub struct MemoryBroker {
     hub: Arc<Hub>,
     limits: HistoryLimits,
     logs: Mutex<Logs>,
+    created: Mutex<HashMap<String, RoomAccess>>,
 }
 
 struct Logs {
@@ -38,6 +42,7 @@ impl MemoryBroker {
                 rooms: HashMap::new(),
                 swept: Instant::now(),
             }),
+            created: Mutex::new(HashMap::new()),
         }
     }
 
@@ -155,5 +160,22 @@ impl Broker for MemoryBroker {
 
     async fn presence_count(&self, room: &str) -> Result<usize, BrokerError> {
         Ok(self.hub.user_count(room))
+    }
+
+    async fn create_room(&self, room: &str, access: &RoomAccess) -> Result<bool, BrokerError> {
+        let mut created = self.created.lock().unwrap_or_else(|p| p.into_inner());
+        if created.contains_key(room) {
+            return Ok(false);
+        }
+        if created.len() >= MAX_CREATED_ROOMS {
+            return Err(BrokerError::Full);
+        }
+        created.insert(room.to_owned(), access.clone());
+        Ok(true)
+    }
+
+    async fn room_access(&self, room: &str) -> Result<Option<RoomAccess>, BrokerError> {
+        let created = self.created.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(created.get(room).cloned())
     }
 }

@@ -43,10 +43,29 @@ pub struct HistoryLimits {
     pub ttl: Duration,
 }
 
+/// Who may enter a room that was created explicitly; a room nobody created
+/// is public, as rooms always were.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RoomAccess {
+    pub private: bool,
+    /// Who created it.
+    pub owner: u64,
+    /// Who may join and read it when private (the owner included), sorted.
+    pub members: Vec<u64>,
+}
+
+impl RoomAccess {
+    pub fn admits(&self, user: u64) -> bool {
+        !self.private || self.members.binary_search(&user).is_ok()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("the room store is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("this replica keeps no more created rooms")]
+    Full,
 }
 
 #[async_trait]
@@ -95,7 +114,19 @@ pub trait Broker: Send + Sync + 'static {
     /// How many users are in the room, on every replica (without listing
     /// them).
     async fn presence_count(&self, room: &str) -> Result<usize, BrokerError>;
+
+    /// Claims `room` with `access`, for good (access rules never expire,
+    /// or a private room would turn public); false when it was claimed
+    /// before.
+    async fn create_room(&self, room: &str, access: &RoomAccess) -> Result<bool, BrokerError>;
+
+    /// The room's access rules; `None` for a room nobody created (public).
+    async fn room_access(&self, room: &str) -> Result<Option<RoomAccess>, BrokerError>;
 }
+
+/// Rooms the in-process broker keeps access rules for; beyond it,
+/// creating one is refused rather than growing without bound.
+pub const MAX_CREATED_ROOMS: usize = 100_000;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {

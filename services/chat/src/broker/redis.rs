@@ -23,7 +23,10 @@ use fred::types::scripts::Script;
 use serde::{Deserialize, Serialize};
 
 use super::redis_scripts::{ABSENT, COUNT, MEMBERS, PRESENT, PUBLISH, READ};
-use super::{Broker, BrokerError, Draft, HistoryLimits, Recovery, new_epoch, now_ms, recover_from};
+use super::{
+    Broker, BrokerError, Draft, HistoryLimits, Recovery, RoomAccess, new_epoch, now_ms,
+    recover_from,
+};
 use crate::hub::{Frame, Hub};
 use crate::protocol::{ChatMessage, Member, Position, ServerFrame};
 
@@ -486,5 +489,34 @@ impl Broker for RedisBroker {
             .await
             .map_err(unavailable)?;
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
+
+    async fn create_room(&self, room: &str, access: &RoomAccess) -> Result<bool, BrokerError> {
+        let value = serde_json::to_string(access).map_err(unavailable)?;
+        // NX: of two replicas creating one name, one wins. No expiry.
+        let set: Option<String> = self
+            .client
+            .set(
+                self.key(room, "access"),
+                value,
+                None,
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
+    async fn room_access(&self, room: &str) -> Result<Option<RoomAccess>, BrokerError> {
+        let raw: Option<String> = self
+            .client
+            .get(self.key(room, "access"))
+            .await
+            .map_err(unavailable)?;
+        raw.map(|raw| {
+            serde_json::from_str(&raw).map_err(|e| malformed(format!("room access: {e}")))
+        })
+        .transpose()
     }
 }
