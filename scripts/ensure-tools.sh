@@ -28,3 +28,16 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+
+# The OpenAPI tools the conformance test runs (tests/tests/openapi_conformance.rs),
+# pinned with everything they pull in, in a venv of their own.
+TOOLS_DIR="${PLATFORM_TOOLS_DIR:-$HOME/.cache/platform-tools}"
+VENV="$TOOLS_DIR/venv"
+REQUIREMENTS="$(dirname "$0")/requirements-api.txt"
+STAMP="$VENV/.requirements"
+if ! cmp -s "$REQUIREMENTS" "$STAMP" 2>/dev/null; then
+  echo "installing the OpenAPI tools into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
+  cp "$REQUIREMENTS" "$STAMP"
+fi

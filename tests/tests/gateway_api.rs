@@ -52,13 +52,23 @@ async fn sign_up_login_read_update_delete() {
     p.sign_up("bob").await;
     let list: Value = p
         .client
-        .get(format!("{}/api/v1/users?page=1&per_page=1000", p.base))
+        .get(format!("{}/api/v1/users?page=1&per_page=100", p.base))
         .fetch_json()
         .await;
     assert_eq!(
         (list["total"].as_i64(), list["per_page"].as_i64()),
         (Some(2), Some(100))
     );
+    // Outside the documented bounds is refused, not quietly clamped.
+    for query in ["per_page=101", "per_page=0", "page=0", "page=-1"] {
+        let res = p
+            .client
+            .get(format!("{}/api/v1/users?{query}", p.base))
+            .send()
+            .await
+            .unwrap();
+        problem(res, StatusCode::BAD_REQUEST, "invalid_query").await;
+    }
 
     let res = p
         .client
@@ -264,6 +274,23 @@ async fn bad_input_gets_a_clear_4xx_problem() {
     )
     .await;
     assert_eq!(body["field"], "email");
+    // A body is an object: serde alone would read a struct from an array
+    // of its fields too.
+    for array in [
+        "[\"ann\", \"ann@example.com\", \"pppppppp\"]",
+        "[null, null]",
+        "[]",
+    ] {
+        let res = p
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(array)
+            .send()
+            .await
+            .unwrap();
+        problem(res, StatusCode::BAD_REQUEST, "invalid_json").await;
+    }
     problem(
         p.client.get(format!("{url}/abc")).send().await.unwrap(),
         StatusCode::BAD_REQUEST,
@@ -465,5 +492,26 @@ async fn only_the_author_may_change_a_post_or_a_comment() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
+
+    // Gone, the post's comments are a 404 as well, not an empty page; so
+    // are the posts of nobody.
+    let res = p
+        .client
+        .delete(&post_url)
+        .bearer_auth(&ann)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    for url in [
+        format!("{post_url}/comments"),
+        format!("{}/api/v2/posts/{}/comments", p.base, post["id"]),
+        comment_url.clone(),
+        format!("{}/api/v1/users/999/posts", p.base),
+        format!("{}/api/v1/users/999/comments", p.base),
+    ] {
+        let res = p.client.get(&url).send().await.unwrap();
+        problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    }
     p.stop().await;
 }

@@ -385,6 +385,23 @@ async fn a_ticket_opens_one_socket_once_and_a_token_in_the_url_opens_none() {
         assert_eq!(out.status(), StatusCode::NO_CONTENT);
         let url = format!("{}?ticket={orphan}", ws_url(&platform));
         assert_eq!(upgrade_status(url).await, 401, "the session ended");
+        // Nor does the token reach chat's REST API: chat checks only the
+        // signature, so the gateway checks the revocation first.
+        for path in [
+            "rooms",
+            "rooms/lobby",
+            "rooms/lobby/history",
+            "rooms/lobby/presence",
+        ] {
+            let res = platform
+                .client
+                .get(format!("{}/api/v1/chat/{path}", platform.base))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+        }
     })
     .await;
 }

@@ -14,6 +14,7 @@
 //! - [`events`]: CloudEvents over Kafka (feature `kafka`) or an in-process
 //!   bus;
 //! - [`auth`]: the access tokens the gateway signs and services verify;
+//! - [`json`]: whole numbers in request bodies, as JSON Schema reads them;
 //! - [`redis`] (feature `redis`): connecting a command client and a subscriber to Redis;
 //! - [`server`]: the host that serves one service's HTTP and gRPC APIs with
 //!   all of the above and shuts it down cleanly.
@@ -26,6 +27,7 @@ pub mod discovery;
 pub mod events;
 pub mod exit;
 pub mod health;
+pub mod json;
 pub mod metrics;
 pub mod problem;
 #[cfg(feature = "redis")]

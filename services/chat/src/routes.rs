@@ -4,6 +4,7 @@
 //! gateway with a single-use ticket, which the gateway exchanges for the
 //! header. A token in the URL is never accepted.
 
+use common::json::JsonObject;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -152,7 +153,7 @@ struct NewRoom {
     private: bool,
     /// User ids besides the creator, for a private room.
     #[serde(default)]
-    members: Vec<u64>,
+    members: Vec<common::json::Whole>,
 }
 
 fn forbidden() -> Problem {
@@ -186,14 +187,14 @@ async fn admitted(
 /// and read its past.
 async fn create_room(
     req: HttpRequest,
-    body: web::Json<NewRoom>,
+    body: JsonObject<NewRoom>,
     chat: web::Data<Chat>,
 ) -> Result<HttpResponse, Problem> {
     let (member, _) = authenticate(&chat, &req)?;
     let NewRoom {
         name,
         private,
-        mut members,
+        members,
     } = body.into_inner();
     check_room(&name)?;
     if !private && !members.is_empty() {
@@ -204,14 +205,17 @@ async fn create_room(
         )
         .with_field("members"));
     }
+    // User ids are positive and fit an i64, as the users service keeps them.
+    let max_id = i64::MAX.unsigned_abs();
+    let mut members: Vec<u64> = members.into_iter().map(|m| m.0).collect();
     members.push(member.id);
     members.sort_unstable();
     members.dedup();
-    if members.len() > MAX_ROOM_MEMBERS || members.contains(&0) {
+    if members.len() > MAX_ROOM_MEMBERS || members.iter().any(|&m| m == 0 || m > max_id) {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "invalid_field",
-            format!("members are 1 to {MAX_ROOM_MEMBERS} user ids, each at least 1"),
+            format!("members are 1 to {MAX_ROOM_MEMBERS} user ids, each from 1 to {max_id}"),
         )
         .with_field("members"));
     }
@@ -326,6 +330,9 @@ async fn presence(
     Ok(HttpResponse::Ok().json(json!({ "room": *room, "members": members })))
 }
 
+/// Most messages one history request returns.
+const MAX_HISTORY: u32 = 1000;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HistoryQuery {
@@ -344,7 +351,16 @@ async fn history(
     let query = web::Query::<HistoryQuery>::from_query(req.query_string())
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "bad_query", e.to_string()))?
         .into_inner();
-    let limit = query.limit.unwrap_or(50).clamp(1, 1000) as usize;
+    let limit = match query.limit.unwrap_or(50) {
+        n @ 1..=MAX_HISTORY => n as usize,
+        _ => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                format!("limit must be between 1 and {MAX_HISTORY}"),
+            ));
+        }
+    };
     let history = chat
         .broker
         .history(&room, limit)

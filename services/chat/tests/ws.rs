@@ -347,6 +347,16 @@ async fn a_reconnecting_client_recovers_what_it_missed_or_is_told_it_cannot() {
             .fetch_json().await;
         let contents: Vec<&str> = history["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
         assert_eq!(contents, ["m3", "m4"]);
+        // The bounds the API document states are enforced, not clamped.
+        for limit in ["0", "1001"] {
+            let res = reqwest::Client::new()
+                .get(format!("{}/rooms/r/history?limit={limit}", server.base))
+                .bearer_auth(token(1, "alice"))
+                .send()
+                .await
+                .unwrap();
+            problem(res, 400, "bad_query").await;
+        }
     })
     .await;
 }

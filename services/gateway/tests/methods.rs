@@ -25,6 +25,43 @@ async fn a_wrong_method_on_a_known_path_is_405_with_allow() {
         assert_eq!(res.headers()["allow"], allow, "{method} {path}");
         problem(res, 405, "method_not_allowed").await;
     }
+    // Every documented path, every method it does not document.
+    let document: serde_json::Value = serde_json::from_str(&gateway::openapi::document()).unwrap();
+    let all = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+    let mut checked = 0;
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        let documented: std::collections::BTreeSet<String> = operations
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|m| m.to_uppercase())
+            .collect();
+        let url = format!(
+            "{}{}",
+            p.base,
+            path.replace("{id}", "1").replace("{room}", "lobby")
+        );
+        for method in all.iter().filter(|m| !documented.contains(**m)) {
+            let res = client
+                .request(Method::from_bytes(method.as_bytes()).unwrap(), &url)
+                .send()
+                .await
+                .unwrap();
+            let allow: std::collections::BTreeSet<String> = res
+                .headers()
+                .get("allow")
+                .unwrap_or_else(|| panic!("{method} {path}: no Allow ({})", res.status()))
+                .to_str()
+                .unwrap()
+                .split(',')
+                .map(|m| m.trim().to_owned())
+                .collect();
+            assert_eq!(allow, documented, "{method} {path}");
+            problem(res, 405, "method_not_allowed").await;
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "{checked}");
     let unknown = client
         .get(format!("{}/api/v1/nothing", p.base))
         .send()

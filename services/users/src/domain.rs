@@ -149,7 +149,7 @@ impl Password {
 
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         char_len("password", raw, Self::MIN, Self::MAX)?;
-        if raw.trim().is_empty() {
+        if raw.chars().all(blank) {
             return Err(FieldError::new("password", "must not be only white space"));
         }
         Ok(Self(raw.to_owned()))
@@ -166,22 +166,33 @@ impl fmt::Debug for Password {
     }
 }
 
+/// White space as Rust's `trim` and an OpenAPI (ECMA-262) `\s` both see
+/// it, so "not only white space" means one thing to the API document and
+/// to this check: Unicode White_Space (with U+0085) and U+FEFF.
+fn blank(c: char) -> bool {
+    c.is_whitespace() || c == '\u{feff}'
+}
+
+fn trim(raw: &str) -> &str {
+    raw.trim_matches(blank)
+}
+
 /// Post titles: 1–200 characters after trimming.
 pub fn parse_title(raw: &str) -> Result<String, FieldError> {
-    let trimmed = raw.trim();
+    let trimmed = trim(raw);
     char_len("title", trimmed, 1, 200)?;
     Ok(trimmed.to_owned())
 }
 
 /// Post bodies: 1–20,000 characters.
 pub fn parse_post_content(raw: &str) -> Result<String, FieldError> {
-    char_len("content", raw.trim(), 1, 20_000)?;
+    char_len("content", trim(raw), 1, 20_000)?;
     Ok(raw.to_owned())
 }
 
 /// Comment bodies: 1–5,000 characters.
 pub fn parse_comment_content(raw: &str) -> Result<String, FieldError> {
-    char_len("content", raw.trim(), 1, 5_000)?;
+    char_len("content", trim(raw), 1, 5_000)?;
     Ok(raw.to_owned())
 }
 
@@ -339,5 +350,19 @@ mod tests {
         assert!(parse_comment_content("").is_err());
         assert_eq!(parse_id("id", 0).unwrap_err().message, "is required");
         assert!(parse_id("id", u64::MAX).is_err());
+    }
+
+    #[test]
+    fn blank_means_what_the_api_document_says() {
+        // The document's "not only white space" is ECMA-262's `[^\s]`
+        // less U+0085; both it and U+FEFF count as blank here too.
+        for blank in ["\u{85}", "\u{feff}", " \u{a0}\u{3000}\t"] {
+            assert!(parse_title(blank).is_err(), "{blank:?}");
+            assert!(parse_comment_content(blank).is_err(), "{blank:?}");
+        }
+        assert!(
+            Password::parse("\u{85}\u{85}\u{85}\u{85}\u{feff}\u{feff}\u{feff}\u{feff}").is_err()
+        );
+        assert_eq!(parse_title("\u{feff}t\u{85}").unwrap(), "t");
     }
 }

@@ -3,6 +3,7 @@
 //! (absent token: the endpoints do not exist). Run-time rate-limit
 //! overrides per client key, applied by the `DynamicRateLimiter`.
 
+use common::json::JsonObject;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,7 +96,7 @@ async fn set(
     limiter: web::Data<Arc<DynamicRateLimiter>>,
     redis: web::Data<WorkerRedis>,
     key: web::Path<String>,
-    body: web::Json<OverrideBody>,
+    body: JsonObject<OverrideBody>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req)?;
     validate_key(&key)?;

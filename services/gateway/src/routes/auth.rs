@@ -7,6 +7,7 @@
 //! store: while it is unreachable refreshing is refused (`503`), never
 //! granted unchecked.
 
+use common::json::JsonObject;
 use std::time::{Duration, SystemTime};
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -23,7 +24,10 @@ use crate::upstream::CallContext;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Login {
+    /// A username or an email address.
+    #[schema(min_length = 1, max_length = 254)]
     login: String,
+    #[schema(max_length = 128)]
     password: String,
 }
 
@@ -96,7 +100,7 @@ pub(super) async fn login(
     req: HttpRequest,
     gw: web::Data<Gateway>,
     ctx: CallContext,
-    body: web::Json<Login>,
+    body: JsonObject<Login>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     crate::ratelimit::limit_attempts(&req, "login", &body.login, gw.limits.login).await?;
@@ -132,7 +136,7 @@ pub(super) async fn login(
 pub(super) async fn refresh(
     gw: web::Data<Gateway>,
     ctx: CallContext,
-    body: web::Json<Refresh>,
+    body: JsonObject<Refresh>,
 ) -> Result<HttpResponse, ApiError> {
     let refused = |why: TokenError| {
         tracing::debug!(reason = %why, "refused a refresh token");

@@ -31,12 +31,19 @@ pub fn configure(cfg: &mut aw::ServiceConfig) {
             .wrap(from_fn(request_id))
             .wrap(from_fn(crate::cors::cors))
             .route("/users", aw::get().to(v2::list_users))
+            .route("/users", not_allowed("GET"))
             .route("/users/{id}", aw::get().to(v2::get_user))
+            .route("/users/{id}", not_allowed("GET"))
             .route("/users/{id}/posts", aw::get().to(v2::posts_of_user))
+            .route("/users/{id}/posts", not_allowed("GET"))
             .route("/users/{id}/comments", aw::get().to(v2::comments_of_user))
+            .route("/users/{id}/comments", not_allowed("GET"))
             .route("/posts/{id}", aw::get().to(v2::get_post))
+            .route("/posts/{id}", not_allowed("GET"))
             .route("/posts/{id}/comments", aw::get().to(v2::comments_of_post))
-            .route("/comments/{id}", aw::get().to(v2::get_comment)),
+            .route("/posts/{id}/comments", not_allowed("GET"))
+            .route("/comments/{id}", aw::get().to(v2::get_comment))
+            .route("/comments/{id}", not_allowed("GET")),
     )
     .service(
         aw::scope("/api")
@@ -44,7 +51,9 @@ pub fn configure(cfg: &mut aw::ServiceConfig) {
             .wrap(from_fn(request_id))
             .wrap(from_fn(crate::cors::cors))
             .route("/users", aw::get().to(negotiated_list))
+            .route("/users", not_allowed("GET"))
             .route("/users/{id}", aw::get().to(negotiated_get))
+            .route("/users/{id}", not_allowed("GET"))
             .route("/{version}/{tail:.*}", aw::to(versioning::unknown_version)),
     );
 }
@@ -97,12 +106,38 @@ async fn negotiated_get(
     }
 }
 
-/// `?page=&per_page=` of every listing; the users service clamps.
-#[derive(serde::Deserialize)]
+/// `?page=&per_page=` of every listing. Out of range is a 400, not a
+/// quiet clamp, so the bounds the OpenAPI document states are the ones
+/// enforced.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct Paging {
+    /// Page number, from 1; 1 when absent.
+    #[serde(default, deserialize_with = "in_range::<_, _, 1, { i32::MAX as i64 }>")]
+    #[param(minimum = 1, maximum = 2147483647)]
     pub page: Option<i32>,
+    /// Items per page, 1 to 100; 20 when absent.
+    #[serde(default, deserialize_with = "in_range::<_, _, 1, 100>")]
+    #[param(minimum = 1, maximum = 100)]
     pub per_page: Option<i32>,
+}
+
+/// An optional integer query parameter within `MIN..=MAX`.
+pub(crate) fn in_range<'de, D, T, const MIN: i64, const MAX: i64>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Into<i64> + Copy,
+{
+    let value: Option<T> = serde::Deserialize::deserialize(deserializer)?;
+    match value {
+        Some(v) if !(MIN..=MAX).contains(&v.into()) => Err(serde::de::Error::custom(format!(
+            "must be between {MIN} and {MAX}"
+        ))),
+        other => Ok(other),
+    }
 }
 
 impl Paging {
@@ -154,18 +189,21 @@ fn json_error(error: JsonPayloadError, limit: usize) -> ApiError {
 /// The last route of a path: any method its other routes do not take is
 /// `405 method_not_allowed` with `Allow` (RFC 9110 §15.5.6), not a 404
 /// that says the resource is missing.
+fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut response = common::problem::Problem::new(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this resource answers {allow}"),
+    )
+    .response();
+    response.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static(allow),
+    );
+    response
+}
+
+/// A route for every method the path does not answer: `405` with `Allow`.
 pub(crate) fn not_allowed(allow: &'static str) -> actix_web::Route {
-    aw::route().to(move || async move {
-        let mut response = common::problem::Problem::new(
-            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            format!("this resource answers {allow}"),
-        )
-        .response();
-        response.headers_mut().insert(
-            actix_web::http::header::ALLOW,
-            actix_web::http::header::HeaderValue::from_static(allow),
-        );
-        response
-    })
+    aw::route().to(move || async move { method_not_allowed(allow) })
 }

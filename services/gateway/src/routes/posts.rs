@@ -2,6 +2,7 @@
 //! the author may change or delete a post or a comment.
 
 use actix_web::{HttpResponse, web};
+use common::json::JsonObject;
 use platform_proto::posts::v1 as pb;
 use platform_proto::posts::v1::comment_service_client::CommentServiceClient;
 use platform_proto::posts::v1::post_service_client::PostServiceClient;
@@ -105,20 +106,26 @@ impl<T> Page<T> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewPost {
+    /// Trimmed; not only white space.
+    #[schema(max_length = 200, pattern = r"[^\s\u0085]")]
     title: String,
+    #[schema(max_length = 20000, pattern = r"[^\s\u0085]")]
     content: String,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PostChanges {
+    #[schema(max_length = 200, pattern = r"[^\s\u0085]")]
     title: Option<String>,
+    #[schema(max_length = 20000, pattern = r"[^\s\u0085]")]
     content: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CommentBody {
+    #[schema(max_length = 5000, pattern = r"[^\s\u0085]")]
     content: String,
 }
 
@@ -197,7 +204,7 @@ pub(super) async fn create_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     auth: AuthUser,
-    body: web::Json<NewPost>,
+    body: JsonObject<NewPost>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let message = pb::CreatePostRequest {
@@ -216,7 +223,7 @@ pub(super) async fn create_post(
         .json(Post::from(post)))
 }
 
-#[utoipa::path(get, path = "/api/v1/posts/{id}", tag = "posts", params(("id" = u64, Path)),
+#[utoipa::path(get, path = "/api/v1/posts/{id}", tag = "posts", params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Post), (status = 404, body = ProblemBody)))]
 pub(super) async fn get_post(
     gw: web::Data<Gateway>,
@@ -226,14 +233,14 @@ pub(super) async fn get_post(
     Ok(HttpResponse::Ok().json(Post::from(fetch_post(&gw, &ctx, *id).await?)))
 }
 
-#[utoipa::path(patch, path = "/api/v1/posts/{id}", tag = "posts", params(("id" = u64, Path)), request_body = PostChanges, security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/posts/{id}", tag = "posts", params(("id" = i64, Path, minimum = 1)), request_body = PostChanges, security(("bearer" = [])),
     responses((status = 200, body = Post), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn update_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     auth: AuthUser,
     id: web::Path<u64>,
-    body: web::Json<PostChanges>,
+    body: JsonObject<PostChanges>,
 ) -> Result<HttpResponse, ApiError> {
     // The users service checks authorship against its store (never a
     // cache another process can write): 403 when `auth` is not the author.
@@ -253,7 +260,7 @@ pub(super) async fn update_post(
     Ok(HttpResponse::Ok().json(Post::from(post)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/posts/{id}", tag = "posts", params(("id" = u64, Path)), security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/posts/{id}", tag = "posts", params(("id" = i64, Path, minimum = 1)), security(("bearer" = [])),
     responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn delete_post(
     gw: web::Data<Gateway>,
@@ -275,8 +282,8 @@ pub(super) async fn delete_post(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[utoipa::path(get, path = "/api/v1/users/{id}/posts", tag = "posts", params(("id" = u64, Path), ("page" = Option<i32>, Query), ("per_page" = Option<i32>, Query)),
-    responses((status = 200, body = Page<Post>)))]
+#[utoipa::path(get, path = "/api/v1/users/{id}/posts", tag = "posts", params(("id" = i64, Path, minimum = 1), Paging),
+    responses((status = 200, body = Page<Post>), (status = 404, body = ProblemBody)))]
 pub(super) async fn posts_of_user(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -293,14 +300,14 @@ pub(super) async fn posts_of_user(
     Ok(HttpResponse::Ok().json(Page::<Post>::of(list.posts, list.total, &query)))
 }
 
-#[utoipa::path(post, path = "/api/v1/posts/{id}/comments", tag = "comments", params(("id" = u64, Path)), request_body = CommentBody, security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/posts/{id}/comments", tag = "comments", params(("id" = i64, Path, minimum = 1)), request_body = CommentBody, security(("bearer" = [])),
     responses((status = 201, body = Comment), (status = 404, body = ProblemBody)))]
 pub(super) async fn create_comment(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     auth: AuthUser,
     id: web::Path<u64>,
-    body: web::Json<CommentBody>,
+    body: JsonObject<CommentBody>,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::CreateCommentRequest {
         content: body.into_inner().content,
@@ -318,8 +325,8 @@ pub(super) async fn create_comment(
         .json(Comment::from(comment)))
 }
 
-#[utoipa::path(get, path = "/api/v1/posts/{id}/comments", tag = "comments", params(("id" = u64, Path), ("page" = Option<i32>, Query), ("per_page" = Option<i32>, Query)),
-    responses((status = 200, body = Page<Comment>)))]
+#[utoipa::path(get, path = "/api/v1/posts/{id}/comments", tag = "comments", params(("id" = i64, Path, minimum = 1), Paging),
+    responses((status = 200, body = Page<Comment>), (status = 404, body = ProblemBody)))]
 pub(super) async fn comments_of_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -336,8 +343,8 @@ pub(super) async fn comments_of_post(
     Ok(HttpResponse::Ok().json(Page::<Comment>::of(list.comments, list.total, &query)))
 }
 
-#[utoipa::path(get, path = "/api/v1/users/{id}/comments", tag = "comments", params(("id" = u64, Path), ("page" = Option<i32>, Query), ("per_page" = Option<i32>, Query)),
-    responses((status = 200, body = Page<Comment>)))]
+#[utoipa::path(get, path = "/api/v1/users/{id}/comments", tag = "comments", params(("id" = i64, Path, minimum = 1), Paging),
+    responses((status = 200, body = Page<Comment>), (status = 404, body = ProblemBody)))]
 pub(super) async fn comments_of_user(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -354,7 +361,7 @@ pub(super) async fn comments_of_user(
     Ok(HttpResponse::Ok().json(Page::<Comment>::of(list.comments, list.total, &query)))
 }
 
-#[utoipa::path(get, path = "/api/v1/comments/{id}", tag = "comments", params(("id" = u64, Path)),
+#[utoipa::path(get, path = "/api/v1/comments/{id}", tag = "comments", params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Comment), (status = 404, body = ProblemBody)))]
 pub(super) async fn get_comment(
     gw: web::Data<Gateway>,
@@ -364,14 +371,14 @@ pub(super) async fn get_comment(
     Ok(HttpResponse::Ok().json(Comment::from(fetch_comment(&gw, &ctx, *id).await?)))
 }
 
-#[utoipa::path(patch, path = "/api/v1/comments/{id}", tag = "comments", params(("id" = u64, Path)), request_body = CommentBody, security(("bearer" = [])),
-    responses((status = 200, body = Comment), (status = 403, body = ProblemBody)))]
+#[utoipa::path(patch, path = "/api/v1/comments/{id}", tag = "comments", params(("id" = i64, Path, minimum = 1)), request_body = CommentBody, security(("bearer" = [])),
+    responses((status = 200, body = Comment), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn update_comment(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     auth: AuthUser,
     id: web::Path<u64>,
-    body: web::Json<CommentBody>,
+    body: JsonObject<CommentBody>,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::UpdateCommentRequest {
         id: *id,
@@ -387,8 +394,8 @@ pub(super) async fn update_comment(
     Ok(HttpResponse::Ok().json(Comment::from(comment)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/comments/{id}", tag = "comments", params(("id" = u64, Path)), security(("bearer" = [])),
-    responses((status = 204), (status = 403, body = ProblemBody)))]
+#[utoipa::path(delete, path = "/api/v1/comments/{id}", tag = "comments", params(("id" = i64, Path, minimum = 1)), security(("bearer" = [])),
+    responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn delete_comment(
     gw: web::Data<Gateway>,
     ctx: CallContext,

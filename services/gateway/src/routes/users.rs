@@ -2,6 +2,7 @@
 
 use actix_web::middleware::from_fn;
 use actix_web::{HttpResponse, web};
+use common::json::JsonObject;
 use platform_proto::users::v1 as pb;
 use platform_proto::users::v1::user_service_client::UserServiceClient;
 use serde::{Deserialize, Serialize};
@@ -34,8 +35,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/auth/refresh", web::post().to(super::auth::refresh))
             .route("/auth/refresh", not_allowed("POST"))
             .route("/auth/logout", web::post().to(super::auth::logout))
-            .route("/auth/ticket", web::post().to(super::auth::ticket))
             .route("/auth/logout", not_allowed("POST"))
+            .route("/auth/ticket", web::post().to(super::auth::ticket))
+            .route("/auth/ticket", not_allowed("POST"))
             .configure(super::posts::configure),
     );
 }
@@ -71,17 +73,34 @@ impl User {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SignUp {
+    #[schema(
+        min_length = 3,
+        max_length = 32,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+    )]
     username: String,
+    #[schema(format = Email, min_length = 3, max_length = 254)]
     email: String,
+    /// Not only white space.
+    #[schema(min_length = 8, max_length = 128, pattern = r"[^\s\u0085]")]
     password: String,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Changes {
+    #[schema(
+        min_length = 3,
+        max_length = 32,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+    )]
     username: Option<String>,
+    #[schema(format = Email, min_length = 3, max_length = 254)]
     email: Option<String>,
-    expected_version: Option<u64>,
+    /// The version the change was made against: `409 version_conflict`
+    /// when the account changed since.
+    #[schema(value_type = Option<u64>, minimum = 1)]
+    expected_version: Option<common::json::Whole>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -100,7 +119,7 @@ pub(super) async fn sign_up(
     req: actix_web::HttpRequest,
     gw: web::Data<Gateway>,
     ctx: CallContext,
-    body: web::Json<SignUp>,
+    body: JsonObject<SignUp>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     crate::ratelimit::limit_attempts(&req, "signup", &body.email, gw.limits.signup).await?;
@@ -123,7 +142,7 @@ pub(super) async fn sign_up(
 }
 
 /// One user.
-#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = u64, Path)),
+#[utoipa::path(get, operation_id = "get_user", path = "/api/v1/users/{id}", tag = "users", security((), ("bearer" = [])), params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = User), (status = 404, body = ProblemBody)))]
 pub(super) async fn get(
     gw: web::Data<Gateway>,
@@ -142,8 +161,8 @@ pub(super) async fn get(
 }
 
 /// A page of users; `per_page` is at most 100.
-#[utoipa::path(get, path = "/api/v1/users", tag = "users",
-    params(("page" = Option<i32>, Query), ("per_page" = Option<i32>, Query)),
+#[utoipa::path(get, operation_id = "list_users", path = "/api/v1/users", tag = "users", security((), ("bearer" = [])),
+    params(Paging),
     responses((status = 200, body = UserList), (status = 400, body = ProblemBody)))]
 pub(super) async fn list(
     gw: web::Data<Gateway>,
@@ -186,15 +205,16 @@ pub(super) fn owner_only(auth: AuthUser, id: u64) -> Result<(), ApiError> {
 }
 
 /// Update your own account.
-#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = u64, Path)), request_body = Changes,
+#[utoipa::path(patch, operation_id = "update_user", path = "/api/v1/users/{id}", tag = "users", params(("id" = i64, Path, minimum = 1)), request_body = Changes,
     security(("bearer" = [])),
-    responses((status = 200, body = User), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 409, body = ProblemBody)))]
+    responses((status = 200, body = User), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody),
+        (status = 404, body = ProblemBody), (status = 409, body = ProblemBody)))]
 pub(super) async fn update(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     auth: AuthUser,
     id: web::Path<u64>,
-    body: web::Json<Changes>,
+    body: JsonObject<Changes>,
 ) -> Result<HttpResponse, ApiError> {
     owner_only(auth, *id)?;
     let body = body.into_inner();
@@ -202,7 +222,7 @@ pub(super) async fn update(
         id: *id,
         username: body.username,
         email: body.email,
-        expected_version: body.expected_version,
+        expected_version: body.expected_version.map(|v| v.0),
     };
     let user = gw
         .users
@@ -214,9 +234,10 @@ pub(super) async fn update(
 }
 
 /// Delete your own account.
-#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = u64, Path)),
+#[utoipa::path(delete, operation_id = "delete_user", path = "/api/v1/users/{id}", tag = "users", params(("id" = i64, Path, minimum = 1)),
     security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody)))]
+    responses((status = 204), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody),
+        (status = 404, body = ProblemBody)))]
 pub(super) async fn delete(
     gw: web::Data<Gateway>,
     ctx: CallContext,

@@ -20,10 +20,18 @@ use crate::upstream::CallContext;
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct CursorQuery {
+    /// Items per page, 1 to 100; 20 when absent.
+    #[serde(
+        default,
+        deserialize_with = "super::in_range::<_, _, 1, { MAX_LIMIT as i64 }>"
+    )]
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -58,7 +66,7 @@ fn decode_cursor(kind: &str, cursor: &str) -> Result<u64, ApiError> {
 impl CursorQuery {
     /// The page size and the id to continue after.
     fn window(&self, kind: &str) -> Result<(u32, u64), ApiError> {
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         let after = self
             .cursor
             .as_deref()
@@ -87,8 +95,8 @@ fn page_of<T, U: From<T>>(
 }
 
 /// A page of users after the cursor, oldest first.
-#[utoipa::path(get, path = "/api/v2/users", tag = "users (v2)",
-    params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+#[utoipa::path(get, operation_id = "v2_list_users", path = "/api/v2/users", tag = "users (v2)", security((), ("bearer" = [])),
+    params(CursorQuery),
     responses((status = 200, body = Envelope<Vec<User>>), (status = 400, body = ProblemBody)))]
 pub(super) async fn list_users(
     gw: web::Data<Gateway>,
@@ -120,7 +128,7 @@ pub(super) async fn list_users(
 }
 
 /// One user, in an envelope.
-#[utoipa::path(get, path = "/api/v2/users/{id}", tag = "users (v2)", params(("id" = u64, Path)),
+#[utoipa::path(get, operation_id = "v2_get_user", path = "/api/v2/users/{id}", tag = "users (v2)", security((), ("bearer" = [])), params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Envelope<User>), (status = 404, body = ProblemBody)))]
 pub(super) async fn get_user(
     gw: web::Data<Gateway>,
@@ -144,9 +152,9 @@ pub(super) async fn get_user(
 }
 
 /// A user's posts after the cursor, oldest first.
-#[utoipa::path(get, path = "/api/v2/users/{id}/posts", tag = "posts (v2)",
-    params(("id" = u64, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = Envelope<Vec<Post>>), (status = 400, body = ProblemBody)))]
+#[utoipa::path(get, operation_id = "v2_posts_of_user", path = "/api/v2/users/{id}/posts", tag = "posts (v2)",
+    params(("id" = i64, Path, minimum = 1), CursorQuery),
+    responses((status = 200, body = Envelope<Vec<Post>>), (status = 400, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn posts_of_user(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -165,9 +173,9 @@ pub(super) async fn posts_of_user(
 }
 
 /// Comments on a post after the cursor, oldest first.
-#[utoipa::path(get, path = "/api/v2/posts/{id}/comments", tag = "posts (v2)",
-    params(("id" = u64, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = Envelope<Vec<Comment>>), (status = 400, body = ProblemBody)))]
+#[utoipa::path(get, operation_id = "v2_comments_of_post", path = "/api/v2/posts/{id}/comments", tag = "posts (v2)",
+    params(("id" = i64, Path, minimum = 1), CursorQuery),
+    responses((status = 200, body = Envelope<Vec<Comment>>), (status = 400, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn comments_of_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -191,9 +199,9 @@ pub(super) async fn comments_of_post(
 }
 
 /// A user's comments after the cursor, oldest first.
-#[utoipa::path(get, path = "/api/v2/users/{id}/comments", tag = "posts (v2)",
-    params(("id" = u64, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = Envelope<Vec<Comment>>), (status = 400, body = ProblemBody)))]
+#[utoipa::path(get, operation_id = "v2_comments_of_user", path = "/api/v2/users/{id}/comments", tag = "posts (v2)",
+    params(("id" = i64, Path, minimum = 1), CursorQuery),
+    responses((status = 200, body = Envelope<Vec<Comment>>), (status = 400, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn comments_of_user(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -217,7 +225,7 @@ pub(super) async fn comments_of_user(
 }
 
 /// One post, in an envelope.
-#[utoipa::path(get, path = "/api/v2/posts/{id}", tag = "posts (v2)", params(("id" = u64, Path)),
+#[utoipa::path(get, operation_id = "v2_get_post", path = "/api/v2/posts/{id}", tag = "posts (v2)", params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Envelope<Post>), (status = 404, body = ProblemBody)))]
 pub(super) async fn get_post(
     gw: web::Data<Gateway>,
@@ -231,7 +239,7 @@ pub(super) async fn get_post(
 }
 
 /// One comment, in an envelope.
-#[utoipa::path(get, path = "/api/v2/comments/{id}", tag = "posts (v2)", params(("id" = u64, Path)),
+#[utoipa::path(get, operation_id = "v2_get_comment", path = "/api/v2/comments/{id}", tag = "posts (v2)", params(("id" = i64, Path, minimum = 1)),
     responses((status = 200, body = Envelope<Comment>), (status = 404, body = ProblemBody)))]
 pub(super) async fn get_comment(
     gw: web::Data<Gateway>,

@@ -144,6 +144,10 @@ impl PostService for PostApi {
             .posts_by_author(author, slice)
             .await
             .map_err(store_status)?;
+        if count == 0 {
+            // Nobody's posts are a 404, not an empty page.
+            self.store.get_user(author).await.map_err(store_status)?;
+        }
         Ok(Response::new(pb::ListPostsResponse {
             posts: posts.into_iter().map(post_to_proto).collect(),
             total: total(count),
@@ -238,6 +242,10 @@ impl CommentService for CommentApi {
             .comments_by_post(post, slice)
             .await
             .map_err(store_status)?;
+        if count == 0 {
+            // A deleted or unknown post's comments are a 404, not an empty page.
+            self.store.get_post(post).await.map_err(store_status)?;
+        }
         Ok(Response::new(pb::ListCommentsResponse {
             comments: comments.into_iter().map(comment_to_proto).collect(),
             total: total(count),
@@ -256,6 +264,9 @@ impl CommentService for CommentApi {
             .comments_by_author(author, slice)
             .await
             .map_err(store_status)?;
+        if count == 0 {
+            self.store.get_user(author).await.map_err(store_status)?;
+        }
         Ok(Response::new(pb::ListCommentsResponse {
             comments: comments.into_iter().map(comment_to_proto).collect(),
             total: total(count),

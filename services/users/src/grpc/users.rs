@@ -210,7 +210,7 @@ impl UserService for UserApi {
         request: Request<pb::VerifyCredentialsRequest>,
     ) -> Result<Response<pb::User>, Status> {
         let req = request.into_inner();
-        if req.login.is_empty() || req.login.len() > Email::MAX {
+        if !(1..=Email::MAX).contains(&req.login.chars().count()) {
             return Err(invalid(FieldError::new(
                 "login",
                 "must be 1 to 254 characters",

@@ -218,6 +218,12 @@ async fn apply(
             .await
         }
         DomainEvent::PostDeleted(d) => {
+            // A post takes its comments with it: no comment outlives the
+            // post it answers (and a rebuild from the journal agrees).
+            sqlx::query("DELETE FROM comments WHERE post_id = $1")
+                .bind(d.id)
+                .execute(&mut *conn)
+                .await?;
             sqlx::query("DELETE FROM posts WHERE id = $1").bind(d.id).execute(conn).await
         }
         DomainEvent::CommentAdded(c) => {

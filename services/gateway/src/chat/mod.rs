@@ -19,10 +19,14 @@ use awc::ws::{CloseCode, CloseReason, Codec, Frame, Message};
 use common::shutdown::CancellationToken;
 use futures_util::{SinkExt, StreamExt};
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Session};
 use crate::problem::{ApiError, ProblemBody};
 use crate::proxy::{self, Passthrough};
+use crate::routes::not_allowed;
 use crate::upstream::{CallContext, Upstream};
+
+mod schema;
+pub use schema::{History, NewRoom, Presence, RoomInfo, RoomList};
 
 /// The chat service's upstream, as app data of the chat scope.
 pub struct ChatUpstream(pub Arc<Upstream>);
@@ -50,20 +54,27 @@ pub fn configure(
             .wrap(actix_web::middleware::from_fn(crate::request::request_id))
             .wrap(actix_web::middleware::from_fn(crate::cors::cors))
             .route("/ws", web::get().to(ws))
+            .route("/ws", not_allowed("GET"))
             .route("/rooms", web::get().to(rooms))
             .route("/rooms", web::post().to(create_room))
+            .route("/rooms", not_allowed("GET, POST"))
             .route("/rooms/{room}", web::get().to(room))
+            .route("/rooms/{room}", not_allowed("GET"))
             .route("/rooms/{room}/presence", web::get().to(presence))
-            .route("/rooms/{room}/history", web::get().to(history)),
+            .route("/rooms/{room}/presence", not_allowed("GET"))
+            .route("/rooms/{room}/history", web::get().to(history))
+            .route("/rooms/{room}/history", not_allowed("GET")),
     );
 }
 
 /// Rooms with members on the chat replica that answers.
 #[utoipa::path(get, path = "/api/v1/chat/rooms", tag = "chat",
     security(("bearer" = [])),
-    responses((status = 200, description = "`{rooms: [string]}`"), (status = 401, body = ProblemBody),
+    responses((status = 200, body = RoomList), (status = 401, body = ProblemBody),
         (status = 503, body = ProblemBody)))]
 pub async fn rooms(
+    // Checked here, revocation included: chat checks only the signature.
+    _signed_in: Session,
     req: HttpRequest,
     ctx: CallContext,
     pass: web::Data<Passthrough>,
@@ -81,8 +92,9 @@ pub async fn rooms(
         (status = 400, body = ProblemBody), (status = 401, body = ProblemBody),
         (status = 409, body = ProblemBody, description = "`room_exists`: claimed, or in use as a public room"),
         (status = 413, body = ProblemBody), (status = 415, body = ProblemBody),
-        (status = 503, body = ProblemBody)))]
+        (status = 503, body = ProblemBody), (status = 507, body = ProblemBody)))]
 pub async fn create_room(
+    _signed_in: Session,
     req: HttpRequest,
     body: web::Bytes,
     ctx: CallContext,
@@ -94,11 +106,12 @@ pub async fn create_room(
 
 /// Who may enter a room.
 #[utoipa::path(get, path = "/api/v1/chat/rooms/{room}", tag = "chat",
-    security(("bearer" = [])), params(("room" = String, Path)),
+    security(("bearer" = [])), params(("room" = String, Path, pattern = r"^[A-Za-z0-9_.:-]{1,64}$")),
     responses((status = 200, body = RoomInfo), (status = 401, body = ProblemBody),
         (status = 403, body = ProblemBody, description = "`forbidden`: a private room you are not in"),
         (status = 503, body = ProblemBody)))]
 pub async fn room(
+    _signed_in: Session,
     req: HttpRequest,
     ctx: CallContext,
     pass: web::Data<Passthrough>,
@@ -107,36 +120,13 @@ pub async fn room(
     rest(req, ctx, pass, chat).await
 }
 
-/// `POST /api/v1/chat/rooms`.
-#[derive(serde::Deserialize, utoipa::ToSchema)]
-pub struct NewRoom {
-    /// 1 to 64 letters, digits, `_`, `.`, `:` or `-`.
-    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,64}$")]
-    pub name: String,
-    #[serde(default)]
-    pub private: bool,
-    /// User ids besides the creator; private rooms only.
-    #[serde(default)]
-    #[schema(max_items = 1000)]
-    pub members: Vec<u64>,
-}
-
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct RoomInfo {
-    pub room: String,
-    pub private: bool,
-    /// Created rooms only.
-    pub owner: Option<u64>,
-    /// Private rooms only.
-    pub members: Option<Vec<u64>>,
-}
-
 /// Who is in a room now, on every chat replica.
 #[utoipa::path(get, path = "/api/v1/chat/rooms/{room}/presence", tag = "chat",
-    security(("bearer" = [])), params(("room" = String, Path)),
-    responses((status = 200, description = "`{room, members: [{id, name}]}`"),
-        (status = 401, body = ProblemBody), (status = 503, body = ProblemBody)))]
+    security(("bearer" = [])), params(("room" = String, Path, pattern = r"^[A-Za-z0-9_.:-]{1,64}$")),
+    responses((status = 200, body = Presence), (status = 400, body = ProblemBody),
+        (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 503, body = ProblemBody)))]
 pub async fn presence(
+    _signed_in: Session,
     req: HttpRequest,
     ctx: CallContext,
     pass: web::Data<Passthrough>,
@@ -147,10 +137,12 @@ pub async fn presence(
 
 /// A room's recent messages, oldest first.
 #[utoipa::path(get, path = "/api/v1/chat/rooms/{room}/history", tag = "chat",
-    security(("bearer" = [])), params(("room" = String, Path), ("limit" = Option<u32>, Query)),
-    responses((status = 200, description = "`{room, position: {offset, epoch}, messages}`"),
-        (status = 401, body = ProblemBody), (status = 503, body = ProblemBody)))]
+    security(("bearer" = [])), params(("room" = String, Path, pattern = r"^[A-Za-z0-9_.:-]{1,64}$"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+        description = "messages, newest last; 50 when absent")),
+    responses((status = 200, body = History), (status = 400, body = ProblemBody),
+        (status = 401, body = ProblemBody), (status = 403, body = ProblemBody), (status = 503, body = ProblemBody)))]
 pub async fn history(
+    _signed_in: Session,
     req: HttpRequest,
     ctx: CallContext,
     pass: web::Data<Passthrough>,
@@ -174,8 +166,14 @@ async fn rest(
 /// Upgrades to a WebSocket speaking chat's protocol (see the README),
 /// relayed to a chat replica.
 #[utoipa::path(get, path = "/api/v1/chat/ws", tag = "chat",
-    security(("bearer" = [])), params(("ticket" = Option<String>, Query,
-        description = "a single-use ticket from `POST /api/v1/auth/ticket`, for browsers, which cannot set headers on an upgrade")),
+    security(("bearer" = []), ("ticket" = [])),
+    params(
+        ("Upgrade" = String, Header, pattern = "^websocket$"),
+        ("Connection" = String, Header, pattern = "^[Uu]pgrade$"),
+        ("Sec-WebSocket-Version" = String, Header, pattern = "^13$"),
+        // 16 random bytes in base64 (RFC 6455 §4.1).
+        ("Sec-WebSocket-Key" = String, Header, pattern = "^[A-Za-z0-9+/]{21}[AQgw]==$"),
+    ),
     responses((status = 101, description = "switching to the WebSocket protocol"),
         (status = 400, body = ProblemBody), (status = 401, body = ProblemBody),
         (status = 429, body = ProblemBody), (status = 503, body = ProblemBody)))]
