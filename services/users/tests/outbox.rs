@@ -142,6 +142,7 @@ async fn events_survive_a_refusing_broker_and_a_lost_acknowledgement_exactly_onc
         client_id: "relay-test".into(),
         message_timeout: Duration::from_secs(2),
         session_timeout: Duration::from_secs(6),
+        security: Default::default(),
     })
     .unwrap();
     let bus: Arc<dyn EventBus> = Arc::new(bus);
@@ -192,6 +193,7 @@ async fn events_survive_a_refusing_broker_and_a_lost_acknowledgement_exactly_onc
         client_id: "checker".into(),
         message_timeout: Duration::from_secs(5),
         session_timeout: Duration::from_secs(6),
+        security: Default::default(),
     })
     .unwrap();
     let (users, duplicates) = consume_idempotently(&kafka, USERS_TOPIC, 9).await;

@@ -25,14 +25,24 @@ pub struct KafkaBus {
     producer: FutureProducer,
 }
 
+/// What producers and consumers share: where the brokers are and how to
+/// sign in to them.
+fn client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    for (key, value) in config.security.client_settings() {
+        client.set(key, value);
+    }
+    client
+}
+
 fn client_error(error: rdkafka::error::KafkaError) -> EventBusError {
     EventBusError::Client(Box::new(error))
 }
 
 impl KafkaBus {
     pub fn new(config: KafkaConfig) -> Result<Self, EventBusError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        let producer = client_config(&config)
             .set("client.id", &config.client_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -162,8 +172,7 @@ impl EventBus for KafkaBus {
         topic: &str,
         group: &str,
     ) -> Result<Box<dyn Subscription>, EventBusError> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.config.brokers)
+        let consumer: StreamConsumer = client_config(&self.config)
             .set("client.id", &self.config.client_id)
             .set("group.id", group)
             .set("enable.auto.commit", "false")

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 pub use kafka::KafkaBus;
 pub use memory::MemoryBus;
 
-use crate::config::{ConfigError, Env};
+use crate::config::{ConfigError, Env, Secret};
 
 pub const SPEC_VERSION: &str = "1.0";
 
@@ -123,6 +123,115 @@ pub struct KafkaConfig {
     /// partitions reassigned. Kafka's default is 45 s; shorter means a
     /// crashed replica's partitions move sooner.
     pub session_timeout: std::time::Duration,
+    /// How clients prove who they are to the brokers.
+    pub security: KafkaSecurity,
+}
+
+/// `KAFKA_SECURITY_PROTOCOL` and the SASL credentials: what a managed Kafka
+/// (or one with ACLs) asks of its clients. The password is a [`Secret`],
+/// so no config dump or log line shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KafkaSecurity {
+    /// librdkafka's `security.protocol`: `plaintext`, `sasl_plaintext`,
+    /// `ssl` or `sasl_ssl`; `None` means `plaintext`, or `sasl_plaintext`
+    /// when credentials are given.
+    pub protocol: Option<String>,
+    pub sasl: Option<KafkaSasl>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaSasl {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+    pub username: String,
+    pub password: Secret,
+}
+
+const KAFKA_PROTOCOLS: &[&str] = &["plaintext", "sasl_plaintext", "ssl", "sasl_ssl"];
+const KAFKA_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+impl KafkaSecurity {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let invalid = |key: &str, value: String, reason: String| ConfigError::Invalid {
+            var: env.var_name(key),
+            value,
+            reason,
+        };
+        let protocol: Option<String> = env
+            .shared_optional::<String>("KAFKA_SECURITY_PROTOCOL")?
+            .map(|p| p.to_ascii_lowercase());
+        if let Some(p) = &protocol
+            && !KAFKA_PROTOCOLS.contains(&p.as_str())
+        {
+            return Err(invalid(
+                "KAFKA_SECURITY_PROTOCOL",
+                p.clone(),
+                format!("one of {}", KAFKA_PROTOCOLS.join(", ")),
+            ));
+        }
+        let username: Option<String> = env.shared_optional("KAFKA_SASL_USERNAME")?;
+        let password: Option<Secret> = env.shared_optional("KAFKA_SASL_PASSWORD")?;
+        let sasl = match (username, password) {
+            (None, None) => None,
+            (Some(username), Some(password)) => {
+                let mechanism = env
+                    .shared("KAFKA_SASL_MECHANISM", "PLAIN".to_owned())?
+                    .to_ascii_uppercase();
+                if !KAFKA_MECHANISMS.contains(&mechanism.as_str()) {
+                    return Err(invalid(
+                        "KAFKA_SASL_MECHANISM",
+                        mechanism,
+                        format!("one of {}", KAFKA_MECHANISMS.join(", ")),
+                    ));
+                }
+                Some(KafkaSasl {
+                    mechanism,
+                    username,
+                    password,
+                })
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "KAFKA_SASL_PASSWORD",
+                    String::new(),
+                    "required with KAFKA_SASL_USERNAME".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "KAFKA_SASL_USERNAME",
+                    String::new(),
+                    "required with KAFKA_SASL_PASSWORD".into(),
+                ));
+            }
+        };
+        if sasl.is_some() && matches!(protocol.as_deref(), Some("plaintext" | "ssl")) {
+            return Err(invalid(
+                "KAFKA_SECURITY_PROTOCOL",
+                protocol.unwrap_or_default(),
+                "SASL credentials need sasl_plaintext or sasl_ssl".into(),
+            ));
+        }
+        Ok(Self { protocol, sasl })
+    }
+
+    /// The librdkafka settings, as `(key, value)` pairs.
+    pub fn client_settings(&self) -> Vec<(&'static str, String)> {
+        let protocol = match (&self.protocol, &self.sasl) {
+            (Some(p), _) => p.clone(),
+            (None, Some(_)) => "sasl_plaintext".to_owned(),
+            (None, None) => "plaintext".to_owned(),
+        };
+        let mut settings = vec![("security.protocol", protocol)];
+        if let Some(sasl) = &self.sasl {
+            settings.extend([
+                ("sasl.mechanisms", sasl.mechanism.clone()),
+                ("sasl.username", sasl.username.clone()),
+                ("sasl.password", sasl.password.expose().to_owned()),
+            ]);
+        }
+        settings
+    }
 }
 
 /// Which bus to use, from `KAFKA_BROKERS` (shared).
@@ -154,6 +263,7 @@ impl EventBusConfig {
                 .shared("KAFKA_MESSAGE_TIMEOUT", std::time::Duration::from_secs(30))?,
             session_timeout: env
                 .shared("KAFKA_SESSION_TIMEOUT", std::time::Duration::from_secs(10))?,
+            security: KafkaSecurity::from_env(env)?,
         }))
     }
 
@@ -163,5 +273,102 @@ impl EventBusConfig {
             #[cfg(feature = "kafka")]
             Self::Kafka(config) => Arc::new(KafkaBus::new(config.clone())?),
         })
+    }
+}
+
+#[cfg(test)]
+mod security_tests {
+    use super::*;
+
+    fn security(vars: &[(&str, &str)]) -> Result<KafkaSecurity, ConfigError> {
+        KafkaSecurity::from_env(&Env::from_map("USERS", vars.iter().copied()))
+    }
+
+    #[test]
+    fn without_settings_clients_speak_plaintext() {
+        let none = security(&[]).unwrap();
+        assert_eq!(
+            none.client_settings(),
+            [("security.protocol", "plaintext".to_owned())]
+        );
+    }
+
+    #[test]
+    fn sasl_credentials_reach_the_client_and_never_its_debug_form() {
+        let sasl = security(&[
+            ("PLATFORM_KAFKA_SASL_USERNAME", "svc-users"),
+            ("USERS_KAFKA_SASL_PASSWORD", "hunter2-kafka"),
+            ("PLATFORM_KAFKA_SASL_MECHANISM", "scram-sha-512"),
+            ("PLATFORM_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+        ])
+        .unwrap();
+        let settings = sasl.client_settings();
+        for expected in [
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "svc-users"),
+            ("sasl.password", "hunter2-kafka"),
+        ] {
+            assert!(
+                settings.iter().any(|(k, v)| (*k, v.as_str()) == expected),
+                "{expected:?}"
+            );
+        }
+        assert!(!format!("{sasl:?}").contains("hunter2"), "{sasl:?}");
+        // Credentials alone mean SASL over plaintext, with PLAIN.
+        let plain = security(&[
+            ("PLATFORM_KAFKA_SASL_USERNAME", "u"),
+            ("PLATFORM_KAFKA_SASL_PASSWORD", "p"),
+        ])
+        .unwrap();
+        assert!(
+            plain
+                .client_settings()
+                .contains(&("security.protocol", "sasl_plaintext".to_owned()))
+        );
+        assert!(
+            plain
+                .client_settings()
+                .contains(&("sasl.mechanisms", "PLAIN".to_owned()))
+        );
+    }
+
+    #[test]
+    fn half_or_contradictory_settings_are_refused_naming_the_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("PLATFORM_KAFKA_SASL_USERNAME", "u")],
+                "KAFKA_SASL_PASSWORD",
+            ),
+            (
+                &[("PLATFORM_KAFKA_SASL_PASSWORD", "p")],
+                "KAFKA_SASL_USERNAME",
+            ),
+            (
+                &[("PLATFORM_KAFKA_SECURITY_PROTOCOL", "tls")],
+                "KAFKA_SECURITY_PROTOCOL",
+            ),
+            (
+                &[
+                    ("PLATFORM_KAFKA_SASL_USERNAME", "u"),
+                    ("PLATFORM_KAFKA_SASL_PASSWORD", "p"),
+                    ("PLATFORM_KAFKA_SASL_MECHANISM", "GSSAPI"),
+                ],
+                "KAFKA_SASL_MECHANISM",
+            ),
+            (
+                &[
+                    ("PLATFORM_KAFKA_SASL_USERNAME", "u"),
+                    ("PLATFORM_KAFKA_SASL_PASSWORD", "secret-p"),
+                    ("PLATFORM_KAFKA_SECURITY_PROTOCOL", "plaintext"),
+                ],
+                "KAFKA_SECURITY_PROTOCOL",
+            ),
+        ];
+        for (vars, named) in cases {
+            let error = security(vars).unwrap_err().to_string();
+            assert!(error.contains(named), "{vars:?}: {error}");
+            assert!(!error.contains("secret-p"), "{error}");
+        }
     }
 }
