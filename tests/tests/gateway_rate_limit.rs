@@ -269,6 +269,38 @@ async fn an_override_set_on_one_replica_applies_on_every_replica_sharing_redis()
         },
     )
     .await;
+    // And b enforces it: an override for this client, set on a, is the
+    // limit b answers with.
+    let me = "ip:127.0.0.1";
+    let res = a
+        .client
+        .put(format!("{}/admin/rate-limits/{me}", a.admin))
+        .bearer_auth(ADMIN)
+        .json(&json!({ "limit": 40, "period_seconds": 60 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    test_support::eventually(Duration::from_secs(5), "replica b applies it", || async {
+        let res = b
+            .client
+            .get(format!("{}/api/v1/users/1", b.base))
+            .send()
+            .await
+            .unwrap();
+        res.headers()
+            .get("x-ratelimit-limit")
+            .is_some_and(|l| l == "40")
+    })
+    .await;
+    let res = a
+        .client
+        .delete(format!("{}/admin/rate-limits/{me}", a.admin))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
     // A replica started later has it too.
     let c = limited(&redis, "3").await;
     test_support::eventually(

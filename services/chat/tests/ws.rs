@@ -96,12 +96,19 @@ impl Client {
 
     /// Reads until the server closes; returns the close code.
     async fn closed(&mut self) -> Option<CloseCode> {
+        self.close_reason().await.map(|(code, _)| code)
+    }
+
+    /// The close frame's code and reason text.
+    async fn close_reason(&mut self) -> Option<(CloseCode, String)> {
         loop {
             let frame = tokio::time::timeout(Duration::from_secs(10), self.socket.next())
                 .await
                 .expect("closed within 10 s");
             match frame {
-                Some(Ok(Frame::Close(reason))) => return reason.map(|r| r.code),
+                Some(Ok(Frame::Close(reason))) => {
+                    return reason.map(|r| (r.code, r.description.unwrap_or_default()));
+                }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => return None,
             }
@@ -506,9 +513,12 @@ async fn a_socket_closes_with_4001_when_its_token_expires() {
         let short = chat::test_util::token_for(1, "alice", Duration::from_secs(2));
         let mut alice = Client::connect_with(&server, &short).await;
         alice.join("general").await;
-        assert_eq!(
-            alice.closed().await,
-            Some(CloseCode::Other(chat::session::TOKEN_EXPIRED))
+        let (code, reason) = alice.close_reason().await.expect("a close frame");
+        assert_eq!(code, CloseCode::Other(chat::session::TOKEN_EXPIRED));
+        // The reason tells the client what to do.
+        assert!(
+            reason.contains("expired") && reason.contains("reconnect"),
+            "{reason}"
         );
         // A fresh token gets a fresh socket.
         let mut again = Client::connect(&server, 1, "alice").await;

@@ -344,7 +344,7 @@ mod tests {
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-    use super::tests_keys::{ED_PRIVATE, ED_PUBLIC};
+    use super::tests_keys::{ED_PRIVATE, ED_PUBLIC, RSA_PRIVATE, RSA_PUBLIC};
     use super::*;
 
     const KEY: &[u8] = b"a test key of reasonable length!";
@@ -579,11 +579,51 @@ mod tests {
             Err(TokenError::Algorithm)
         );
     }
+
+    #[test]
+    fn rs256_issuers_sign_and_verifiers_with_the_public_key_only_verify() {
+        let keys = |private: Option<&str>| {
+            TokenKeys::asymmetric(
+                "rsa1",
+                Algorithm::RS256,
+                private.map(str::as_bytes),
+                RSA_PUBLIC.as_bytes(),
+            )
+            .unwrap()
+        };
+        let issuer = TokenSigner::new(keys(Some(RSA_PRIVATE)), TokenPolicy::default()).unwrap();
+        let verifier = TokenSigner::new(keys(None), TokenPolicy::default()).unwrap();
+        let token = access(&issuer);
+        let header: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(token.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (header["alg"].as_str(), header["kid"].as_str()),
+            (Some("RS256"), Some("rsa1"))
+        );
+        assert_eq!(verifier.verify(&token).unwrap().sub, "42");
+        assert!(matches!(
+            verifier.issue(1, "x", TokenUse::Access, None),
+            Err(TokenError::Key(_))
+        ));
+        // Neither HS256 nor EdDSA passes an RS256 verifier.
+        assert_eq!(
+            verifier.verify(&access(&signer())),
+            Err(TokenError::Algorithm)
+        );
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests_keys {
     /// A throwaway key pair made for this test with `openssl genpkey -algorithm ed25519`.
     pub const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJVPR5DxArIWytCBevOO23PB239C+wPAciAtHsEiQInh\n-----END PRIVATE KEY-----\n";
+    /// A throwaway RSA key pair made for this test with `openssl genpkey
+    /// -algorithm RSA -pkeyopt rsa_keygen_bits:2048`.
+    pub const RSA_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQDDveW6ufGEzTZT\n2/qDqqsvDSdklMuGAhhl5hqRHKpKLpqnjP0VEUjzGaWfFgSJyGi79uRoI0kQbg3e\nJSMut1zgpOugvZV0bg5hH8JQJbuB8Yz34NYUxXUsXmNfyBBDvEYsWm0gyuU11gEZ\nEudqlZiqt27FmXE/1wih/fQdTEwV0z2Q2MFRrwbykqao6VCg+2EY+MmS8pemk8O9\nFUrVOKJn6YhN3kMYVSEXxDyn4p73SDk+5wuDirawQuqJvcglsuh8Mva0mrTxgdEH\n48aTM5sQR011BzQpWwS/r537mZjbBubOCyAd+dlklRlpEGwhmb49uRHXAc1RRweM\nU5nqVCipAgMBAAECggEAG/fCH0/6JlN787d2r+Fu3CYw/roT6m3aNpUOLrW9zyOh\njVcjwiLaHYIInBZ1R4qPDGxWblq8UdCnwpnj0QT6DE8EK89qz1v6Sf5TsUfy5row\nviot7IHaICDMah8X09XO4P96oDjdTzfoqEB/OEdvrNTQywMFn22GGj9C5fzE0klA\nczmM0ymBc1uNsddiI4fSuw1m7d57K5IvQk3uKTJ2LMeIl98CF8Tb00bVqLFyf8GD\nslC+lx4OM0KmcIe9JVJ4znohXokfalzdDuv0GcADx14K3oP3+3CSBCjYbaEHerKK\nh8bEdnDe5Kh5MmrzSXzkUBrtzQgoN2V9RwI5Xg6AkQKBgQDq+322+VfppjKpO1Fq\nX/LYSz4jgu21FwLTAFkuwtksYhBDUdhFgaZ/QsN2wjt98+n5D1vS5cpXFp7V3HoE\nLvKyKJa0yyzyaesgs0aWLKJhix2Yla852gqZh5hCi2EJxEM3aQRF/+frIqHw6HHw\nULuAMfa0FAqCmlWe1Dut+K6IdwKBgQDVP+ULh0yZgIKEcYArgWPIspr9rQOnV/oP\n/9ijeiI9SdIftfAQ3laczEqP4318nqbgnTb+OXSN7kIpXgg7Bb4vhUle32jJGuHU\n3Ge9wAQ5bX4RQxtvqfRNWGHP1XGcqAq7eDzd6W8QjaQLOcDGRk98Id6jF/2Zrl3e\n6xEFono/3wKBgHirc5CeFUZYYdXEL3gYE8Z9RUjJOLbxPTMMD8BSsWH4be+UPSLc\nhJr/tw7qidCRjIqpF3eDJ9h3NlQO5930Gg/hhhsL52YJfISLa+k8vJqo7SbpX1Wv\nIhhbqJYrq0ZvsjDnThmAZCG85Dqps7E8VD1t6wno7MjK5sMsrAUYGtDbAoGBAMys\n9PPpupWiiKMCJVicad+ZvbU5OEaH5FUy5QWTFgXpMqqI/4/RNyRr2Cze1fSkedsg\nSkYbc0k+o3X88L1lt7L4pQFQQMy05ohdu5yeDe/orZV36X91iiwqZkcKwG7xwstI\njnMXuCgVKpwzpFkp5uRnxb6YKio095gb2kykM93VAoGBANPEASiEVuiwPPsEC9LF\nKaqucdZEoa33wlWGF3s/pb/jhG1oBl7U3F/VKvYN38pSxZhFvbe6yBcJqplYLeDh\n3S0hV+pBSh0L/e4RIlSTDUQ+Z8M1gUmSHrFkdQq7E/lBC4hIQiAvXW32fnwXM3N0\nj2vSdaTM8dpyNGOjSx0OrtGb\n-----END PRIVATE KEY-----\n";
+    pub const RSA_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAw73lurnxhM02U9v6g6qr\nLw0nZJTLhgIYZeYakRyqSi6ap4z9FRFI8xmlnxYEichou/bkaCNJEG4N3iUjLrdc\n4KTroL2VdG4OYR/CUCW7gfGM9+DWFMV1LF5jX8gQQ7xGLFptIMrlNdYBGRLnapWY\nqrduxZlxP9cIof30HUxMFdM9kNjBUa8G8pKmqOlQoPthGPjJkvKXppPDvRVK1Tii\nZ+mITd5DGFUhF8Q8p+Ke90g5PucLg4q2sELqib3IJbLofDL2tJq08YHRB+PGkzOb\nEEdNdQc0KVsEv6+d+5mY2wbmzgsgHfnZZJUZaRBsIZm+PbkR1wHNUUcHjFOZ6lQo\nqQIDAQAB\n-----END PUBLIC KEY-----\n";
     pub const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAIR7SiT7V1/1eDGz1aXbcFKc3jCn43Mmz3XI/fHgg1yk=\n-----END PUBLIC KEY-----\n";
 }
