@@ -188,6 +188,36 @@ async fn a_run_time_override_takes_effect_and_needs_the_admin_token() {
 }
 
 #[tokio::test]
+async fn with_the_token_store_down_refresh_fails_closed_and_access_tokens_still_work() {
+    let mut redis = private_redis().await;
+    let p = limited(&redis, "1000").await;
+    let ann = p.sign_up("ann").await;
+    let id = ann["id"].as_u64().unwrap();
+    let session = p.sign_in("ann").await;
+    let access = session["access_token"].as_str().unwrap().to_owned();
+    let refresh = session["refresh_token"].as_str().unwrap().to_owned();
+
+    redis.child.kill().unwrap();
+    redis.child.wait().unwrap();
+    // Closed: no new session while revocations cannot be checked.
+    let res = p
+        .client
+        .post(format!("{}/api/v1/auth/refresh", p.base))
+        .json(&json!({ "refresh_token": refresh }))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().contains_key("retry-after"));
+    problem(res, StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable").await;
+    // Open: the short-lived access token still signs requests.
+    let res = p
+        .patch(id, Some(&access), json!({ "username": "anne" }))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    p.stop().await;
+}
+
+#[tokio::test]
 async fn redis_stopped_mid_test_falls_back_and_requests_are_still_answered() {
     let mut redis = private_redis().await;
     let p = limited(&redis, "1000").await;
