@@ -57,9 +57,6 @@ impl Modify for SecuritySchemes {
 )]
 pub struct ApiDoc;
 
-/// The media type of every error answer (RFC 9457).
-pub const PROBLEM_JSON: &str = "application/problem+json";
-
 /// The problem answers, each once under `components.responses`, with what
 /// makes the gateway answer them. Some depend on the operation's shape
 /// (a body, parameters, a token); the rest on the gateway itself (its rate
@@ -68,7 +65,7 @@ const PROBLEMS: &[(StatusCode, &str, &str)] = &[
     (
         StatusCode::BAD_REQUEST,
         "BadRequest",
-        "The request is malformed or breaks a documented constraint (`invalid_field`, `invalid_json`, `invalid_path`, `invalid_query`).",
+        "The request is malformed or breaks a documented constraint (`invalid_field`, `invalid_json`, `invalid_path`, `invalid_query`, `invalid_cursor`; chat's `bad_query`; `websocket_upgrade_required`).",
     ),
     (
         StatusCode::UNAUTHORIZED,
@@ -88,7 +85,7 @@ const PROBLEMS: &[(StatusCode, &str, &str)] = &[
     (
         StatusCode::CONFLICT,
         "Conflict",
-        "The change conflicts with the current state (`conflict`, `version_conflict`).",
+        "The change conflicts with the current state (`already_exists`, `version_conflict`, `room_exists`).",
     ),
     (
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -118,12 +115,12 @@ const PROBLEMS: &[(StatusCode, &str, &str)] = &[
     (
         StatusCode::BAD_GATEWAY,
         "BadGateway",
-        "The service behind the gateway failed (`upstream_failed`).",
+        "The service behind the gateway failed (`upstream_error`).",
     ),
     (
         StatusCode::SERVICE_UNAVAILABLE,
         "ServiceUnavailable",
-        "The service behind the gateway, or a backend the gateway needs, is unavailable; `Retry-After` says when to try again (`upstream_unavailable`, `limiter_unavailable`).",
+        "The service behind the gateway, or a backend the gateway needs (its rate limiter, its token store), is unavailable; `Retry-After` says when to try again (`upstream_unavailable`).",
     ),
     (
         StatusCode::GATEWAY_TIMEOUT,
@@ -175,7 +172,7 @@ impl Modify for Problems {
 
 fn problem_response(status: StatusCode, description: &str) -> Response {
     let mut response = ResponseBuilder::new().description(description).content(
-        PROBLEM_JSON,
+        common::problem::CONTENT_TYPE,
         ContentBuilder::new()
             .schema(Some(Ref::from_schema_name("Problem")))
             .build(),
@@ -235,8 +232,8 @@ fn document_problems(operation: &mut Operation) {
         else {
             continue;
         };
-        if let Some((_, name, _)) = PROBLEMS.iter().find(|(s, ..)| *s == code) {
-            *response = RefOr::Ref(Ref::from_response_name(*name));
+        if let Some(shared) = problem_ref(code) {
+            *response = shared;
         } else if let RefOr::T(response) = response
             && response.description.is_empty()
         {
@@ -244,12 +241,18 @@ fn document_problems(operation: &mut Operation) {
         }
     }
     for code in statuses {
-        if let Some((_, name, _)) = PROBLEMS.iter().find(|(s, ..)| *s == code) {
-            responses
-                .entry(code.as_str().to_owned())
-                .or_insert_with(|| RefOr::Ref(Ref::from_response_name(*name)));
+        if let Some(shared) = problem_ref(code) {
+            responses.entry(code.as_str().to_owned()).or_insert(shared);
         }
     }
+}
+
+/// The shared response of a problem status, if it is one.
+fn problem_ref(code: StatusCode) -> Option<RefOr<Response>> {
+    PROBLEMS
+        .iter()
+        .find(|(status, ..)| *status == code)
+        .map(|(_, name, _)| RefOr::Ref(Ref::from_response_name(*name)))
 }
 
 /// The document as pretty JSON.

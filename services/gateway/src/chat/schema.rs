@@ -9,6 +9,15 @@ use utoipa::openapi::{KnownFormat, RefOr, Type};
 /// Room names, as chat checks them (`chat::protocol::valid_room`).
 pub const ROOM_PATTERN: &str = r"^[A-Za-z0-9_.:-]{1,64}$";
 
+/// `{room}` in a path.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RoomPath {
+    // ROOM_PATTERN, spelled out: utoipa takes only a literal here.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,64}$")]
+    pub room: String,
+}
+
 /// Most members a private room lists besides its creator (chat's
 /// `MAX_ROOM_MEMBERS` counts the creator too).
 const MAX_OTHER_MEMBERS: usize = 999;

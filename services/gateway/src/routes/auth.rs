@@ -94,8 +94,7 @@ impl Gateway {
 /// Exchange a username or email and a password for an access token and a
 /// refresh token.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Login,
-    responses((status = 200, body = Token), (status = 401, body = ProblemBody),
-        (status = 429, body = ProblemBody), (status = 503, body = ProblemBody)))]
+    responses((status = 200, body = Token), (status = 401, body = ProblemBody)))]
 pub(super) async fn login(
     req: HttpRequest,
     gw: web::Data<Gateway>,
@@ -131,8 +130,7 @@ pub(super) async fn login(
 /// Exchange the newest refresh token of a sign-in for a new pair; an
 /// older one revokes the sign-in (someone else holds its tokens).
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = Refresh,
-    responses((status = 200, body = Token), (status = 401, body = ProblemBody),
-        (status = 503, body = ProblemBody)))]
+    responses((status = 200, body = Token), (status = 401, body = ProblemBody)))]
 pub(super) async fn refresh(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -201,8 +199,7 @@ pub(super) async fn refresh(
 /// End this sign-in: the access token presented and every token of its
 /// family stop working at once.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
-    responses((status = 204, description = "signed out"), (status = 401, body = ProblemBody),
-        (status = 503, body = ProblemBody)))]
+    responses((status = 204, description = "signed out")))]
 pub(super) async fn logout(
     gw: web::Data<Gateway>,
     session: Session,
@@ -246,8 +243,7 @@ fn new_ticket() -> String {
 /// `GET /api/v1/chat/ws`), valid for seconds and never longer than the
 /// token itself.
 #[utoipa::path(post, path = "/api/v1/auth/ticket", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = Ticket, description = "the ticket"),
-        (status = 401, body = ProblemBody), (status = 503, body = ProblemBody)))]
+    responses((status = 200, body = Ticket, description = "the ticket")))]
 pub(super) async fn ticket(
     gw: web::Data<Gateway>,
     session: Session,

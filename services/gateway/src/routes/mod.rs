@@ -141,12 +141,16 @@ where
 }
 
 impl Paging {
-    /// What the users service will apply: 0 or absent means 20, at most 100.
-    pub fn effective_per_page(&self) -> i32 {
-        match self.per_page.unwrap_or(0) {
-            p if p <= 0 => 20,
-            p => p.min(100),
-        }
+    /// The users service's default page size too.
+    const DEFAULT_PER_PAGE: i32 = 20;
+
+    /// Within bounds already: deserializing refused anything else.
+    pub fn page(&self) -> i32 {
+        self.page.unwrap_or(1)
+    }
+
+    pub fn per_page(&self) -> i32 {
+        self.per_page.unwrap_or(Self::DEFAULT_PER_PAGE)
     }
 }
 

@@ -97,8 +97,8 @@ impl<T> Page<T> {
         Self {
             items: items.into_iter().map(Into::into).collect(),
             total,
-            page: query.page.unwrap_or(1).max(1),
-            per_page: query.effective_per_page(),
+            page: query.page(),
+            per_page: query.per_page(),
         }
     }
 }
@@ -199,7 +199,7 @@ pub(super) async fn list_comments_by_author(
 }
 
 #[utoipa::path(post, path = "/api/v1/posts", tag = "posts", request_body = NewPost, security(("bearer" = [])),
-    responses((status = 201, body = Post), (status = 400, body = ProblemBody), (status = 401, body = ProblemBody)))]
+    responses((status = 201, body = Post)))]
 pub(super) async fn create_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -292,8 +292,8 @@ pub(super) async fn posts_of_user(
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::ListPostsByAuthorRequest {
         author_id: *id,
-        page: query.page.unwrap_or(1),
-        per_page: query.per_page.unwrap_or(0),
+        page: query.page(),
+        per_page: query.per_page(),
         after_id: None,
     };
     let list = list_posts_by_author(&gw, &ctx, message).await?;
@@ -335,8 +335,8 @@ pub(super) async fn comments_of_post(
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::ListCommentsByPostRequest {
         post_id: *id,
-        page: query.page.unwrap_or(1),
-        per_page: query.per_page.unwrap_or(0),
+        page: query.page(),
+        per_page: query.per_page(),
         after_id: None,
     };
     let list = list_comments_by_post(&gw, &ctx, message).await?;
@@ -353,8 +353,8 @@ pub(super) async fn comments_of_user(
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::ListCommentsByAuthorRequest {
         author_id: *id,
-        page: query.page.unwrap_or(1),
-        per_page: query.per_page.unwrap_or(0),
+        page: query.page(),
+        per_page: query.per_page(),
         after_id: None,
     };
     let list = list_comments_by_author(&gw, &ctx, message).await?;

@@ -113,8 +113,7 @@ pub(super) struct UserList {
 
 /// Sign up.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = SignUp,
-    responses((status = 201, body = User), (status = 400, body = ProblemBody), (status = 409, body = ProblemBody),
-        (status = 429, body = ProblemBody)))]
+    responses((status = 201, body = User), (status = 409, body = ProblemBody)))]
 pub(super) async fn sign_up(
     req: actix_web::HttpRequest,
     gw: web::Data<Gateway>,
@@ -163,7 +162,7 @@ pub(super) async fn get(
 /// A page of users; `per_page` is at most 100.
 #[utoipa::path(get, operation_id = "list_users", path = "/api/v1/users", tag = "users", security((), ("bearer" = [])),
     params(Paging),
-    responses((status = 200, body = UserList), (status = 400, body = ProblemBody)))]
+    responses((status = 200, body = UserList)))]
 pub(super) async fn list(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -171,11 +170,11 @@ pub(super) async fn list(
     query: web::Query<Paging>,
 ) -> Result<HttpResponse, ApiError> {
     let message = pb::ListUsersRequest {
-        page: query.page.unwrap_or(1),
-        per_page: query.per_page.unwrap_or(0),
+        page: query.page(),
+        per_page: query.per_page(),
         after_id: None,
     };
-    let page = message.page.max(1);
+    let page = message.page;
     let list = gw
         .users
         .call(&ctx, true, message, |ch, req| async move {
@@ -183,7 +182,7 @@ pub(super) async fn list(
         })
         .await?;
     Ok(HttpResponse::Ok().json(UserList {
-        per_page: query.effective_per_page(),
+        per_page: query.per_page(),
         page,
         total: list.total,
         users: list
@@ -207,7 +206,7 @@ pub(super) fn owner_only(auth: AuthUser, id: u64) -> Result<(), ApiError> {
 /// Update your own account.
 #[utoipa::path(patch, operation_id = "update_user", path = "/api/v1/users/{id}", tag = "users", params(("id" = i64, Path, minimum = 1)), request_body = Changes,
     security(("bearer" = [])),
-    responses((status = 200, body = User), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody),
+    responses((status = 200, body = User), (status = 403, body = ProblemBody),
         (status = 404, body = ProblemBody), (status = 409, body = ProblemBody)))]
 pub(super) async fn update(
     gw: web::Data<Gateway>,
@@ -236,7 +235,7 @@ pub(super) async fn update(
 /// Delete your own account.
 #[utoipa::path(delete, operation_id = "delete_user", path = "/api/v1/users/{id}", tag = "users", params(("id" = i64, Path, minimum = 1)),
     security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = ProblemBody), (status = 403, body = ProblemBody),
+    responses((status = 204), (status = 403, body = ProblemBody),
         (status = 404, body = ProblemBody)))]
 pub(super) async fn delete(
     gw: web::Data<Gateway>,

@@ -97,7 +97,7 @@ fn page_of<T, U: From<T>>(
 /// A page of users after the cursor, oldest first.
 #[utoipa::path(get, operation_id = "v2_list_users", path = "/api/v2/users", tag = "users (v2)", security((), ("bearer" = [])),
     params(CursorQuery),
-    responses((status = 200, body = Envelope<Vec<User>>), (status = 400, body = ProblemBody)))]
+    responses((status = 200, body = Envelope<Vec<User>>)))]
 pub(super) async fn list_users(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -154,7 +154,7 @@ pub(super) async fn get_user(
 /// A user's posts after the cursor, oldest first.
 #[utoipa::path(get, operation_id = "v2_posts_of_user", path = "/api/v2/users/{id}/posts", tag = "posts (v2)",
     params(("id" = i64, Path, minimum = 1), CursorQuery),
-    responses((status = 200, body = Envelope<Vec<Post>>), (status = 400, body = ProblemBody), (status = 404, body = ProblemBody)))]
+    responses((status = 200, body = Envelope<Vec<Post>>), (status = 404, body = ProblemBody)))]
 pub(super) async fn posts_of_user(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -175,7 +175,7 @@ pub(super) async fn posts_of_user(
 /// Comments on a post after the cursor, oldest first.
 #[utoipa::path(get, operation_id = "v2_comments_of_post", path = "/api/v2/posts/{id}/comments", tag = "posts (v2)",
     params(("id" = i64, Path, minimum = 1), CursorQuery),
-    responses((status = 200, body = Envelope<Vec<Comment>>), (status = 400, body = ProblemBody), (status = 404, body = ProblemBody)))]
+    responses((status = 200, body = Envelope<Vec<Comment>>), (status = 404, body = ProblemBody)))]
 pub(super) async fn comments_of_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
@@ -201,7 +201,7 @@ pub(super) async fn comments_of_post(
 /// A user's comments after the cursor, oldest first.
 #[utoipa::path(get, operation_id = "v2_comments_of_user", path = "/api/v2/users/{id}/comments", tag = "posts (v2)",
     params(("id" = i64, Path, minimum = 1), CursorQuery),
-    responses((status = 200, body = Envelope<Vec<Comment>>), (status = 400, body = ProblemBody), (status = 404, body = ProblemBody)))]
+    responses((status = 200, body = Envelope<Vec<Comment>>), (status = 404, body = ProblemBody)))]
 pub(super) async fn comments_of_user(
     gw: web::Data<Gateway>,
     ctx: CallContext,
