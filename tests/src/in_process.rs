@@ -39,9 +39,18 @@ impl Platform {
     /// Users and a gateway with `vars` (`GATEWAY_*`) over the test
     /// defaults.
     pub async fn start_with(vars: &[(&str, &str)]) -> Self {
+        Self::start_with_users(vars, users::test_util::Options::default()).await
+    }
+
+    /// As [`Platform::start_with`], with the users service started with
+    /// `options` (its database is always the platform's own file).
+    pub async fn start_with_users(
+        vars: &[(&str, &str)],
+        options: users::test_util::Options,
+    ) -> Self {
         let dir = TempDir::new("platform-test");
         let registry: Arc<dyn Registry> = Arc::new(StaticRegistry::new(vec![]));
-        let users = start_users(&registry, &dir).await;
+        let users = start_users(&registry, &dir, options).await;
         let gateway =
             gateway::test_util::spawn_app(vars, &Shared::default().with_registry(registry.clone()))
                 .await;
@@ -79,7 +88,7 @@ impl Platform {
         for stale in self.registry.healthy_instances("users").await.unwrap() {
             self.registry.deregister(&stale.id).await.unwrap();
         }
-        self.users = Some(start_users(&self.registry, &self.dir).await);
+        self.users = Some(start_users(&self.registry, &self.dir, Default::default()).await);
     }
 
     pub async fn sign_up(&self, name: &str) -> Value {
@@ -136,10 +145,14 @@ impl Platform {
     }
 }
 
-async fn start_users(registry: &Arc<dyn Registry>, dir: &TempDir) -> users::test_util::TestApp {
+async fn start_users(
+    registry: &Arc<dyn Registry>,
+    dir: &TempDir,
+    options: users::test_util::Options,
+) -> users::test_util::TestApp {
     let options = users::test_util::Options {
         database_url: Some(dir.sqlite_url("users.db")),
-        ..Default::default()
+        ..options
     };
     let app =
         users::test_util::spawn_app(options, &Shared::default().with_registry(registry.clone()))

@@ -102,7 +102,7 @@ async fn sign_up_login_read_update_delete() {
                 && l.contains("path=\"/api/v1/users/{id}\"")),
         "requests are counted per route template"
     );
-    assert!(metrics.contains("circuit_breaker_state{upstream=\"users\"}"));
+    assert!(metrics.contains("circuit_breaker_state{upstream=\"users\",class=\"read\"}"));
     let gone = p
         .client
         .get(format!("{}/api/v1/users/{id}", p.base))

@@ -104,6 +104,10 @@ struct Inner {
 
 pub struct CircuitBreaker {
     name: String,
+    /// Which calls to `name` this breaker guards (`class` label): one
+    /// upstream may have a breaker per route class, so that a flood of
+    /// slow sign-ins does not shut off reads.
+    class: &'static str,
     config: BreakerConfig,
     clock: Arc<dyn Clock>,
     epoch: Instant,
@@ -111,12 +115,23 @@ pub struct CircuitBreaker {
 }
 
 impl CircuitBreaker {
-    /// `name` labels the breaker's metrics (`upstream`).
+    /// `name` labels the breaker's metrics (`upstream`, with `class="all"`).
     pub fn new(name: impl Into<String>, config: BreakerConfig, clock: Arc<dyn Clock>) -> Self {
+        Self::for_class(name, "all", config, clock)
+    }
+
+    /// One of several breakers in front of `name`, for the calls of `class`.
+    pub fn for_class(
+        name: impl Into<String>,
+        class: &'static str,
+        config: BreakerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let now = clock.now();
         let buckets = vec![Bucket::default(); config.buckets.max(1) as usize];
         let breaker = Self {
             name: name.into(),
+            class,
             config,
             epoch: now,
             clock,
@@ -129,7 +144,7 @@ impl CircuitBreaker {
                 buckets,
             }),
         };
-        metrics::gauge!("circuit_breaker_state", "upstream" => breaker.name.clone())
+        metrics::gauge!("circuit_breaker_state", "upstream" => breaker.name.clone(), "class" => class)
             .set(State::Closed.gauge());
         breaker
     }
@@ -257,11 +272,13 @@ impl CircuitBreaker {
         metrics::counter!(
             "circuit_breaker_transitions_total",
             "upstream" => self.name.clone(),
+            "class" => self.class,
             "from" => from.as_str(),
             "to" => to.as_str()
         )
         .increment(1);
-        metrics::gauge!("circuit_breaker_state", "upstream" => self.name.clone()).set(to.gauge());
-        tracing::info!(upstream = %self.name, from = from.as_str(), to = to.as_str(), "circuit breaker changed state");
+        metrics::gauge!("circuit_breaker_state", "upstream" => self.name.clone(), "class" => self.class)
+            .set(to.gauge());
+        tracing::info!(upstream = %self.name, class = self.class, from = from.as_str(), to = to.as_str(), "circuit breaker changed state");
     }
 }

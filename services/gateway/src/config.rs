@@ -6,6 +6,8 @@ use std::time::Duration;
 use common::auth::{KeyRole, TokenSettings, WhenUnset};
 use common::config::{ConfigError, Env, Secret, SecretUrl, ServiceConfig, ServiceDefaults};
 use resilience::breaker::BreakerConfig;
+
+use crate::upstream::ClassLimits;
 use resilience::rate_limit::Quota;
 
 use crate::client_addr::{Cidr, TrustedProxies};
@@ -34,6 +36,8 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub max_body_bytes: usize,
     pub breaker: BreakerConfig,
+    /// Calls in flight per route class to the users service.
+    pub concurrency: ClassLimits,
     /// Default per-client quota.
     pub rate_limit: Quota,
     /// Redis shared by all replicas for rate limits; none means in process.
@@ -113,6 +117,14 @@ impl Config {
                 open_for: env.get("BREAKER_OPEN_FOR", defaults.open_for)?,
                 slow_call: env.get("BREAKER_SLOW_CALL", defaults.slow_call)?,
                 ..defaults
+            },
+            concurrency: {
+                let defaults = ClassLimits::default();
+                ClassLimits {
+                    auth: env.get("CONCURRENCY_AUTH", defaults.auth)?,
+                    read: env.get("CONCURRENCY_READ", defaults.read)?,
+                    write: env.get("CONCURRENCY_WRITE", defaults.write)?,
+                }
             },
             rate_limit: Quota {
                 limit,

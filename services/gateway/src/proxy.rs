@@ -21,7 +21,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use resilience::breaker::Permit;
 
 use crate::problem::ApiError;
-use crate::upstream::{CallContext, Upstream};
+use crate::upstream::{CallContext, RouteClass, Upstream};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never cross a proxy; the length
 /// and host are the client library's to set for the new hop.
@@ -82,18 +82,19 @@ fn returnable(name: &HeaderName) -> bool {
 
 /// A permit from the upstream's breaker and an instance to send to; no
 /// instance counts as a failure.
-pub(crate) fn admit(upstream: &Upstream) -> Result<(Permit, String), ApiError> {
-    let permit = upstream
-        .breaker()
-        .try_acquire()
-        .map_err(|rejected| ApiError::Unavailable {
-            service: upstream.service().clone(),
-            retry_after: rejected.retry_after,
-        })?;
+pub(crate) fn admit(upstream: &Upstream, class: RouteClass) -> Result<(Permit, String), ApiError> {
+    let permit =
+        upstream
+            .breaker(class)
+            .try_acquire()
+            .map_err(|rejected| ApiError::Unavailable {
+                service: upstream.service().clone(),
+                retry_after: rejected.retry_after,
+            })?;
     match upstream.pick_http() {
         Some(authority) => Ok((permit, authority)),
         None => {
-            upstream.breaker().record(permit, false);
+            upstream.breaker(class).record(permit, false);
             Err(ApiError::Unavailable {
                 service: upstream.service().clone(),
                 retry_after: Duration::from_secs(1),
@@ -198,7 +199,8 @@ pub async fn forward_to(
     pass: &Passthrough,
     upstream: &Upstream,
 ) -> Result<HttpResponse, ApiError> {
-    let (permit, authority) = admit(upstream)?;
+    let class = RouteClass::of_method(req.method().is_safe());
+    let (permit, authority) = admit(upstream, class)?;
     let mut outgoing = pass
         .client
         .request(
@@ -234,13 +236,14 @@ pub async fn forward_to(
     metrics::histogram!(
         "gateway_upstream_request_duration_seconds",
         "upstream" => upstream.service().clone(),
+        "class" => class.as_str(),
         "result" => result
     )
     .record(started.elapsed().as_secs_f64());
     let response = match sent {
         Ok(response) => response,
         Err(error) => {
-            upstream.breaker().record(permit, false);
+            upstream.breaker(class).record(permit, false);
             metrics::counter!("gateway_upstream_failures_total", "upstream" => upstream.service().clone())
                 .increment(1);
             tracing::debug!(%error, upstream = %upstream.service(), "pass-through call failed");
@@ -256,7 +259,7 @@ pub async fn forward_to(
         }
     };
     upstream
-        .breaker()
+        .breaker(class)
         .record(permit, !response.status().is_server_error());
     let mut builder = HttpResponse::build(response.status());
     for (name, value) in response.headers() {

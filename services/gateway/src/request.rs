@@ -36,6 +36,7 @@ pub async fn request_id(
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     req.extensions_mut().insert(CallContext {
         request_id: id.clone(),
+        idempotency: None,
     });
     let mut response = next.call(req).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -55,6 +56,7 @@ impl FromRequest for CallContext {
             .cloned()
             .unwrap_or_else(|| CallContext {
                 request_id: uuid::Uuid::new_v4().to_string(),
+                idempotency: None,
             });
         ready(Ok(ctx))
     }

@@ -77,6 +77,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
             clock,
             config.upstream_timeout,
         )
+        .with_limits(config.concurrency)
         .with_credentials(config.service.service_auth.credentials()),
         auth: authenticator.clone(),
         limits: crate::AttemptLimits {

@@ -1,8 +1,10 @@
 //! Calls to one upstream service over gRPC, with everything the gateway
 //! promises around them: instances from discovery balanced round robin, a
-//! circuit breaker, a deadline propagated as `grpc-timeout`, retries (only
-//! for idempotent calls) with jittered exponential backoff inside the
-//! deadline, and the request id and trace context passed along.
+//! circuit breaker and a concurrency limit per [`RouteClass`] (a flood of
+//! slow sign-ins must not shut off reads), a deadline propagated as
+//! `grpc-timeout`, retries with jittered exponential backoff inside the
+//! deadline (reads always; writes only when they carry an idempotency key;
+//! sign-ins never), and the request id and trace context passed along.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,6 +17,7 @@ use common::auth::ServiceCredentials;
 use common::discovery::{InstanceWatch, Registry};
 use resilience::breaker::{BreakerConfig, CircuitBreaker};
 use resilience::clock::Clock;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
@@ -25,6 +28,81 @@ use crate::problem::ApiError;
 #[derive(Clone, Debug)]
 pub struct CallContext {
     pub request_id: String,
+    /// The caller's `Idempotency-Key` with its scope, for writes that
+    /// carry one: passed to the owning service, which answers a repeat
+    /// from its record, so the gateway may retry such a write.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// An `Idempotency-Key` and whose it is (a user, or for anonymous calls
+/// such as sign-up, the client's address).
+#[derive(Clone, Debug)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub scope: String,
+}
+
+/// Calls to one upstream fall in classes that fail apart: each has its own
+/// breaker and concurrency limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteClass {
+    /// Sign-in: slow by design (password hashing), never retried.
+    Auth,
+    /// Reads: retried on upstream failures.
+    Read,
+    /// Writes: retried only with an idempotency key.
+    Write,
+}
+
+impl RouteClass {
+    const ALL: [Self; 3] = [Self::Auth, Self::Read, Self::Write];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auth => "auth",
+            Self::Read => "read",
+            Self::Write => "write",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The class of a pass-through request: safe methods read.
+    pub fn of_method(safe: bool) -> Self {
+        if safe { Self::Read } else { Self::Write }
+    }
+}
+
+/// Upstream calls of each class in flight at once, per upstream
+/// (`GATEWAY_CONCURRENCY_AUTH`, `_READ`, `_WRITE`); beyond it the gateway
+/// answers 503 with `Retry-After` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassLimits {
+    pub auth: usize,
+    pub read: usize,
+    pub write: usize,
+}
+
+impl Default for ClassLimits {
+    fn default() -> Self {
+        Self {
+            auth: 64,
+            read: 1024,
+            write: 256,
+        }
+    }
+}
+
+impl ClassLimits {
+    fn of(&self, class: RouteClass) -> usize {
+        match class {
+            RouteClass::Auth => self.auth,
+            RouteClass::Read => self.read,
+            RouteClass::Write => self.write,
+        }
+    }
 }
 
 impl CallContext {
@@ -46,7 +124,8 @@ pub struct Upstream {
     instances: InstanceWatch,
     channels: Mutex<HashMap<String, Channel>>,
     next: AtomicUsize,
-    breaker: CircuitBreaker,
+    breakers: [CircuitBreaker; 3],
+    in_flight: [Semaphore; 3],
     timeout: Duration,
     /// Signs gRPC calls; the pass-through's HTTP upstreams have none.
     credentials: Option<Arc<ServiceCredentials>>,
@@ -57,12 +136,11 @@ pub struct Upstream {
 fn upstream_failure(code: Code) -> bool {
     matches!(
         code,
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Internal
-            | Code::Unknown
-            | Code::ResourceExhausted
+        Code::Unavailable | Code::DeadlineExceeded | Code::Internal | Code::Unknown
     )
+    // RESOURCE_EXHAUSTED is not one: it is a healthy upstream shedding load
+    // at once (answered 503 with Retry-After), and counting it would open
+    // the breaker on the clients it did serve.
 }
 
 impl Upstream {
@@ -73,15 +151,43 @@ impl Upstream {
         clock: Arc<dyn Clock>,
         timeout: Duration,
     ) -> Self {
+        let limits = ClassLimits::default();
         Self {
             service: service.into(),
             instances: registry.watch(service),
             channels: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
-            breaker: CircuitBreaker::new(service, breaker, clock),
+            breakers: RouteClass::ALL.map(|class| {
+                CircuitBreaker::for_class(service, class.as_str(), breaker.clone(), clock.clone())
+            }),
+            in_flight: RouteClass::ALL.map(|class| Semaphore::new(limits.of(class))),
             timeout,
             credentials: None,
         }
+    }
+
+    /// Caps each class's calls in flight at `limits`.
+    pub fn with_limits(mut self, limits: ClassLimits) -> Self {
+        self.in_flight = RouteClass::ALL.map(|class| Semaphore::new(limits.of(class).max(1)));
+        self
+    }
+
+    /// A slot for one call of `class`, or 503 at once when the class is
+    /// full: waiting would only hold the client's connection while the
+    /// upstream is already as busy as it is allowed to be.
+    pub fn admit(&self, class: RouteClass) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.in_flight[class.index()].try_acquire().map_err(|_| {
+            metrics::counter!(
+                "gateway_upstream_shed_total",
+                "upstream" => self.service.clone(),
+                "class" => class.as_str()
+            )
+            .increment(1);
+            ApiError::Unavailable {
+                service: self.service.clone(),
+                retry_after: Duration::from_secs(1),
+            }
+        })
     }
 
     /// Calls carry a service token signed by `credentials`.
@@ -152,16 +258,17 @@ impl Upstream {
         self.timeout
     }
 
-    pub fn breaker(&self) -> &CircuitBreaker {
-        &self.breaker
+    pub fn breaker(&self, class: RouteClass) -> &CircuitBreaker {
+        &self.breakers[class.index()]
     }
 
-    /// Makes the call `call(channel, request)`. `idempotent` calls are
-    /// retried on upstream failures while the deadline allows.
+    /// Makes the call `call(channel, request)` as one of `class`. Reads,
+    /// and writes with an idempotency key, are retried on upstream failures
+    /// while the deadline allows.
     pub async fn call<M, T, F, Fut>(
         &self,
         ctx: &CallContext,
-        idempotent: bool,
+        class: RouteClass,
         message: M,
         call: F,
     ) -> Result<T, ApiError>
@@ -170,19 +277,25 @@ impl Upstream {
         F: Fn(Channel, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        let _slot = self.admit(class)?;
         let deadline = Instant::now() + self.timeout;
-        let attempts = if idempotent { 3 } else { 1 };
+        let retried = match class {
+            RouteClass::Read => true,
+            RouteClass::Write => ctx.idempotency.is_some(),
+            RouteClass::Auth => false,
+        };
+        let attempts = if retried { 3 } else { 1 };
+        let breaker = self.breaker(class);
         let mut backoff = Duration::from_millis(25);
         for attempt in 1..=attempts {
-            let permit = self
-                .breaker
+            let permit = breaker
                 .try_acquire()
                 .map_err(|rejected| ApiError::Unavailable {
                     service: self.service.clone(),
                     retry_after: rejected.retry_after,
                 })?;
             let Some(channel) = self.pick() else {
-                self.breaker.record(permit, false);
+                breaker.record(permit, false);
                 return Err(ApiError::Unavailable {
                     service: self.service.clone(),
                     retry_after: Duration::from_secs(1),
@@ -202,22 +315,23 @@ impl Upstream {
             metrics::histogram!(
                 "gateway_upstream_request_duration_seconds",
                 "upstream" => self.service.clone(),
+                "class" => class.as_str(),
                 "result" => result
             )
             .record(started.elapsed().as_secs_f64());
             let status = match outcome {
                 Ok(Ok(response)) => {
-                    self.breaker.record(permit, true);
+                    breaker.record(permit, true);
                     return Ok(response.into_inner());
                 }
                 Ok(Err(status)) if !upstream_failure(status.code()) => {
-                    self.breaker.record(permit, true);
+                    breaker.record(permit, true);
                     return Err(ApiError::from_status(&self.service, &status));
                 }
                 Ok(Err(status)) => status,
                 Err(_) => tonic::Status::deadline_exceeded("the gateway's deadline passed"),
             };
-            self.breaker.record(permit, false);
+            breaker.record(permit, false);
             metrics::counter!("gateway_upstream_failures_total", "upstream" => self.service.clone())
                 .increment(1);
             // Jitter spreads retries of many clients apart: 50–150 % of the step.
@@ -237,5 +351,138 @@ impl Upstream {
             service: self.service.clone(),
             retry_after: Duration::from_secs(1),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use common::discovery::{Instance, StaticRegistry};
+    use resilience::clock::SystemClock;
+
+    use super::*;
+
+    fn upstream() -> Upstream {
+        let registry = StaticRegistry::new(vec![Instance {
+            id: "users-1".into(),
+            service: "users".into(),
+            host: "127.0.0.1".into(),
+            http_port: 9,
+            grpc_port: Some(9),
+            tags: Vec::new(),
+        }]);
+        Upstream::new(
+            "users",
+            &registry,
+            BreakerConfig {
+                min_calls: 4,
+                ..BreakerConfig::default()
+            },
+            Arc::new(SystemClock),
+            Duration::from_secs(2),
+        )
+    }
+
+    fn ctx(key: Option<&str>) -> CallContext {
+        CallContext {
+            request_id: "test".into(),
+            idempotency: key.map(|key| IdempotencyKey {
+                key: key.into(),
+                scope: "user:1".into(),
+            }),
+        }
+    }
+
+    /// How many times `class` is tried against an upstream that answers
+    /// every attempt with `code`.
+    async fn attempts(
+        upstream: &Upstream,
+        ctx: &CallContext,
+        class: RouteClass,
+        code: Code,
+    ) -> u32 {
+        let tried = AtomicU32::new(0);
+        let outcome: Result<(), ApiError> = upstream
+            .call(ctx, class, (), |_channel, _request| {
+                tried.fetch_add(1, Ordering::Relaxed);
+                let status = tonic::Status::new(code, "no");
+                async move { Err(status) }
+            })
+            .await;
+        assert!(outcome.is_err());
+        tried.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn reads_are_retried_logins_never_and_writes_only_with_an_idempotency_key() {
+        let unavailable = Code::Unavailable;
+        assert_eq!(
+            attempts(&upstream(), &ctx(None), RouteClass::Read, unavailable).await,
+            3
+        );
+        assert_eq!(
+            attempts(&upstream(), &ctx(None), RouteClass::Auth, unavailable).await,
+            1
+        );
+        assert_eq!(
+            attempts(&upstream(), &ctx(Some("k")), RouteClass::Auth, unavailable).await,
+            1
+        );
+        assert_eq!(
+            attempts(&upstream(), &ctx(None), RouteClass::Write, unavailable).await,
+            1
+        );
+        assert_eq!(
+            attempts(&upstream(), &ctx(Some("k")), RouteClass::Write, unavailable).await,
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn shed_logins_neither_retry_nor_open_a_breaker_and_classes_fail_apart() {
+        let upstream = upstream();
+        for _ in 0..10 {
+            let tried = attempts(
+                &upstream,
+                &ctx(None),
+                RouteClass::Auth,
+                Code::ResourceExhausted,
+            )
+            .await;
+            assert_eq!(tried, 1);
+        }
+        assert_eq!(
+            upstream.breaker(RouteClass::Auth).state(),
+            resilience::breaker::State::Closed
+        );
+        // Failing calls do open it (past the shed ones, which counted as
+        // answers), and only the sign-in breaker.
+        for _ in 0..12 {
+            attempts(&upstream, &ctx(None), RouteClass::Auth, Code::Internal).await;
+        }
+        assert_eq!(
+            upstream.breaker(RouteClass::Auth).state(),
+            resilience::breaker::State::Open
+        );
+        assert_eq!(
+            upstream.breaker(RouteClass::Read).state(),
+            resilience::breaker::State::Closed
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_class_is_shed_at_once_and_others_still_pass() {
+        let upstream = upstream().with_limits(ClassLimits {
+            auth: 1,
+            read: 1,
+            write: 1,
+        });
+        let held = upstream.admit(RouteClass::Auth).unwrap();
+        let shed = upstream.admit(RouteClass::Auth).unwrap_err();
+        assert!(matches!(shed, ApiError::Unavailable { .. }), "{shed:?}");
+        assert!(upstream.admit(RouteClass::Read).is_ok());
+        drop(held);
+        assert!(upstream.admit(RouteClass::Auth).is_ok());
     }
 }

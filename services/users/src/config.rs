@@ -8,6 +8,7 @@ use common::config::{ConfigError, Env, SecretUrl, ServiceConfig, ServiceDefaults
 use common::events::EventBusConfig;
 
 use crate::outbox::RelayConfig;
+use crate::password::HashLimits;
 
 /// Prefix of this service's environment variables.
 pub const ENV_PREFIX: &str = "USERS";
@@ -30,6 +31,7 @@ pub struct Config {
     /// Redis for the shared cache level; none means L1 + disk only.
     pub redis_url: Option<SecretUrl>,
     pub cache: CacheConfig,
+    pub hashing: HashLimits,
 }
 
 impl Config {
@@ -57,6 +59,13 @@ impl Config {
                 l2_ttl: env.get("CACHE_L2_TTL", Duration::from_secs(300))?,
                 l3_ttl: env.get("CACHE_L3_TTL", Duration::from_secs(3600))?,
                 disk_dir: Some(env.get("CACHE_DIR", PathBuf::from("data/cache/users"))?),
+            },
+            hashing: {
+                let default = HashLimits::default();
+                HashLimits {
+                    concurrency: env.get("HASH_CONCURRENCY", default.concurrency)?,
+                    queue: env.get("HASH_QUEUE", default.queue)?,
+                }
             },
             service,
         })

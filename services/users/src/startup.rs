@@ -16,6 +16,7 @@ use platform_proto::users::v1::user_service_server::UserServiceServer;
 use crate::config::Config;
 use crate::grpc;
 use crate::outbox::OutboxRelay;
+use crate::password::Hasher;
 use crate::store::{Store, StoreError};
 use crate::views::Views;
 
@@ -95,8 +96,12 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         .readiness_check(Arc::new(DatabaseCheck(store.clone())))
         .task("outbox-relay", move |stop| relay.run(stop))
         .grpc_service(
-            UserServiceServer::new(grpc::UserApi::new(store.clone(), views.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            UserServiceServer::new(grpc::UserApi::new(
+                store.clone(),
+                views.clone(),
+                Hasher::new(config.hashing),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .grpc_service(
             PostServiceServer::new(grpc::PostApi::new(store.clone(), views))

@@ -24,6 +24,8 @@ pub struct Options {
     /// Replicas that must share cache entries share a namespace; a unique
     /// one by default, so entries left by earlier runs never answer.
     pub cache_namespace: Option<String>,
+    /// The password-hashing bulkhead; the service's default when unset.
+    pub hashing: Option<crate::password::HashLimits>,
 }
 
 /// The users service on random loopback ports, with a gRPC channel to it.
@@ -90,6 +92,9 @@ pub async fn spawn_app(options: Options, shared: &Shared) -> TestApp {
     config.service = ServiceConfig::ephemeral(crate::config::DEFAULTS.name, true);
     config.redis_url = options.redis_url.map(common::config::SecretUrl::new);
     config.cache.disk_dir = Some(dir.join("cache"));
+    if let Some(hashing) = options.hashing {
+        config.hashing = hashing;
+    }
     config.cache.namespace = options
         .cache_namespace
         .unwrap_or_else(|| backends::unique("users-test"));

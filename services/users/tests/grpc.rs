@@ -483,6 +483,7 @@ async fn an_update_through_replica_a_is_not_served_stale_by_replica_b() {
         database_url: Some(fresh_postgres_url().await),
         redis_url: Some(backends::redis_url()),
         cache_namespace: Some(backends::unique("users-test")),
+        ..Options::default()
     };
     let a = spawn_app(options.clone(), &Shared::default()).await;
     let b = spawn_app(options, &Shared::default()).await;
@@ -611,6 +612,7 @@ async fn a_fake_author_written_to_the_shared_cache_grants_no_change() {
         database_url: Some(fresh_postgres_url().await),
         redis_url: Some(backends::redis_url()),
         cache_namespace: Some(namespace.clone()),
+        ..Options::default()
     };
     let a = spawn_app(options.clone(), &Shared::default()).await;
     let ann = a

@@ -23,7 +23,7 @@ use crate::auth::{Authenticator, Session};
 use crate::problem::{ApiError, ProblemBody};
 use crate::proxy::{self, Passthrough};
 use crate::routes::not_allowed;
-use crate::upstream::{CallContext, Upstream};
+use crate::upstream::{CallContext, RouteClass, Upstream};
 
 mod schema;
 pub use schema::{History, NewRoom, Presence, RoomInfo, RoomList, RoomPath};
@@ -257,7 +257,7 @@ async fn connect(
     max_frame: usize,
 ) -> Result<Socket, ApiError> {
     let service = upstream.service();
-    let (permit, authority) = proxy::admit(upstream)?;
+    let (permit, authority) = proxy::admit(upstream, RouteClass::Read)?;
     let mut request = pass
         .client()
         .ws(format!("ws://{authority}/ws"))
@@ -304,7 +304,7 @@ async fn connect(
         result,
         Err(ApiError::Unavailable { .. } | ApiError::Timeout { .. } | ApiError::BadGateway { .. })
     );
-    upstream.breaker().record(permit, healthy);
+    upstream.breaker(RouteClass::Read).record(permit, healthy);
     if !healthy {
         metrics::counter!("gateway_upstream_failures_total", "upstream" => service.clone())
             .increment(1);

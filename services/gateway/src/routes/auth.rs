@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::Gateway;
 use crate::auth::{INVALID_TOKEN, Session};
 use crate::problem::{ApiError, ProblemBody};
-use crate::upstream::CallContext;
+use crate::upstream::{CallContext, RouteClass};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -109,7 +109,7 @@ pub(super) async fn login(
     };
     let user = gw
         .users
-        .call(&ctx, true, message, |ch, req| async move {
+        .call(&ctx, RouteClass::Auth, message, |ch, req| async move {
             UserServiceClient::new(ch).verify_credentials(req).await
         })
         .await?;
@@ -154,7 +154,7 @@ pub(super) async fn refresh(
         .users
         .call(
             &ctx,
-            true,
+            RouteClass::Read,
             pb::GetUserRequest { id: user_id },
             |ch, req| async move { UserServiceClient::new(ch).get_user(req).await },
         )

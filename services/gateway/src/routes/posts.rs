@@ -12,7 +12,7 @@ use super::Paging;
 use crate::Gateway;
 use crate::auth::AuthUser;
 use crate::problem::{ApiError, ProblemBody};
-use crate::upstream::CallContext;
+use crate::upstream::{CallContext, RouteClass};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use super::not_allowed;
@@ -135,9 +135,12 @@ pub(super) async fn fetch_post(
     id: u64,
 ) -> Result<pb::Post, ApiError> {
     gw.users
-        .call(ctx, true, pb::GetPostRequest { id }, |ch, req| async move {
-            PostServiceClient::new(ch).get_post(req).await
-        })
+        .call(
+            ctx,
+            RouteClass::Read,
+            pb::GetPostRequest { id },
+            |ch, req| async move { PostServiceClient::new(ch).get_post(req).await },
+        )
         .await
 }
 
@@ -149,7 +152,7 @@ pub(super) async fn fetch_comment(
     gw.users
         .call(
             ctx,
-            true,
+            RouteClass::Read,
             pb::GetCommentRequest { id },
             |ch, req| async move { CommentServiceClient::new(ch).get_comment(req).await },
         )
@@ -164,7 +167,7 @@ pub(super) async fn list_posts_by_author(
     message: pb::ListPostsByAuthorRequest,
 ) -> Result<pb::ListPostsResponse, ApiError> {
     gw.users
-        .call(ctx, true, message, |ch, req| async move {
+        .call(ctx, RouteClass::Read, message, |ch, req| async move {
             PostServiceClient::new(ch).list_posts_by_author(req).await
         })
         .await
@@ -176,7 +179,7 @@ pub(super) async fn list_comments_by_post(
     message: pb::ListCommentsByPostRequest,
 ) -> Result<pb::ListCommentsResponse, ApiError> {
     gw.users
-        .call(ctx, true, message, |ch, req| async move {
+        .call(ctx, RouteClass::Read, message, |ch, req| async move {
             CommentServiceClient::new(ch)
                 .list_comments_by_post(req)
                 .await
@@ -190,7 +193,7 @@ pub(super) async fn list_comments_by_author(
     message: pb::ListCommentsByAuthorRequest,
 ) -> Result<pb::ListCommentsResponse, ApiError> {
     gw.users
-        .call(ctx, true, message, |ch, req| async move {
+        .call(ctx, RouteClass::Read, message, |ch, req| async move {
             CommentServiceClient::new(ch)
                 .list_comments_by_author(req)
                 .await
@@ -214,7 +217,7 @@ pub(super) async fn create_post(
     };
     let post = gw
         .users
-        .call(&ctx, false, message, |ch, req| async move {
+        .call(&ctx, RouteClass::Write, message, |ch, req| async move {
             PostServiceClient::new(ch).create_post(req).await
         })
         .await?;
@@ -253,7 +256,7 @@ pub(super) async fn update_post(
     };
     let post = gw
         .users
-        .call(&ctx, false, message, |ch, req| async move {
+        .call(&ctx, RouteClass::Write, message, |ch, req| async move {
             PostServiceClient::new(ch).update_post(req).await
         })
         .await?;
@@ -271,7 +274,7 @@ pub(super) async fn delete_post(
     gw.users
         .call(
             &ctx,
-            false,
+            RouteClass::Write,
             pb::DeletePostRequest {
                 id: *id,
                 actor_id: Some(auth.0),
@@ -316,7 +319,7 @@ pub(super) async fn create_comment(
     };
     let comment = gw
         .users
-        .call(&ctx, false, message, |ch, req| async move {
+        .call(&ctx, RouteClass::Write, message, |ch, req| async move {
             CommentServiceClient::new(ch).create_comment(req).await
         })
         .await?;
@@ -387,7 +390,7 @@ pub(super) async fn update_comment(
     };
     let comment = gw
         .users
-        .call(&ctx, false, message, |ch, req| async move {
+        .call(&ctx, RouteClass::Write, message, |ch, req| async move {
             CommentServiceClient::new(ch).update_comment(req).await
         })
         .await?;
@@ -405,7 +408,7 @@ pub(super) async fn delete_comment(
     gw.users
         .call(
             &ctx,
-            false,
+            RouteClass::Write,
             pb::DeleteCommentRequest {
                 id: *id,
                 actor_id: Some(auth.0),

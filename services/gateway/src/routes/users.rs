@@ -13,7 +13,7 @@ use crate::auth::{AuthUser, Viewer};
 use crate::problem::{ApiError, ProblemBody};
 use crate::ratelimit::limit_rate;
 use crate::request::request_id;
-use crate::upstream::CallContext;
+use crate::upstream::{CallContext, RouteClass};
 use crate::versioning::deprecate_v1;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -129,7 +129,7 @@ pub(super) async fn sign_up(
     };
     let user = gw
         .users
-        .call(&ctx, false, message, |ch, req| async move {
+        .call(&ctx, RouteClass::Write, message, |ch, req| async move {
             UserServiceClient::new(ch).create_user(req).await
         })
         .await?;
@@ -152,7 +152,7 @@ pub(super) async fn get(
     let message = pb::GetUserRequest { id: *id };
     let user = gw
         .users
-        .call(&ctx, true, message, |ch, req| async move {
+        .call(&ctx, RouteClass::Read, message, |ch, req| async move {
             UserServiceClient::new(ch).get_user(req).await
         })
         .await?;
@@ -177,7 +177,7 @@ pub(super) async fn list(
     let page = message.page;
     let list = gw
         .users
-        .call(&ctx, true, message, |ch, req| async move {
+        .call(&ctx, RouteClass::Read, message, |ch, req| async move {
             UserServiceClient::new(ch).list_users(req).await
         })
         .await?;
@@ -225,7 +225,7 @@ pub(super) async fn update(
     };
     let user = gw
         .users
-        .call(&ctx, false, message, |ch, req| async move {
+        .call(&ctx, RouteClass::Write, message, |ch, req| async move {
             UserServiceClient::new(ch).update_user(req).await
         })
         .await?;
@@ -249,7 +249,7 @@ pub(super) async fn delete(
         expected_version: None,
     };
     gw.users
-        .call(&ctx, false, message, |ch, req| async move {
+        .call(&ctx, RouteClass::Write, message, |ch, req| async move {
             UserServiceClient::new(ch).delete_user(req).await
         })
         .await?;

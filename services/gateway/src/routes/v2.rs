@@ -15,7 +15,7 @@ use super::users::User;
 use crate::Gateway;
 use crate::auth::Viewer;
 use crate::problem::{ApiError, ProblemBody};
-use crate::upstream::CallContext;
+use crate::upstream::{CallContext, RouteClass};
 
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
@@ -112,7 +112,7 @@ pub(super) async fn list_users(
     };
     let list = gw
         .users
-        .call(&ctx, true, message, |ch, req| async move {
+        .call(&ctx, RouteClass::Read, message, |ch, req| async move {
             UserServiceClient::new(ch).list_users(req).await
         })
         .await?;
@@ -140,7 +140,7 @@ pub(super) async fn get_user(
         .users
         .call(
             &ctx,
-            true,
+            RouteClass::Read,
             pb::GetUserRequest { id: *id },
             |ch, req| async move { UserServiceClient::new(ch).get_user(req).await },
         )

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::{invalid, store_status, total, traceparent, unsigned, version};
 use crate::domain::{Email, FieldError, Password, Slice, Username, parse_id};
-use crate::password;
+use crate::password::{HashError, Hasher};
 use crate::store::{NewUser, Store, StoredEvent, User, UserChanges};
 use crate::views::Views;
 
@@ -21,11 +21,28 @@ const MAX_EXPORT_PAGE: u32 = 1000;
 pub struct UserApi {
     store: Store,
     views: Views,
+    hasher: Hasher,
 }
 
 impl UserApi {
-    pub fn new(store: Store, views: Views) -> Self {
-        Self { store, views }
+    pub fn new(store: Store, views: Views, hasher: Hasher) -> Self {
+        Self {
+            store,
+            views,
+            hasher,
+        }
+    }
+}
+
+/// `Busy` is the bulkhead shedding load: `RESOURCE_EXHAUSTED`, which the
+/// gateway answers 503 with `Retry-After` and never retries.
+fn hash_status(error: HashError, what: &'static str) -> Status {
+    match error {
+        HashError::Busy => Status::resource_exhausted(error.to_string()),
+        error => {
+            tracing::error!(%error, "password hashing failed");
+            Status::internal(what)
+        }
     }
 }
 
@@ -120,10 +137,11 @@ impl UserService for UserApi {
         let username = Username::parse(&req.username).map_err(invalid)?;
         let email = Email::parse(&req.email).map_err(invalid)?;
         let password = Password::parse(&req.password).map_err(invalid)?;
-        let password_hash = password::hash(password).await.map_err(|e| {
-            tracing::error!(error = %e, "hashing failed");
-            Status::internal("could not secure the password")
-        })?;
+        let password_hash = self
+            .hasher
+            .hash(password)
+            .await
+            .map_err(|e| hash_status(e, "could not secure the password"))?;
         let new = NewUser {
             username,
             email,
@@ -228,9 +246,11 @@ impl UserService for UserApi {
             Some(c) => (Some(c.user), Some(c.password_hash)),
             None => (None, None),
         };
-        let ok = password::verify(req.password, hash)
+        let ok = self
+            .hasher
+            .verify(req.password, hash)
             .await
-            .map_err(|_| Status::internal("could not check the password"))?;
+            .map_err(|e| hash_status(e, "could not check the password"))?;
         match (ok, user) {
             (true, Some(user)) => Ok(Response::new(to_proto(user))),
             _ => Err(Status::unauthenticated("invalid credentials")),
