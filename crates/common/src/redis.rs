@@ -12,6 +12,45 @@ use std::time::Duration;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 
+/// How a Redis client waits. Every Redis client is built with a command
+/// timeout (`REDIS_COMMAND_TIMEOUT`, shared): without one, fred waits for
+/// ever, and a call made while it reconnects queues behind the reconnect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedisOptions {
+    pub command_timeout: Duration,
+    /// How many published messages may wait between the connection and
+    /// their reader (fred's default when `None`).
+    pub pubsub_buffer: Option<usize>,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            command_timeout: Duration::from_millis(100),
+            pubsub_buffer: None,
+        }
+    }
+}
+
+impl RedisOptions {
+    /// `REDIS_COMMAND_TIMEOUT` (with the service's prefix or `PLATFORM_`).
+    pub fn from_env(env: &crate::config::Env) -> Result<Self, crate::config::ConfigError> {
+        let command_timeout: Duration =
+            env.shared("REDIS_COMMAND_TIMEOUT", Self::default().command_timeout)?;
+        if command_timeout.is_zero() {
+            return Err(crate::config::ConfigError::Invalid {
+                var: env.var_name("REDIS_COMMAND_TIMEOUT"),
+                value: "0".into(),
+                reason: "a Redis call must not wait for ever".into(),
+            });
+        }
+        Ok(Self {
+            command_timeout,
+            pubsub_buffer: None,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to Redis at {url}")]
 pub struct RedisConnectError {
@@ -23,12 +62,11 @@ pub struct RedisConnectError {
 
 /// A command client and a subscriber on the Redis at `url`, both
 /// connected (reconnecting with backoff if the connection drops later);
-/// fails if Redis does not answer within a few seconds. `pubsub_buffer`
-/// sets how many published messages may wait between the connection and
-/// their reader (fred's default when `None`).
+/// fails if Redis does not answer within a few seconds. Each command fails
+/// after `options.command_timeout`.
 pub async fn connect(
     url: &str,
-    pubsub_buffer: Option<usize>,
+    options: &RedisOptions,
 ) -> Result<(Client, SubscriberClient), RedisConnectError> {
     let err = |source| RedisConnectError {
         url: crate::config::redact_url(url),
@@ -40,10 +78,13 @@ pub async fn connect(
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(3);
         })
+        .with_performance_config(|p| {
+            p.default_command_timeout = options.command_timeout;
+            if let Some(buffer) = options.pubsub_buffer {
+                p.broadcast_channel_capacity = buffer;
+            }
+        })
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
-    if let Some(buffer) = pubsub_buffer {
-        builder.with_performance_config(|p| p.broadcast_channel_capacity = buffer);
-    }
     let client = builder.build().map_err(err)?;
     let subscriber = builder.build_subscriber_client().map_err(err)?;
     client.init().await.map_err(err)?;

@@ -32,7 +32,7 @@ fn config(name: &'static str, dir: &TempDir) -> CacheConfig {
 
 async fn redis() -> RedisLevel {
     let url = redis_url();
-    RedisLevel::connect(&url)
+    RedisLevel::connect(&url, &Default::default())
         .await
         .unwrap_or_else(|e| panic!("{}", missing("Redis", &url, &e)))
 }
@@ -209,4 +209,87 @@ async fn an_update_on_one_replica_is_not_served_stale_by_another() {
         },
     )
     .await;
+}
+
+/// A load that began before an invalidation (it read the old row) must not
+/// put its value back afterwards, in this replica or in Redis.
+#[tokio::test]
+async fn a_load_overtaken_by_an_invalidation_fills_nothing() {
+    let (_dirs, caches) = caches(unique_name()).await;
+    for (label, cache) in caches {
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let started = std::sync::Mutex::new(Some(started_tx));
+        let release = Arc::new(tokio::sync::Mutex::new(Some(release_rx)));
+        let slow = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_load("user:9", || {
+                        if let Some(tx) = started.lock().unwrap().take() {
+                            let _ = tx.send(());
+                        }
+                        let release = release.clone();
+                        async move {
+                            if let Some(rx) = release.lock().await.take() {
+                                let _ = rx.await;
+                            }
+                            Ok::<_, Down>("old".to_owned())
+                        }
+                    })
+                    .await
+                    .unwrap()
+            })
+        };
+        started_rx.await.unwrap();
+        // The write lands and invalidates while the old value is in flight.
+        cache.invalidate("user:9").await;
+        release_tx.send(()).unwrap();
+        assert_eq!(slow.await.unwrap(), "old", "{label}: served once");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let v: String = cache
+            .get_or_load("user:9", counting_loader(&calls, "new"))
+            .await
+            .unwrap();
+        assert_eq!(v, "new", "{label}: the overtaken value was not kept");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{label}");
+    }
+}
+
+/// Across replicas: `invalidate_all` moves everyone to a new generation, so
+/// an entry another replica has in Redis is not read again.
+#[tokio::test]
+async fn invalidate_all_retires_every_shared_entry() {
+    let name = unique_name();
+    let (dir_a, dir_b) = (TempDir::new("cache-test"), TempDir::new("cache-test"));
+    let a = MultilevelCache::new(config(name, &dir_a), Some(redis().await)).await;
+    let b = MultilevelCache::new(config(name, &dir_b), Some(redis().await)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let _: String = a
+        .get_or_load("post:1", counting_loader(&calls, "old"))
+        .await
+        .unwrap();
+    b.invalidate_all().await;
+    eventually(
+        Duration::from_secs(5),
+        "replica A to drop the old generation",
+        || async {
+            let seen: String = a
+                .get_or_load("post:1", counting_loader(&calls, "new"))
+                .await
+                .unwrap();
+            seen == "new"
+        },
+    )
+    .await;
+    // A fresh replica (nothing local) agrees: the old L2 entry is retired.
+    let dir_c = TempDir::new("cache-test");
+    let c = MultilevelCache::new(config(name, &dir_c), Some(redis().await)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen: String = c
+        .get_or_load("post:1", counting_loader(&calls, "newest"))
+        .await
+        .unwrap();
+    assert_ne!(seen, "old");
 }

@@ -9,7 +9,7 @@ use test_support::backends::{missing, redis_url, unique};
 #[tokio::test]
 async fn a_url_with_a_user_and_password_connects_and_errors_never_show_the_password() {
     let url = redis_url();
-    let (admin, _) = common::redis::connect(&url, None)
+    let (admin, _) = common::redis::connect(&url, &Default::default())
         .await
         .unwrap_or_else(|e| panic!("{}", missing("Redis", &url, &e)));
     let user = unique("acl");
@@ -31,9 +31,12 @@ async fn a_url_with_a_user_and_password_connects_and_errors_never_show_the_passw
     let authority = url.trim_start_matches("redis://");
     let with_credentials = format!("redis://{user}:{password}@{authority}");
     let within = std::time::Duration::from_secs(20);
-    let result = tokio::time::timeout(within, common::redis::connect(&with_credentials, None))
-        .await
-        .expect("connects in time");
+    let result = tokio::time::timeout(
+        within,
+        common::redis::connect(&with_credentials, &Default::default()),
+    )
+    .await
+    .expect("connects in time");
 
     let (client, subscriber) = result.unwrap();
     let pong: String = client.ping(None).await.unwrap();

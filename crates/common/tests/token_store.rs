@@ -14,7 +14,7 @@ use test_support::contract;
 
 async fn backends() -> Vec<(&'static str, Arc<dyn TokenStore>)> {
     let url = redis_url();
-    let (client, _subscriber) = common::redis::connect(&url, None)
+    let (client, _subscriber) = common::redis::connect(&url, &Default::default())
         .await
         .unwrap_or_else(|e| panic!("{}", missing("Redis", &url, &e)));
     vec![

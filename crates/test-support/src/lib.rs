@@ -8,6 +8,7 @@
 //! - [`backends`]: where the machine's real servers are (`TEST_REDIS_URL`,
 //!   `TEST_DATABASE_URL`, …), read in one place;
 //! - [`http::problem`]: asserts an error answer's status, code and shape;
+//! - [`PrivateRedis`]: a `redis-server` of the test's own, to kill and restart;
 //! - [`contract`]: runs one suite against every backend of a trait, naming
 //!   the backend that broke it.
 //!
@@ -21,9 +22,11 @@ mod contract;
 mod eventually;
 mod host;
 pub mod http;
+mod redis_server;
 mod temp_dir;
 
 pub use contract::contract;
 pub use eventually::{eventually, eventually_some};
 pub use host::TestHost;
+pub use redis_server::PrivateRedis;
 pub use temp_dir::TempDir;

@@ -56,6 +56,7 @@ pub struct Config {
     /// Prefix of chat's Redis keys and channels.
     pub redis_prefix: String,
     pub presence_ttl: Duration,
+    pub redis: common::redis::RedisOptions,
     pub events: EventBusConfig,
 }
 
@@ -95,6 +96,7 @@ impl Config {
                 .filter(|url| !url.is_empty()),
             redis_prefix: env.get("REDIS_PREFIX", "chat:".to_owned())?,
             presence_ttl: env.get("PRESENCE_TTL", Duration::from_secs(30))?,
+            redis: common::redis::RedisOptions::from_env(env)?,
             events: EventBusConfig::from_env(env)?,
         })
     }

@@ -62,6 +62,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
                 prefix: config.redis_prefix,
                 history: config.history,
                 presence_ttl: config.presence_ttl,
+                redis: config.redis,
             };
             RedisBroker::connect(redis, hub.clone()).await?
         }

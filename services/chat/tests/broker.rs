@@ -30,6 +30,7 @@ async fn redis_replica(
         prefix: prefix.to_owned(),
         history,
         presence_ttl,
+        redis: common::redis::RedisOptions::default(),
     };
     let broker = RedisBroker::connect(config, hub.clone())
         .await

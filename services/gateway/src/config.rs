@@ -43,6 +43,7 @@ pub struct Config {
     /// Redis shared by all replicas for rate limits; none means in process.
     pub redis_url: Option<SecretUrl>,
     pub on_redis_error: OnRedisError,
+    pub redis: common::redis::RedisOptions,
     /// Enables `/admin/*` (on the admin listener) when set; at least 32
     /// bytes.
     pub admin_token: Option<Secret>,
@@ -134,6 +135,7 @@ impl Config {
                 .shared_optional::<SecretUrl>("REDIS_URL")?
                 .filter(|u| !u.is_empty()),
             on_redis_error,
+            redis: common::redis::RedisOptions::from_env(env)?,
             admin_token: admin_token(env)?,
             v1_sunset: env.get("V1_SUNSET", "Tue, 30 Nov 2027 00:00:00 GMT".to_owned())?,
             passthrough: parse_passthrough(env)?,

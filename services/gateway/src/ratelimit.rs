@@ -19,6 +19,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpResponse, ResponseError, web};
+use resilience::fail_fast::{FailFast, FailFastConfig};
 use resilience::rate_limit::{
     Coalescing, Decision, MemoryLimiter, Quota, RateLimiter, RedisLimiter,
 };
@@ -61,11 +62,33 @@ pub struct DynamicRateLimiter {
 /// where a shared client would hand each command to a connection task on
 /// another thread and the answer back — two context switches per batch,
 /// measured at a quarter of the pass-through's throughput.
-pub struct WorkerRedis(Option<Coalescing<RedisLimiter>>);
+///
+/// Each has a [`FailFast`] guard: once Redis has failed a few decisions in
+/// a row, decisions go straight to the [`OnRedisError`] policy without
+/// waiting on Redis, until a background probe finds it again.
+pub struct WorkerRedis(Option<(Coalescing<RedisLimiter>, FailFast)>);
 
 impl WorkerRedis {
-    pub fn new(limiter: Option<RedisLimiter>) -> Self {
-        Self(limiter.map(Coalescing::new))
+    pub fn new(client: Option<fred::prelude::Client>) -> Self {
+        Self(client.map(|client| {
+            let probe = client.clone();
+            let guard = FailFast::new(
+                "redis",
+                "ratelimit",
+                FailFastConfig::default(),
+                Arc::new(move || {
+                    let client = probe.clone();
+                    Box::pin(async move {
+                        use fred::interfaces::ClientLike as _;
+                        client.ping::<()>(None).await.is_ok()
+                    })
+                }),
+            );
+            (
+                Coalescing::new(RedisLimiter::new(client, "ratelimit:")),
+                guard,
+            )
+        }))
     }
 }
 
@@ -143,7 +166,7 @@ impl DynamicRateLimiter {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.to_owned(), quota);
         let _ = self.local.reset(key).await;
-        if let Some(redis) = &redis.0
+        if let Some((redis, _)) = &redis.0
             && let Err(error) = redis.reset(key).await
         {
             tracing::warn!(error = %common::exit::chain(&error), key, "could not reset the rate limit state in Redis");
@@ -193,20 +216,31 @@ impl DynamicRateLimiter {
 
     /// Charges `key` against `quota`, whatever its override.
     pub async fn check_quota(&self, redis: &WorkerRedis, key: &str, quota: Quota) -> Verdict {
-        let Some(redis) = &redis.0 else {
+        let Some((redis, guard)) = &redis.0 else {
             return self.local_verdict(key, quota).await;
         };
+        if !guard.allow() {
+            return self.without_redis(key, quota).await;
+        }
         match redis.check(key, quota).await {
-            Ok(decision) => Verdict::Decided(decision),
+            Ok(decision) => {
+                guard.succeeded();
+                Verdict::Decided(decision)
+            }
             Err(error) => {
                 metrics::counter!("gateway_ratelimit_redis_errors_total").increment(1);
-                tracing::warn!(error = %common::exit::chain(&error), policy = ?self.on_redis_error, "rate limiter cannot reach Redis");
-                match self.on_redis_error {
-                    OnRedisError::Local => self.local_verdict(key, quota).await,
-                    OnRedisError::Open => Verdict::Unlimited,
-                    OnRedisError::Closed => Verdict::Unavailable,
-                }
+                // Logged once by the guard when it gives up on Redis.
+                guard.failed(&common::exit::chain(&error));
+                self.without_redis(key, quota).await
             }
+        }
+    }
+
+    async fn without_redis(&self, key: &str, quota: Quota) -> Verdict {
+        match self.on_redis_error {
+            OnRedisError::Local => self.local_verdict(key, quota).await,
+            OnRedisError::Open => Verdict::Unlimited,
+            OnRedisError::Closed => Verdict::Unavailable,
         }
     }
 

@@ -9,7 +9,7 @@ use common::redis::RedisConnectError;
 use common::server::ServiceHostBuilder;
 use common::service::Shared;
 use resilience::clock::SystemClock;
-use resilience::rate_limit::{MemoryLimiter, RedisLimiter};
+use resilience::rate_limit::MemoryLimiter;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -19,10 +19,6 @@ use crate::routes::admin::AdminToken;
 use crate::upstream::Upstream;
 use crate::{Gateway, chat, cors, proxy, ratelimit, request, routes, versioning};
 use common::auth::store::RedisTokenStore;
-
-/// How long a rate-limit decision waits for Redis before the configured
-/// fallback decides instead.
-const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// How soon an override set on one replica applies on the others.
 const OVERRIDE_REFRESH: Duration = Duration::from_secs(1);
@@ -35,8 +31,10 @@ pub enum StartError {
 
 /// A worker's own Redis client: the gateway starts even while Redis is
 /// down and limits in process until it answers.
-fn redis_client(config: fred::prelude::Config) -> Option<fred::prelude::Client> {
-    match common::redis::background_client(config, REDIS_COMMAND_TIMEOUT) {
+fn redis_client(
+    (config, command_timeout): (fred::prelude::Config, Duration),
+) -> Option<fred::prelude::Client> {
+    match common::redis::background_client(config, command_timeout) {
         Ok(client) => Some(client),
         Err(error) => {
             tracing::error!(%error, "rate limits stay in process");
@@ -57,7 +55,8 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         .redis_url
         .as_ref()
         .map(|url| common::redis::parse(url.expose()))
-        .transpose()?;
+        .transpose()?
+        .map(|parsed| (parsed, config.redis.command_timeout));
     // One client for what every replica shares besides the limiter's
     // counts: the token store and the limit overrides.
     let shared_redis = redis.clone().and_then(redis_client);
@@ -143,10 +142,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
             cfg.app_data(admin.clone())
                 .app_data(admin_limiter.clone())
                 .app_data(web::Data::new(WorkerRedis::new(
-                    admin_redis
-                        .clone()
-                        .and_then(redis_client)
-                        .map(|client| RedisLimiter::new(client, "ratelimit:")),
+                    admin_redis.clone().and_then(redis_client),
                 )));
             routes::admin::configure(cfg);
         })
@@ -162,10 +158,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
                 // and Redis connection.
                 .app_data(web::Data::new(proxy::Passthrough::for_this_worker()))
                 .app_data(web::Data::new(WorkerRedis::new(
-                    redis
-                        .clone()
-                        .and_then(redis_client)
-                        .map(|client| RedisLimiter::new(client, "ratelimit:")),
+                    redis.clone().and_then(redis_client),
                 )));
             // Before the REST scopes: a scope that matches a prefix answers
             // 404 itself rather than passing the request on.

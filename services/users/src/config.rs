@@ -30,6 +30,7 @@ pub struct Config {
     pub relay: RelayConfig,
     /// Redis for the shared cache level; none means L1 + disk only.
     pub redis_url: Option<SecretUrl>,
+    pub redis: common::redis::RedisOptions,
     pub cache: CacheConfig,
     pub hashing: HashLimits,
 }
@@ -51,6 +52,7 @@ impl Config {
             redis_url: env
                 .shared_optional::<SecretUrl>("REDIS_URL")?
                 .filter(|u| !u.is_empty()),
+            redis: common::redis::RedisOptions::from_env(env)?,
             cache: CacheConfig {
                 name: "users",
                 namespace: env.get("CACHE_NAMESPACE", "users".to_owned())?,

@@ -49,19 +49,6 @@ impl ReadinessCheck for DatabaseCheck {
     }
 }
 
-struct RedisCheck(RedisLevel);
-
-#[async_trait]
-impl ReadinessCheck for RedisCheck {
-    fn name(&self) -> &str {
-        "redis"
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|e| e.to_string())
-    }
-}
-
 /// The service's gRPC API, readiness checks and background work on a
 /// host, not yet bound.
 pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder, StartError> {
@@ -71,14 +58,14 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
     )
     .await?;
     let redis = match &config.redis_url {
-        Some(url) => Some(RedisLevel::connect(url.expose()).await?),
+        Some(url) => Some(RedisLevel::connect(url.expose(), &config.redis).await?),
         None => None,
     };
-    let cache = MultilevelCache::new(config.cache, redis.clone()).await;
+    let cache = MultilevelCache::new(config.cache, redis).await;
     let views = Views::new(store.clone(), cache);
     let bus = shared.event_bus_or(&config.events)?;
     let relay = OutboxRelay::new(store.clone(), bus, config.relay);
-    let mut builder = shared
+    let builder = shared
         .host(config.service)
         .grpc_reflection(platform_proto::FILE_DESCRIPTOR_SET)?
         // Sign-in is the gateway's; bulk reads feed search; rebuilding the
@@ -111,8 +98,8 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
             CommentServiceServer::new(grpc::CommentApi::new(store))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
-    if let Some(redis) = redis {
-        builder = builder.readiness_check(Arc::new(RedisCheck(redis)));
-    }
+    // Redis is not a readiness check: the cache answers without it (from
+    // L1, disk and the database), and a shared cache that is down must not
+    // take every replica out of the Service at once.
     Ok(builder)
 }

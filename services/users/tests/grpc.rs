@@ -644,10 +644,11 @@ async fn a_fake_author_written_to_the_shared_cache_grants_no_change() {
         .await
         .unwrap();
     let url = backends::redis_url();
-    let (redis, _) = common::redis::connect(&url, None)
+    let (redis, _) = common::redis::connect(&url, &Default::default())
         .await
         .unwrap_or_else(|e| panic!("{}", backends::missing("Redis", &url, &e)));
-    let key = format!("cache:{namespace}:post:{}", post.id);
+    // A fresh namespace is in generation 0.
+    let key = format!("cache:{namespace}:g0:post:{}", post.id);
     let cached: Option<String> = redis.get(&key).await.unwrap();
     let mut forged: serde_json::Value =
         serde_json::from_str(&cached.expect("the post is cached")).unwrap();

@@ -10,6 +10,9 @@
 //! [`MultilevelCache::invalidate`], which clears every level here and, via
 //! Redis pub/sub, every other replica's L1 and L3. Without Redis the cache
 //! is L1 + disk and invalidation is local. Loader errors are never cached.
+//! A load that an invalidation overtakes fills nothing (an epoch counts
+//! local invalidations), so it cannot put back what was just removed; see
+//! [`RedisLevel`] for the same promise across replicas and outages.
 //!
 //! Hits and misses are counted per level in `cache_hits_total` and
 //! `cache_misses_total` (labels `cache`, `level`).
@@ -54,6 +57,8 @@ struct Inner {
     l1: moka::future::Cache<String, Arc<Vec<u8>>>,
     l2: Option<RedisLevel>,
     l3: Option<DiskLevel>,
+    /// Local invalidations so far.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 fn hit(cache: &'static str, level: &'static str) {
@@ -77,7 +82,13 @@ impl MultilevelCache {
             .clone()
             .map(|dir| DiskLevel::new(dir, config.l3_ttl));
         let cache = Self {
-            inner: Arc::new(Inner { config, l1, l2, l3 }),
+            inner: Arc::new(Inner {
+                config,
+                l1,
+                l2,
+                l3,
+                epoch: Default::default(),
+            }),
         };
         if let Some(l2) = &cache.inner.l2 {
             l2.follow_invalidations(
@@ -112,6 +123,7 @@ impl MultilevelCache {
         miss(name, "l1");
         let inner = self.inner.clone();
         let owned_key = key.to_owned();
+        let epoch = self.inner.epoch();
         // Coalesced: one caller runs this block per key at a time; the
         // others wait for its result.
         let bytes = self
@@ -123,10 +135,17 @@ impl MultilevelCache {
                 }
                 let value = load().await?;
                 let bytes = serialise(&value);
-                inner.fill_lower_levels(&owned_key, &bytes).await;
+                if inner.epoch() == epoch {
+                    inner.fill_lower_levels(&owned_key, &bytes).await;
+                }
                 Ok::<_, E>(Arc::new(bytes))
             })
             .await?;
+        if self.inner.epoch() != epoch {
+            // An invalidation ran while this was loaded: the answer may
+            // predate it, so it is served once but not kept.
+            self.inner.l1.invalidate(key).await;
+        }
         match serde_json::from_slice(&bytes) {
             Ok(value) => Ok(value),
             Err(error) => {
@@ -149,17 +168,23 @@ impl MultilevelCache {
     }
 
     /// Forgets everything this replica holds and tells the others to do
-    /// the same. Redis entries are left to expire (`l2_ttl`).
+    /// the same; Redis entries of the old generation are never read again.
     pub async fn invalidate_all(&self) {
         self.inner.forget_all_locally().await;
         if let Some(l2) = &self.inner.l2 {
-            l2.announce(&self.inner.config.namespace, redis::EVERYTHING)
-                .await;
+            l2.new_generation(&self.inner.config.namespace).await;
         }
     }
 }
 
 impl Inner {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump_epoch(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
     /// L2, then L3 (copying an L3 hit up to L2).
     async fn lower_levels(&self, name: &'static str, key: &str) -> Option<Vec<u8>> {
         let namespace = &self.config.namespace;
@@ -194,6 +219,7 @@ impl Inner {
     }
 
     async fn forget_locally(&self, key: &str) {
+        self.bump_epoch();
         self.l1.invalidate(key).await;
         if let Some(l3) = &self.l3 {
             l3.remove(key).await;
@@ -201,6 +227,7 @@ impl Inner {
     }
 
     async fn forget_all_locally(&self) {
+        self.bump_epoch();
         self.l1.invalidate_all();
         if let Some(l3) = &self.l3 {
             l3.clear().await;

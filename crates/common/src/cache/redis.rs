@@ -1,30 +1,58 @@
 //! L2 in Redis, and the invalidation channel between replicas.
 //!
-//! Values live at `cache:<name>:<key>` with a TTL. Invalidations are
-//! published on `cache:<name>:invalidate`; each replica's subscriber drops
-//! the key from its own L1 and disk. Redis errors are misses and are
-//! logged: a cache outage slows requests down but never fails them.
+//! Values live at `cache:<name>:g<generation>:<key>` with a TTL.
+//! Invalidations are published on `cache:<name>:invalidate`; each
+//! replica's subscriber drops the key from its own L1 and disk. Redis
+//! errors are misses and never fail a request; behind a [`FailFast`] guard,
+//! so while Redis is down no lookup waits on it.
+//!
+//! What keeps stale data out:
+//! - an invalidation leaves a short tombstone in place of the value, and
+//!   fills are `SET NX`: a load that read the database before the write
+//!   cannot put its older value back after the invalidation;
+//! - `invalidate_all` moves every replica to a new generation, so old L2
+//!   entries are never read again (they expire by their TTL);
+//! - invalidations this replica could not send while Redis was down are
+//!   sent when it returns, as "everything" (a new generation), and every
+//!   replica drops its local levels whenever its subscriber reconnects, for
+//!   it may have missed messages meanwhile — both before L2 is read again.
 
-use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
+use resilience::fail_fast::{FailFast, FailFastConfig};
 
 use super::Inner;
 pub use crate::redis::RedisConnectError;
 
-/// Invalidation message meaning "every key".
+/// Invalidation message meaning "every key" (a new generation).
 pub(super) const EVERYTHING: &str = "*";
+
+/// How long an invalidated key refuses fills: longer than any load takes.
+const TOMBSTONE: Duration = Duration::from_secs(5);
+const TOMBSTONE_VALUE: &[u8] = b"\0tombstone";
 
 #[derive(Clone)]
 pub struct RedisLevel {
     client: Client,
     subscriber: SubscriberClient,
+    guard: FailFast,
+    /// The generation in use here; keys of older ones are never read.
+    generation: Arc<AtomicU64>,
+    /// An invalidation was dropped while Redis was down: the other
+    /// replicas must be told "everything" when it returns.
+    missed: Arc<AtomicBool>,
 }
 
-fn value_key(name: &str, key: &str) -> String {
-    format!("cache:{name}:{key}")
+fn value_key(name: &str, generation: u64, key: &str) -> String {
+    format!("cache:{name}:g{generation}:{key}")
+}
+
+fn generation_key(name: &str) -> String {
+    format!("cache:{name}:generation")
 }
 
 fn channel(name: &str) -> String {
@@ -34,75 +62,195 @@ fn channel(name: &str) -> String {
 impl RedisLevel {
     /// Connects a command client and a subscriber; fails if Redis does not
     /// answer within a few seconds.
-    pub async fn connect(url: &str) -> Result<Self, RedisConnectError> {
-        let (client, subscriber) = crate::redis::connect(url, None).await?;
-        Ok(Self { client, subscriber })
+    pub async fn connect(
+        url: &str,
+        options: &crate::redis::RedisOptions,
+    ) -> Result<Self, RedisConnectError> {
+        let (client, subscriber) = crate::redis::connect(url, options).await?;
+        let probe = client.clone();
+        let guard = FailFast::new(
+            "redis",
+            "cache",
+            FailFastConfig::default(),
+            Arc::new(move || {
+                let client = probe.clone();
+                Box::pin(async move { client.ping::<()>(None).await.is_ok() })
+            }),
+        );
+        Ok(Self {
+            client,
+            subscriber,
+            guard,
+            generation: Arc::new(AtomicU64::new(0)),
+            missed: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     pub async fn ping(&self) -> Result<(), fred::error::Error> {
         self.client.ping::<()>(None).await
     }
 
-    pub(super) async fn get(&self, name: &str, key: &str) -> Option<Vec<u8>> {
-        match self
-            .client
-            .get::<Option<Vec<u8>>, _>(value_key(name, key))
-            .await
-        {
-            Ok(value) => value,
+    /// Whether lookups currently skip Redis.
+    pub fn is_bypassed(&self) -> bool {
+        self.guard.is_down()
+    }
+
+    fn outcome<T>(&self, result: Result<T, fred::error::Error>, what: &str) -> Option<T> {
+        match result {
+            Ok(value) => {
+                self.guard.succeeded();
+                Some(value)
+            }
             Err(error) => {
-                tracing::warn!(%error, "redis cache read failed");
+                tracing::debug!(%error, what, "redis cache call failed");
+                self.guard.failed(&error);
                 None
             }
         }
     }
 
+    async fn load_generation(&self, name: &str) {
+        if !self.guard.allow() {
+            return;
+        }
+        let stored = self
+            .client
+            .get::<Option<u64>, _>(generation_key(name))
+            .await;
+        if let Some(generation) = self.outcome(stored, "generation") {
+            self.generation
+                .store(generation.unwrap_or(0), Ordering::Release);
+        }
+    }
+
+    fn key(&self, name: &str, key: &str) -> String {
+        value_key(name, self.generation.load(Ordering::Acquire), key)
+    }
+
+    pub(super) async fn get(&self, name: &str, key: &str) -> Option<Vec<u8>> {
+        if !self.guard.allow() {
+            return None;
+        }
+        let got = self
+            .client
+            .get::<Option<Vec<u8>>, _>(self.key(name, key))
+            .await;
+        self.outcome(got, "get")
+            .flatten()
+            .filter(|v| v != TOMBSTONE_VALUE)
+    }
+
+    /// Stores `value` unless the key holds a value or a tombstone already.
     pub(super) async fn set(&self, name: &str, key: &str, value: &[u8], ttl: Duration) {
+        if !self.guard.allow() {
+            return;
+        }
         let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         let result: Result<(), _> = self
             .client
             .set(
-                value_key(name, key),
+                self.key(name, key),
                 value,
                 Some(Expiration::EX(seconds)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await;
+        self.outcome(result, "set");
+    }
+
+    pub(super) async fn delete_and_announce(&self, name: &str, key: &str) {
+        if !self.guard.allow() {
+            self.missed.store(true, Ordering::Release);
+            return;
+        }
+        let millis = i64::try_from(TOMBSTONE.as_millis()).unwrap_or(i64::MAX);
+        let result: Result<(), _> = self
+            .client
+            .set(
+                self.key(name, key),
+                TOMBSTONE_VALUE,
+                Some(Expiration::PX(millis)),
                 None,
                 false,
             )
             .await;
         if let Err(error) = result {
-            tracing::warn!(%error, "redis cache write failed");
-        }
-    }
-
-    pub(super) async fn delete_and_announce(&self, name: &str, key: &str) {
-        if let Err(error) = self.client.del::<(), _>(value_key(name, key)).await {
-            tracing::warn!(%error, "redis cache delete failed");
+            self.lost_invalidation(&error);
+            return;
         }
         self.announce(name, key).await;
     }
 
     pub(super) async fn announce(&self, name: &str, key: &str) {
+        if !self.guard.allow() {
+            self.missed.store(true, Ordering::Release);
+            return;
+        }
         if let Err(error) = self.client.publish::<(), _, _>(channel(name), key).await {
-            tracing::warn!(%error, "cache invalidation broadcast failed");
+            self.lost_invalidation(&error);
         }
     }
 
+    /// Moves every replica to a new generation: no L2 entry written before
+    /// is read again.
+    pub(super) async fn new_generation(&self, name: &str) {
+        if !self.guard.allow() {
+            self.missed.store(true, Ordering::Release);
+            return;
+        }
+        let bumped = self.client.incr::<u64, _>(generation_key(name)).await;
+        match bumped {
+            Ok(generation) => {
+                self.generation.store(generation, Ordering::Release);
+                self.announce(name, EVERYTHING).await;
+            }
+            Err(error) => self.lost_invalidation(&error),
+        }
+    }
+
+    /// An invalidation did not reach Redis: Redis is treated as down until
+    /// a probe finds it, and the recovery then tells every replica.
+    fn lost_invalidation(&self, error: &fred::error::Error) {
+        tracing::warn!(%error, "a cache invalidation did not reach Redis; it is sent as a full flush when Redis answers");
+        self.missed.store(true, Ordering::Release);
+        self.guard.trip(error);
+    }
+
     /// Applies invalidations from every replica (this one included) to the
-    /// local levels, until the cache is dropped.
+    /// local levels, until the cache is dropped; and makes this replica
+    /// forget what it may have missed whenever Redis comes back.
     pub(super) fn follow_invalidations(&self, name: String, cache: Weak<Inner>) {
+        self.on_outages(name.clone(), cache.clone());
+        let level = self.clone();
         let subscriber = self.subscriber.clone();
         let mut messages = subscriber.message_rx();
+        let mut reconnects = subscriber.reconnect_rx();
         tokio::spawn(async move {
             // Resubscribes after a reconnect.
             let _resubscribe = subscriber.manage_subscriptions();
             if let Err(error) = subscriber.subscribe(channel(&name)).await {
                 tracing::warn!(%error, cache = name, "cannot subscribe to cache invalidations");
             }
+            level.load_generation(&name).await;
             loop {
-                let message = match messages.recv().await {
+                let message = tokio::select! {
+                    message = messages.recv() => message,
+                    reconnected = reconnects.recv() => {
+                        if matches!(reconnected, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                            break;
+                        }
+                        // Messages sent while the subscriber was away are
+                        // lost: only dropping everything local is safe.
+                        tracing::info!(cache = name, "invalidation subscriber reconnected; clearing local levels");
+                        let Some(cache) = cache.upgrade() else { break };
+                        cache.forget_all_locally().await;
+                        level.load_generation(&name).await;
+                        continue;
+                    }
+                };
+                let message = match message {
                     Ok(message) => message,
-                    // Invalidations were lost: only dropping everything
-                    // local is safe.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         tracing::warn!(cache = name, "invalidations lagged; clearing local levels");
                         match cache.upgrade() {
@@ -118,11 +266,48 @@ impl RedisLevel {
                     continue;
                 };
                 if key == EVERYTHING {
+                    level.load_generation(&name).await;
                     cache.forget_all_locally().await;
                 } else {
                     cache.forget_locally(&key).await;
                 }
             }
         });
+    }
+
+    /// When the guard finds Redis again: drop the local levels (writes on
+    /// other replicas went unheard), pick up the current generation, and
+    /// if this replica dropped invalidations, move everyone to a new one —
+    /// all before any lookup reaches L2 again.
+    fn on_outages(&self, name: String, cache: Weak<Inner>) {
+        let level = self.clone();
+        self.guard.on_recovery(Arc::new(move || {
+            let (level, name, cache) = (level.clone(), name.clone(), cache.clone());
+            Box::pin(async move {
+                if let Some(cache) = cache.upgrade() {
+                    cache.forget_all_locally().await;
+                }
+                let generation_key = generation_key(&name);
+                let result = if level.missed.swap(false, Ordering::AcqRel) {
+                    let bumped = level.client.incr::<u64, _>(&generation_key).await;
+                    if bumped.is_ok() {
+                        let _ = level
+                            .client
+                            .publish::<(), _, _>(channel(&name), EVERYTHING)
+                            .await;
+                    } else {
+                        level.missed.store(true, Ordering::Release);
+                    }
+                    bumped.map(Some)
+                } else {
+                    level.client.get::<Option<u64>, _>(&generation_key).await
+                };
+                if let Ok(generation) = result {
+                    level
+                        .generation
+                        .store(generation.unwrap_or(0), Ordering::Release);
+                }
+            })
+        }));
     }
 }

@@ -97,8 +97,7 @@ impl Inner {
             return Ok(response);
         }
         let status = response.status().as_u16();
-        let mut body = response.text().await.unwrap_or_default();
-        body.truncate(512);
+        let body = excerpt(response.text().await.unwrap_or_default());
         Err(DiscoveryError::Rejected {
             backend: BACKEND,
             operation,
@@ -368,8 +367,34 @@ impl ServiceEntry {
     }
 }
 
+/// At most 512 bytes of an error body for the error message, cut where a
+/// character ends (a byte index inside one would panic).
+fn excerpt(mut body: String) -> String {
+    const MAX: usize = 512;
+    if body.len() > MAX {
+        let end = (0..=MAX)
+            .rev()
+            .find(|&i| body.is_char_boundary(i))
+            .unwrap_or(0);
+        body.truncate(end);
+    }
+    body
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_error_body_is_cut_on_a_character_boundary() {
+        let body = format!("{}é and more", "x".repeat(511));
+        let cut = super::excerpt(body);
+        assert_eq!(
+            cut.len(),
+            511,
+            "the two-byte é straddling byte 512 is left out"
+        );
+        assert_eq!(super::excerpt("short".into()), "short");
+    }
+
     use super::*;
 
     #[test]

@@ -66,6 +66,7 @@ pub struct RedisBrokerConfig {
     /// How long a replica's members stay listed without a refresh (a replica
     /// that dies stops refreshing).
     pub presence_ttl: Duration,
+    pub redis: common::redis::RedisOptions,
 }
 
 pub struct RedisBroker {
@@ -108,7 +109,14 @@ impl RedisBroker {
     ) -> Result<Arc<Self>, RedisConnectError> {
         // A burst for a busy room must not overflow the hand-over from the
         // connection to the fan-out task (fred's default is 32).
-        let (client, subscriber) = common::redis::connect(&config.url, Some(16 * 1024)).await?;
+        let (client, subscriber) = common::redis::connect(
+            &config.url,
+            &common::redis::RedisOptions {
+                pubsub_buffer: Some(16 * 1024),
+                ..config.redis
+            },
+        )
+        .await?;
         let broker = Arc::new(Self {
             client,
             subscriber,
