@@ -67,6 +67,13 @@ impl UserService for Constant {
     ) -> Result<Response<pb::RebuildReadModelsResponse>, Status> {
         Err(Status::unimplemented("baseline"))
     }
+
+    async fn retry_parked_events(
+        &self,
+        _: Request<pb::RetryParkedEventsRequest>,
+    ) -> Result<Response<pb::RetryParkedEventsResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
 }
 
 #[tokio::main]

@@ -39,6 +39,11 @@ pub struct Limits {
     /// and send no member list on join: filling a room of n would
     /// otherwise cost n² frames.
     pub large_room: usize,
+    /// `@name`s per message that become `UserMentioned` events; the rest
+    /// are plain text.
+    pub max_mentions: usize,
+    /// Events waiting for the bus, per process, before new ones are shed.
+    pub event_queue: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -75,6 +80,8 @@ impl Config {
             idle_timeout: env.get("IDLE_TIMEOUT", Duration::from_secs(45))?,
             recovery_limit: env.get("RECOVERY_LIMIT", 100)?,
             large_room: env.get("LARGE_ROOM", 50)?,
+            max_mentions: env.get("MAX_MENTIONS", 10)?,
+            event_queue: env.get("EVENT_QUEUE", 10_000)?,
         };
         if limits.heartbeat >= limits.idle_timeout {
             return Err(ConfigError::Invalid {

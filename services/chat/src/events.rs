@@ -1,7 +1,9 @@
 //! Domain events on `chat.events`: `MessagePosted` for every message and
 //! `UserMentioned` per `@name` in it, for the notifications service.
-//! Published off the connection's path: a slow or absent broker never
-//! delays a chat message, and a failure is logged and counted.
+//! Published off the connection's path, through one bounded queue per
+//! process drained by one task: a slow or absent broker never delays a chat
+//! message nor piles up tasks; when the queue is full the event is shed and
+//! counted (`chat_events_shed_total`), and a failure is logged and counted.
 
 use std::sync::Arc;
 
@@ -64,14 +66,37 @@ pub fn for_message(message: &ChatMessage) -> Vec<CloudEvent> {
     events
 }
 
-pub fn posted(bus: Arc<dyn EventBus>, message: &ChatMessage) {
-    let events = for_message(message);
-    tokio::spawn(async move {
-        for event in events {
-            if let Err(e) = bus.publish(TOPIC, &event).await {
-                metrics::counter!("chat_event_publish_failures_total").increment(1);
-                tracing::warn!(error = %common::exit::chain(&e), event_type = event.event_type, "chat event not published");
+/// The process's queue of events waiting for the bus.
+#[derive(Clone)]
+pub struct Publisher {
+    queue: tokio::sync::mpsc::Sender<CloudEvent>,
+}
+
+impl Publisher {
+    /// A queue of `capacity` events and the task that publishes them in
+    /// order; the task ends once every publisher is dropped and the queue
+    /// is empty.
+    pub fn start(bus: Arc<dyn EventBus>, capacity: usize) -> Self {
+        let (queue, mut events) = tokio::sync::mpsc::channel::<CloudEvent>(capacity.max(1));
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                metrics::gauge!("chat_events_queued").set(events.len() as f64);
+                if let Err(e) = bus.publish(TOPIC, &event).await {
+                    metrics::counter!("chat_event_publish_failures_total").increment(1);
+                    tracing::warn!(error = %common::exit::chain(&e), event_type = event.event_type, "chat event not published");
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Queues the events of `message`; what does not fit is shed.
+    pub fn posted(&self, message: &ChatMessage) {
+        for event in for_message(message) {
+            if self.queue.try_send(event).is_err() {
+                metrics::counter!("chat_events_shed_total").increment(1);
+                tracing::debug!("chat event queue full; event shed");
             }
         }
-    });
+    }
 }

@@ -24,7 +24,6 @@ pub mod test_util;
 use std::sync::Arc;
 
 use common::auth::TokenSigner;
-use common::events::EventBus;
 
 pub use config::{Config, Limits};
 pub use startup::{StartError, build};
@@ -36,7 +35,7 @@ use crate::hub::Hub;
 pub struct Chat {
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
-    pub bus: Arc<dyn EventBus>,
+    pub events: events::Publisher,
     pub signer: Arc<TokenSigner>,
     pub limits: Limits,
 }

@@ -143,12 +143,14 @@ pub fn valid_room(room: &str) -> bool {
 
 /// `@name` mentions in a message, each once, in order of appearance. Names
 /// follow the users service's rules (letters, digits, `_ . -`, starting
-/// with a letter or digit); trailing punctuation is not part of a name.
-pub fn mentions(content: &str) -> Vec<String> {
+/// with a letter or digit); trailing punctuation is not part of a name. At
+/// most `max` are taken: each becomes an event and a notification, and one
+/// message must not fan out into a thousand.
+pub fn mentions(content: &str, max: usize) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
     let bytes = content.as_bytes();
     let mut i = 0;
-    while i < bytes.len() {
+    while i < bytes.len() && found.len() < max {
         let preceded_by_word =
             i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'@');
         if bytes[i] == b'@' && !preceded_by_word {
@@ -181,11 +183,23 @@ mod tests {
     #[test]
     fn mentions_are_names_after_a_free_standing_at() {
         assert_eq!(
-            mentions("hi @alice and @bob.smith, mail me at x@example.com. @alice again @al"),
+            mentions(
+                "hi @alice and @bob.smith, mail me at x@example.com. @alice again @al",
+                10
+            ),
             ["alice", "bob.smith"]
         );
-        assert_eq!(mentions("end of sentence @carol."), ["carol"]);
-        assert!(mentions("@ @@ no").is_empty());
+        assert_eq!(mentions("end of sentence @carol.", 10), ["carol"]);
+        assert!(mentions("@ @@ no", 10).is_empty());
+    }
+
+    #[test]
+    fn a_message_mentions_at_most_the_cap() {
+        let many: String = (0..1000).map(|i| format!("@user{i:04} ")).collect();
+        let found = mentions(&many, 10);
+        assert_eq!(found.len(), 10);
+        assert_eq!(found[0], "user0000");
+        assert_eq!(found[9], "user0009");
     }
 
     #[test]

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant, SystemTime};
 use actix_ws::{CloseCode, CloseReason, ProtocolError};
 
 use crate::broker::Draft;
-use crate::events;
 use crate::hub::{End, Frame, Next as Outgoing, Registration, SLOW_CONSUMER};
 use crate::protocol::{ClientFrame, PresenceAction, ROOM_RULES, ServerFrame, mentions, valid_room};
 use crate::{Chat, Limits};
@@ -403,12 +402,12 @@ async fn send(
     metrics::counter!("chat_messages_in_total").increment(1);
     let draft = Draft {
         user: reg.member.clone(),
-        mentions: mentions(&content),
+        mentions: mentions(&content, chat.limits.max_mentions),
         content,
     };
     match chat.broker.publish(room, draft).await {
         Ok(message) => {
-            events::posted(chat.bus.clone(), &message);
+            chat.events.posted(&message);
             ServerFrame::Ack {
                 room,
                 client_id,

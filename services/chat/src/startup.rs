@@ -73,7 +73,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
     let chat = web::Data::new(Chat {
         hub,
         broker,
-        bus,
+        events: crate::events::Publisher::start(bus, config.limits.event_queue),
         signer: config.tokens.signer(),
         limits: config.limits,
     });

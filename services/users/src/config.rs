@@ -39,15 +39,24 @@ impl Config {
     /// Reads `env`, which carries this service's prefix.
     pub fn from_source(env: &Env) -> Result<Self, ConfigError> {
         let service = ServiceConfig::from_env(env, DEFAULTS)?;
+        let events = EventBusConfig::from_env(env)?;
+        let publish_timeout = match &events {
+            EventBusConfig::Kafka(kafka) => kafka.message_timeout,
+            EventBusConfig::Memory => Duration::from_secs(5),
+        };
         Ok(Self {
             database_url: env.get("DATABASE_URL", SecretUrl::new("sqlite://data/users.db"))?,
             database_max_connections: env.get("DATABASE_MAX_CONNECTIONS", 10)?,
-            events: EventBusConfig::from_env(env)?,
+            events,
             relay: RelayConfig {
                 batch: env.get("OUTBOX_BATCH", 256)?,
                 idle_poll: env.get("OUTBOX_POLL", Duration::from_millis(50))?,
-                lease: Duration::from_secs(10),
+                lease: env.get("OUTBOX_LEASE", RelayConfig::lease_for(publish_timeout))?,
                 holder: service.instance_id.clone(),
+                max_attempts: i32::try_from(env.get::<u32>("OUTBOX_MAX_ATTEMPTS", 10)?)
+                    .unwrap_or(i32::MAX)
+                    .max(1),
+                retention: env.get("OUTBOX_RETENTION", Duration::from_secs(7 * 24 * 3600))?,
             },
             redis_url: env
                 .shared_optional::<SecretUrl>("REDIS_URL")?

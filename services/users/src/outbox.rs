@@ -6,7 +6,16 @@
 //! again, with the same CloudEvent id, which idempotent consumers ignore.
 //! Nothing committed is lost. One replica relays at a time (a lease in the
 //! database), so events leave in commit order and each aggregate's events
-//! stay in version order under their key.
+//! stay in version order under their key. The lease outlasts a publish
+//! several times over (a publish that takes the whole Kafka timeout still
+//! ends inside it), is renewed before every batch, and a batch's results
+//! are recorded only while it is still held: a relay that stalled past its
+//! lease cannot mark what the new holder is already relaying.
+//!
+//! An event that fails to publish `max_attempts` times is parked (kept with
+//! its last error, `outbox_parked`), so one poison event does not stall the
+//! rest; `RetryParkedEvents` puts them back. Sent rows are pruned after
+//! `retention` (the events themselves stay in the log).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,10 +42,22 @@ pub struct RelayConfig {
     pub batch: i64,
     /// Pause when the outbox is empty.
     pub idle_poll: Duration,
-    /// How long a lease lasts without renewal.
+    /// How long a lease lasts without renewal; several times the bus's
+    /// publish timeout.
     pub lease: Duration,
     /// This replica's name in the lease.
     pub holder: String,
+    /// Failed publishes before an event is parked.
+    pub max_attempts: i32,
+    /// How long sent rows are kept.
+    pub retention: Duration,
+}
+
+impl RelayConfig {
+    /// The lease for a bus whose publishes give up after `publish_timeout`.
+    pub fn lease_for(publish_timeout: Duration) -> Duration {
+        (publish_timeout * 3).max(Duration::from_secs(10))
+    }
 }
 
 pub struct OutboxRelay {
@@ -70,6 +91,15 @@ impl OutboxRelay {
     /// order per partition) and marked sent up to the first failure;
     /// anything after it is retried next round.
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
+        // Taken or renewed per batch: a batch always starts with a full
+        // lease ahead of it.
+        if !self
+            .store
+            .try_lead(&self.config.holder, self.config.lease)
+            .await?
+        {
+            return Ok(0);
+        }
         let pending = self.store.pending_outbox(self.config.batch).await?;
         if pending.is_empty() {
             return Ok(0);
@@ -92,12 +122,33 @@ impl OutboxRelay {
                     sent.push(entry.event.position);
                 }
                 Err(error) => {
-                    failure = Some(error);
-                    break;
+                    let parked = self
+                        .store
+                        .record_publish_failure(
+                            entry.event.position,
+                            &common::exit::chain(&error),
+                            self.config.max_attempts,
+                        )
+                        .await?;
+                    if parked {
+                        metrics::counter!("outbox_parked_total").increment(1);
+                        tracing::error!(
+                            position = entry.event.position,
+                            event_id = entry.event.event_id,
+                            error = %common::exit::chain(&error),
+                            "outbox event parked after repeated publish failures"
+                        );
+                    }
+                    failure.get_or_insert(error);
                 }
             }
         }
-        self.store.mark_sent(&sent).await?;
+        if !self.store.mark_sent(&sent, &self.config.holder).await? {
+            tracing::warn!(
+                "the relay lease expired during a batch; its results are left to the new holder"
+            );
+            return Ok(0);
+        }
         match failure {
             Some(error) => {
                 metrics::counter!("outbox_publish_failures_total").increment(1);
@@ -110,18 +161,13 @@ impl OutboxRelay {
     /// Relays until `stop` is cancelled, while holding the lease.
     pub async fn run(self, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        let mut last_housekeeping: Option<tokio::time::Instant> = None;
         loop {
-            let round = async {
-                if !self
-                    .store
-                    .try_lead(&self.config.holder, self.config.lease)
-                    .await?
-                {
-                    return Ok(0);
-                }
-                self.relay_once().await
-            };
-            let pause = match round.await {
+            if last_housekeeping.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                last_housekeeping = Some(tokio::time::Instant::now());
+                self.housekeeping().await;
+            }
+            let pause = match self.relay_once().await {
                 Ok(n) if i64::try_from(n).unwrap_or(0) >= self.config.batch => Duration::ZERO,
                 Ok(_) => {
                     backoff = Duration::from_millis(100);
@@ -146,6 +192,20 @@ impl OutboxRelay {
         }
         if let Err(error) = self.store.release_lead(&self.config.holder).await {
             tracing::warn!(error = %common::exit::chain(&error), "could not release the relay lease");
+        }
+    }
+
+    /// Prunes old sent rows and reports how many events are parked.
+    async fn housekeeping(&self) {
+        match self.store.prune_sent(self.config.retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(pruned = n, "pruned sent outbox rows"),
+            Err(error) => {
+                tracing::warn!(error = %common::exit::chain(&error), "could not prune the outbox");
+            }
+        }
+        if let Ok(parked) = self.store.parked_outbox().await {
+            metrics::gauge!("outbox_parked").set(parked.len() as f64);
         }
     }
 }

@@ -80,6 +80,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
             &["search", ADMIN_CALLER],
         )
         .grpc_allow("/users.v1.UserService/RebuildReadModels", &[ADMIN_CALLER])
+        .grpc_allow("/users.v1.UserService/RetryParkedEvents", &[ADMIN_CALLER])
         .readiness_check(Arc::new(DatabaseCheck(store.clone())))
         .task("outbox-relay", move |stop| relay.run(stop))
         .grpc_service(

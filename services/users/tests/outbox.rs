@@ -22,6 +22,8 @@ fn relay_config() -> RelayConfig {
         idle_poll: Duration::from_millis(20),
         lease: Duration::from_secs(5),
         holder: "test".into(),
+        max_attempts: 3,
+        retention: Duration::from_secs(3600),
     }
 }
 
@@ -276,4 +278,127 @@ async fn an_idle_relay_publishes_as_soon_as_a_command_commits() {
     }
     stop.cancel();
     relay.await.unwrap();
+}
+
+/// A bus that refuses one event for ever and takes every other.
+struct Poisoned {
+    inner: MemoryBus,
+    poison: (&'static str, &'static str),
+}
+
+#[async_trait::async_trait]
+impl EventBus for Poisoned {
+    fn backend(&self) -> &'static str {
+        "poisoned"
+    }
+
+    async fn publish(
+        &self,
+        topic: &str,
+        event: &common::events::CloudEvent,
+    ) -> Result<(), common::events::EventBusError> {
+        if (event.event_type.as_str(), event.subject.as_str()) == self.poison {
+            return Err(common::events::EventBusError::Publish {
+                topic: topic.to_owned(),
+                source: "the broker rejects this record".into(),
+            });
+        }
+        self.inner.publish(topic, event).await
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Box<dyn common::events::Subscription>, common::events::EventBusError> {
+        self.inner.subscribe(topic, group).await
+    }
+}
+
+#[tokio::test]
+async fn a_poison_event_is_parked_after_its_attempts_and_the_rest_flow() {
+    let dir = TempDir::new("users-test");
+    let store = Store::connect(&dir.sqlite_url("users.db"), 1)
+        .await
+        .unwrap();
+    write_history(&store).await;
+    let bus = MemoryBus::default();
+    let poisoned = Poisoned {
+        inner: bus.clone(),
+        poison: ("UserCreated", "2"),
+    };
+    let relay = OutboxRelay::new(store.clone(), Arc::new(poisoned), relay_config());
+    // Attempts 1 and 2 fail (the rest of each batch is sent); the third parks it.
+    for _ in 0..3 {
+        assert!(relay.relay_once().await.is_err());
+    }
+    assert_eq!(
+        relay.relay_once().await.unwrap(),
+        0,
+        "nothing left but the parked event"
+    );
+    let users = bus.published(USERS_TOPIC);
+    assert_eq!(users.len(), 8, "every event but the poison one, each once");
+    assert!(
+        !users
+            .iter()
+            .any(|e| e.event_type == "UserCreated" && e.subject == "2")
+    );
+    assert_eq!(bus.published(POSTS_TOPIC).len(), 1);
+    let parked = store.parked_outbox().await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].1, 3, "three attempts");
+    assert!(
+        parked[0].2.contains("rejects this record"),
+        "{:?}",
+        parked[0]
+    );
+    assert_eq!(
+        store.outbox_lag_ms().await.unwrap(),
+        0,
+        "a parked event is not lag"
+    );
+
+    // An operator puts it back once the cause is fixed (here: a healthy bus).
+    assert_eq!(store.retry_parked().await.unwrap(), 1);
+    let healthy = OutboxRelay::new(store.clone(), Arc::new(bus.clone()), relay_config());
+    assert_eq!(healthy.relay_once().await.unwrap(), 1);
+    assert_eq!(bus.published(USERS_TOPIC).len(), 9);
+    assert!(store.parked_outbox().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_relay_whose_lease_expired_records_nothing_and_sent_rows_are_pruned() {
+    let dir = TempDir::new("users-test");
+    let store = Store::connect(&dir.sqlite_url("users.db"), 1)
+        .await
+        .unwrap();
+    write_history(&store).await;
+    let pending = store.pending_outbox(100).await.unwrap();
+    let positions: Vec<i64> = pending.iter().map(|e| e.event.position).collect();
+    // Replica A's lease runs out while it publishes; B takes over.
+    assert!(store.try_lead("a", Duration::from_millis(1)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(store.try_lead("b", Duration::from_secs(30)).await.unwrap());
+    assert!(
+        !store.mark_sent(&positions, "a").await.unwrap(),
+        "A's late results are refused"
+    );
+    assert_eq!(
+        store.pending_outbox(100).await.unwrap().len(),
+        10,
+        "B relays them"
+    );
+    assert!(store.mark_sent(&positions, "b").await.unwrap());
+    assert!(store.pending_outbox(100).await.unwrap().is_empty());
+    assert_eq!(
+        store.prune_sent(Duration::from_secs(3600)).await.unwrap(),
+        0,
+        "recent rows stay"
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        store.prune_sent(Duration::from_millis(1)).await.unwrap(),
+        10
+    );
 }

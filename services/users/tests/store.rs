@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::time::Duration;
+
 use test_support::TempDir;
 use test_support::contract;
 use users::test_util::{fresh_postgres_url, stores};
@@ -189,7 +191,13 @@ async fn every_change_is_queued_in_the_outbox_in_order() {
         );
         assert!(store.outbox_lag_ms().await.unwrap() >= 0);
 
-        store.mark_sent(&[pending[0].event.position]).await.unwrap();
+        assert!(store.try_lead("me", Duration::from_secs(10)).await.unwrap());
+        assert!(
+            store
+                .mark_sent(&[pending[0].event.position], "me")
+                .await
+                .unwrap()
+        );
         let left = store.pending_outbox(10).await.unwrap();
         assert_eq!(left.len(), 2, "{backend}");
         assert_eq!(left[0].event.position, pending[1].event.position);

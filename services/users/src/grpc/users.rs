@@ -318,4 +318,30 @@ impl UserService for UserApi {
             events_applied: applied,
         }))
     }
+
+    async fn retry_parked_events(
+        &self,
+        request: Request<pb::RetryParkedEventsRequest>,
+    ) -> Result<Response<pb::RetryParkedEventsResponse>, Status> {
+        let parked = self.store.parked_outbox().await.map_err(store_status)?;
+        let retried = if request.into_inner().retry {
+            let n = self.store.retry_parked().await.map_err(store_status)?;
+            tracing::info!(retried = n, "parked outbox events put back in the queue");
+            self.store.events_queued_notify();
+            n
+        } else {
+            0
+        };
+        Ok(Response::new(pb::RetryParkedEventsResponse {
+            parked: parked
+                .into_iter()
+                .map(|(position, attempts, last_error)| pb::ParkedEvent {
+                    position,
+                    attempts,
+                    last_error,
+                })
+                .collect(),
+            retried,
+        }))
+    }
 }

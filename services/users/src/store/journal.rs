@@ -286,7 +286,7 @@ impl Store {
     pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<OutboxEntry>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT o.topic, {EVENT_COLUMNS} FROM outbox o JOIN events e ON e.position = o.position \
-             WHERE o.sent_at_ms IS NULL ORDER BY o.position LIMIT $1"
+             WHERE o.sent_at_ms IS NULL AND o.parked_at_ms IS NULL ORDER BY o.position LIMIT $1"
         ))
         .bind(limit)
         .fetch_all(&self.pool)
@@ -302,19 +302,99 @@ impl Store {
             .map_err(Into::into)
     }
 
-    /// Marks entries as published.
-    pub async fn mark_sent(&self, positions: &[i64]) -> Result<(), StoreError> {
+    /// Marks entries as published, if `holder` still holds an unexpired
+    /// relay lease; false (nothing marked) when it does not: another
+    /// replica has taken over and publishes them itself, and a relay that
+    /// lost its lease mid-publish must not record its late results.
+    pub async fn mark_sent(&self, positions: &[i64], holder: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let at = now_ms();
         for position in positions {
-            sqlx::query("UPDATE outbox SET sent_at_ms = $2 WHERE position = $1")
-                .bind(*position)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
+            let marked = sqlx::query(
+                "UPDATE outbox SET sent_at_ms = $2 WHERE position = $1 AND EXISTS \
+                 (SELECT 1 FROM relay_lease WHERE id = 1 AND holder = $3 AND expires_at_ms >= $2)",
+            )
+            .bind(*position)
+            .bind(at)
+            .bind(holder)
+            .execute(&mut *tx)
+            .await?;
+            if marked.rows_affected() == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Counts a failed publish of `position`; parks the entry once it has
+    /// failed `max_attempts` times. True when it is parked now.
+    pub async fn record_publish_failure(
+        &self,
+        position: i64,
+        error: &str,
+        max_attempts: i32,
+    ) -> Result<bool, StoreError> {
+        let error: String = error.chars().take(1000).collect();
+        let row = sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $2, \
+             parked_at_ms = CASE WHEN attempts + 1 >= $3 THEN $4 ELSE NULL END \
+             WHERE position = $1 RETURNING parked_at_ms",
+        )
+        .bind(position)
+        .bind(error)
+        .bind(max_attempts)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(row) => row.try_get::<Option<i64>, _>(0)?.is_some(),
+            None => false,
+        })
+    }
+
+    /// Parked entries, oldest first: position, attempts, last error.
+    pub async fn parked_outbox(&self) -> Result<Vec<(i64, i32, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT position, attempts, last_error FROM outbox \
+             WHERE parked_at_ms IS NOT NULL ORDER BY position",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Puts every parked entry back in the queue with a fresh count; how
+    /// many there were.
+    pub async fn retry_parked(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET parked_at_ms = NULL, attempts = 0 WHERE parked_at_ms IS NOT NULL",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Forgets outbox rows sent more than `retention` ago (the events stay
+    /// in the log); how many.
+    pub async fn prune_sent(&self, retention: std::time::Duration) -> Result<u64, StoreError> {
+        let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
+        let done =
+            sqlx::query("DELETE FROM outbox WHERE sent_at_ms IS NOT NULL AND sent_at_ms < $1")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
     }
 
     /// Takes or renews the relay lease for `holder`; true when it holds it.
@@ -349,7 +429,9 @@ impl Store {
 
     /// Age in milliseconds of the oldest unsent event, 0 when none wait.
     pub async fn outbox_lag_ms(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT MIN(created_at_ms) FROM outbox WHERE sent_at_ms IS NULL")
+        let row = sqlx::query(
+            "SELECT MIN(created_at_ms) FROM outbox WHERE sent_at_ms IS NULL AND parked_at_ms IS NULL",
+        )
             .fetch_one(&self.pool)
             .await?;
         let oldest: Option<i64> = row.try_get(0)?;

@@ -24,6 +24,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         "relay lease",
         include_str!("../../migrations/postgres/0002_relay_lease.sql"),
     ),
+    (
+        3,
+        "outbox parking",
+        include_str!("../../migrations/postgres/0003_outbox_parking.sql"),
+    ),
 ];
 
 const SQLITE: &[(i64, &str, &str)] = &[
@@ -36,6 +41,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         2,
         "relay lease",
         include_str!("../../migrations/sqlite/0002_relay_lease.sql"),
+    ),
+    (
+        3,
+        "outbox parking",
+        include_str!("../../migrations/sqlite/0003_outbox_parking.sql"),
     ),
 ];
 

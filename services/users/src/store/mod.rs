@@ -128,6 +128,12 @@ impl Store {
         self.queued.notified().await;
     }
 
+    /// Wakes the relay: events became publishable without a command
+    /// (parked ones put back).
+    pub fn events_queued_notify(&self) {
+        self.queued.notify_one();
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
