@@ -448,3 +448,120 @@ async fn a_private_room_made_through_the_gateway_is_closed_to_non_members() {
     })
     .await;
 }
+
+/// `gateway_websockets_open` from the gateway's admin listener.
+async fn open_sockets(platform: &Platform) -> f64 {
+    let text = platform
+        .client
+        .get(format!("{}/metrics", platform.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("gateway_websockets_open ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_and_nobody_else_waits_for_it() {
+    local(async {
+        let platform =
+            Platform::start_with(&[("GATEWAY_WS_QUEUE", "8"), ("GATEWAY_WS_SEND_TIMEOUT", "2s")])
+                .await;
+        let _chat = platform
+            .start_chat(&[
+                ("CHAT_MAX_FRAME_BYTES", "65536"),
+                ("CHAT_MAX_MESSAGE_CHARS", "16000"),
+                ("CHAT_MESSAGES_PER_SECOND", "100000"),
+                ("CHAT_MESSAGE_BURST", "100000"),
+                ("CHAT_QUEUE_SIZE", "100000"),
+            ])
+            .await;
+        platform.sign_up("carol").await;
+        platform.sign_up("dave1").await;
+        let mut slow = connect(&platform, &platform.login("carol").await).await;
+        send(&mut slow, json!({"type": "join", "room": "flood"})).await;
+        next_of(&mut slow, "joined").await;
+        // From here on carol reads nothing.
+
+        let fast = connect(&platform, &platform.login("dave1").await).await;
+        let (mut sink, mut stream) = fast.split();
+        sink.send(ws::Message::Text(
+            json!({"type": "join", "room": "flood"}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+        const MESSAGES: usize = 1000;
+        let reader = tokio::task::spawn_local(async move {
+            let mut acks = 0;
+            while acks < MESSAGES {
+                let frame = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("dave's frames keep flowing ({acks} acks)"))
+                    .expect("dave's socket stays open")
+                    .unwrap();
+                if let Frame::Close(reason) = &frame {
+                    panic!("dave closed after {acks} acks: {reason:?}");
+                }
+                if let Frame::Text(text) = frame {
+                    let value: Value = serde_json::from_slice(&text).unwrap();
+                    if value["type"] == "ack" {
+                        acks += 1;
+                    }
+                }
+            }
+            acks
+        });
+        // 16 MB: more than loopback's socket buffers hold for a client
+        // that does not read.
+        let content = "x".repeat(16_000);
+        for _ in 0..MESSAGES {
+            sink.send(ws::Message::Text(
+                json!({"type": "send", "room": "flood", "content": content})
+                    .to_string()
+                    .into(),
+            ))
+            .await
+            .unwrap();
+        }
+        assert_eq!(
+            reader.await.unwrap(),
+            MESSAGES,
+            "the reading client is served in full"
+        );
+        test_support::eventually(
+            Duration::from_secs(10),
+            "the gateway to close the client that stopped reading",
+            || async { open_sockets(&platform).await == 1.0 },
+        )
+        .await;
+        let text = platform
+            .client
+            .get(format!("{}/metrics", platform.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("gateway_websockets_closed_slow_total ")),
+            "closed by the gateway's send timeout, not by chat"
+        );
+        drop(slow);
+        let Platform { gateway, .. } = platform;
+        tokio::time::timeout(Duration::from_secs(15), gateway.stop())
+            .await
+            .expect("the gateway drains with a stuck client behind it");
+    })
+    .await;
+}

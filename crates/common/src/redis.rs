@@ -123,3 +123,20 @@ pub fn background_client(
     drop(client.connect());
     Ok(client)
 }
+
+/// Marks `guard`'s Redis down the moment `client` reports a connection
+/// error (a reset, a refused reconnect), so the first requests after an
+/// outage skip Redis at once instead of each waiting out the command
+/// timeout; the guard's probe finds Redis again. Ends with the client.
+pub fn trip_on_connection_errors(client: &Client, guard: resilience::fail_fast::FailFast) {
+    let mut errors = client.error_rx();
+    tokio::spawn(async move {
+        loop {
+            match errors.recv().await {
+                Ok((error, _server)) => guard.trip(&error),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}

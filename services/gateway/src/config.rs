@@ -26,6 +26,14 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
 /// Shortest accepted admin token, as for signing keys.
 use common::auth::settings::MIN_SECRET_BYTES;
 
+/// `GATEWAY_MAX_WEBSOCKETS`, `GATEWAY_WS_QUEUE`, `GATEWAY_WS_SEND_TIMEOUT`.
+#[derive(Clone, Copy, Debug)]
+pub struct WebSocketLimits {
+    pub max_open: usize,
+    pub queue: usize,
+    pub send_timeout: Duration,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub service: ServiceConfig,
@@ -36,6 +44,8 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub max_body_bytes: usize,
     pub breaker: BreakerConfig,
+    /// Relayed WebSockets.
+    pub websockets: WebSocketLimits,
     /// Calls in flight per route class to the users service.
     pub concurrency: ClassLimits,
     /// Default per-client quota.
@@ -118,6 +128,11 @@ impl Config {
                 open_for: env.get("BREAKER_OPEN_FOR", defaults.open_for)?,
                 slow_call: env.get("BREAKER_SLOW_CALL", defaults.slow_call)?,
                 ..defaults
+            },
+            websockets: WebSocketLimits {
+                max_open: env.get("MAX_WEBSOCKETS", 10_000)?,
+                queue: env.get("WS_QUEUE", 256)?,
+                send_timeout: env.get("WS_SEND_TIMEOUT", Duration::from_secs(10))?,
             },
             concurrency: {
                 let defaults = ClassLimits::default();

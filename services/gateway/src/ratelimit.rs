@@ -84,6 +84,7 @@ impl WorkerRedis {
                     })
                 }),
             );
+            common::redis::trip_on_connection_errors(&client, guard.clone());
             (
                 Coalescing::new(RedisLimiter::new(client, "ratelimit:")),
                 guard,

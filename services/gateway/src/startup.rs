@@ -132,6 +132,13 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         config.upstream_timeout,
     ));
     let closing = chat::Closing(common::shutdown::CancellationToken::new());
+    // One cap for the whole process, whichever worker the upgrade lands on.
+    let ws_limits = chat::WsLimits::new(
+        config.websockets.max_open,
+        config.websockets.queue,
+        config.websockets.send_timeout,
+        config.max_body_bytes,
+    );
     let admin_limiter = limiter.clone();
     let admin_redis = redis.clone();
     Ok(shared
@@ -174,7 +181,12 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
                         .default_service(web::to(proxy::forward)),
                 );
             }
-            chat::configure(cfg, chat_upstream.clone(), max_body, closing.clone());
+            chat::configure(
+                cfg,
+                chat_upstream.clone(),
+                closing.clone(),
+                ws_limits.clone(),
+            );
             routes::extractor_config(cfg, max_body);
             routes::configure(cfg);
         }))

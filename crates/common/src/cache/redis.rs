@@ -77,6 +77,7 @@ impl RedisLevel {
                 Box::pin(async move { client.ping::<()>(None).await.is_ok() })
             }),
         );
+        crate::redis::trip_on_connection_errors(&client, guard.clone());
         Ok(Self {
             client,
             subscriber,

@@ -36,20 +36,47 @@ pub struct ChatUpstream(pub Arc<Upstream>);
 #[derive(Clone)]
 pub struct Closing(pub CancellationToken);
 
-/// Largest WebSocket message relayed, either way.
-pub struct MaxFrame(pub usize);
+/// Bounds on relayed WebSockets (`GATEWAY_MAX_WEBSOCKETS`,
+/// `GATEWAY_WS_QUEUE`, `GATEWAY_WS_SEND_TIMEOUT`).
+#[derive(Clone)]
+pub struct WsLimits {
+    /// Sockets relayed at once; beyond it upgrades are refused with 503.
+    pub open: Arc<tokio::sync::Semaphore>,
+    /// Frames from chat waiting for a client that reads slowly.
+    pub queue: usize,
+    /// How long one frame may take to reach the client.
+    pub send_timeout: std::time::Duration,
+    /// Largest message relayed either way.
+    pub max_frame: usize,
+}
+
+impl WsLimits {
+    pub fn new(
+        max_sockets: usize,
+        queue: usize,
+        send_timeout: std::time::Duration,
+        max_frame: usize,
+    ) -> Self {
+        Self {
+            open: Arc::new(tokio::sync::Semaphore::new(max_sockets)),
+            queue: queue.max(1),
+            send_timeout,
+            max_frame,
+        }
+    }
+}
 
 pub fn configure(
     cfg: &mut web::ServiceConfig,
     upstream: Arc<Upstream>,
-    max_frame: usize,
     closing: Closing,
+    ws_limits: WsLimits,
 ) {
     cfg.service(
         web::scope("/api/v1/chat")
             .app_data(web::Data::new(ChatUpstream(upstream)))
+            .app_data(web::Data::new(ws_limits))
             .app_data(web::Data::new(closing))
-            .app_data(web::Data::new(MaxFrame(max_frame)))
             .wrap(actix_web::middleware::from_fn(crate::ratelimit::limit_rate))
             .wrap(actix_web::middleware::from_fn(crate::request::request_id))
             .wrap(actix_web::middleware::from_fn(crate::cors::cors))
@@ -174,12 +201,19 @@ pub async fn ws(
     ctx: CallContext,
     pass: web::Data<Passthrough>,
     chat: web::Data<ChatUpstream>,
-    max_frame: web::Data<MaxFrame>,
     closing: web::Data<Closing>,
+    limits: web::Data<WsLimits>,
 ) -> Result<HttpResponse, ApiError> {
     let token = ws_token(&req).await?;
+    let Ok(slot) = limits.open.clone().try_acquire_owned() else {
+        metrics::counter!("gateway_websockets_refused_total").increment(1);
+        return Err(ApiError::Unavailable {
+            service: "chat".into(),
+            retry_after: std::time::Duration::from_secs(1),
+        });
+    };
     let upstream = &chat.0;
-    let max_frame = max_frame.0;
+    let max_frame = limits.max_frame;
     // Validates the upgrade before anything is asked of chat.
     let (response, session, client) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest {
@@ -189,7 +223,19 @@ pub async fn ws(
         })?;
     let upstream_socket = connect(&req, &token, &ctx, &pass, upstream, max_frame).await?;
     let closing = closing.0.clone();
-    actix_web::rt::spawn(pump(session, client, upstream_socket, max_frame, closing));
+    let limits = limits.get_ref().clone();
+    actix_web::rt::spawn(async move {
+        pump(
+            session,
+            client,
+            upstream_socket,
+            max_frame,
+            closing,
+            &limits,
+        )
+        .await;
+        drop(slot);
+    });
     Ok(response)
 }
 
@@ -320,30 +366,120 @@ enum End {
     Upstream(Option<CloseReason>),
     /// The gateway is going away: tell both.
     Both(CloseReason),
+    /// The client does not read what chat sends fast enough: chat is told
+    /// it went away, the client gets 1008 if it can still be reached.
+    Slow,
+}
+
+/// A frame for the client, queued for its writer.
+enum Outgoing {
+    Text(bytestring::ByteString),
+    Binary(actix_web::web::Bytes),
+    Ping(actix_web::web::Bytes),
+    Pong(actix_web::web::Bytes),
+}
+
+/// The one task that writes to a client: each frame gets `timeout` to be
+/// taken; a client that takes longer has stopped reading. Returns when the
+/// queue closes (true) or the client failed to keep up (false).
+async fn write_to_client(
+    mut session: actix_ws::Session,
+    mut queue: tokio::sync::mpsc::Receiver<Outgoing>,
+    timeout: std::time::Duration,
+) -> bool {
+    while let Some(frame) = queue.recv().await {
+        let sent = tokio::time::timeout(timeout, async {
+            match frame {
+                Outgoing::Text(text) => session.text(text).await,
+                Outgoing::Binary(bytes) => session.binary(bytes).await,
+                Outgoing::Ping(bytes) => session.ping(&bytes).await,
+                Outgoing::Pong(bytes) => session.pong(&bytes).await,
+            }
+        })
+        .await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(_closed)) => return false,
+            Err(_elapsed) => return false,
+        }
+    }
+    true
+}
+
+/// The one task that writes to chat; ends when the queue closes (true) or
+/// chat stops taking frames within `timeout` (false).
+async fn write_to_chat(
+    mut sink: futures_util::stream::SplitSink<Socket, Message>,
+    mut queue: tokio::sync::mpsc::Receiver<Message>,
+    timeout: std::time::Duration,
+) -> bool {
+    while let Some(message) = queue.recv().await {
+        if !matches!(
+            tokio::time::timeout(timeout, sink.send(message)).await,
+            Ok(Ok(()))
+        ) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Relays frames until either side closes, then closes the other.
+///
+/// Each direction has its own writer task behind a bounded queue, and the
+/// loop never awaits a write: it waits for queue room inside the same
+/// `select!` as everything else, so it keeps reading both sides (a relay
+/// blocked writing one way while its peer is blocked writing the other
+/// would deadlock), sees the drain signal at once, and gives a client that
+/// lets a frame wait longer than the send timeout the close it earned.
 async fn pump(
-    mut session: actix_ws::Session,
+    session: actix_ws::Session,
     client: actix_ws::MessageStream,
     upstream: Socket,
     max_frame: usize,
     closing: CancellationToken,
+    limits: &WsLimits,
 ) {
     let _open = OpenGauge::new();
-    let (mut to_chat, mut from_chat) = upstream.split();
+    let timeout = limits.send_timeout;
+    let (to_client, client_frames) = tokio::sync::mpsc::channel(limits.queue);
+    let mut client_writer =
+        actix_web::rt::spawn(write_to_client(session.clone(), client_frames, timeout));
+    let (to_chat_sink, mut from_chat) = upstream.split();
+    let (to_chat, chat_frames) = tokio::sync::mpsc::channel(limits.queue);
+    let mut chat_writer = actix_web::rt::spawn(write_to_chat(to_chat_sink, chat_frames, timeout));
     let mut client = client
         .max_frame_size(max_frame)
         .aggregate_continuations()
         .max_continuation_size(max_frame);
+    // A frame read from one side that its writer has no room for yet.
+    let mut for_chat: Option<Message> = None;
+    let mut for_client: Option<(Outgoing, tokio::time::Instant)> = None;
     let end = loop {
+        let deadline = for_client
+            .as_ref()
+            .map_or_else(|| tokio::time::Instant::now() + timeout, |(_, at)| *at);
         tokio::select! {
+            _ = &mut client_writer => break End::Slow,
+            _ = &mut chat_writer => break End::Upstream(Some(CloseReason {
+                code: CloseCode::Away,
+                description: Some("chat stopped taking messages".into()),
+            })),
             () = closing.cancelled() => break End::Both(CloseReason {
                 code: CloseCode::Away,
                 description: Some("gateway shutting down; reconnect".into()),
             }),
-            incoming = client.recv() => {
-                let message = match incoming {
+            room = to_chat.reserve(), if for_chat.is_some() => match (room, for_chat.take()) {
+                (Ok(room), Some(message)) => room.send(message),
+                _ => break End::Upstream(Some(CloseCode::Away.into())),
+            },
+            room = to_client.reserve(), if for_client.is_some() => match (room, for_client.take()) {
+                (Ok(room), Some((frame, _))) => room.send(frame),
+                _ => break End::Slow,
+            },
+            () = tokio::time::sleep_until(deadline), if for_client.is_some() => break End::Slow,
+            incoming = client.recv(), if for_chat.is_none() => {
+                for_chat = Some(match incoming {
                     Some(Ok(AggregatedMessage::Text(text))) => Message::Text(text),
                     Some(Ok(AggregatedMessage::Binary(bytes))) => Message::Binary(bytes),
                     Some(Ok(AggregatedMessage::Ping(bytes))) => Message::Ping(bytes),
@@ -357,20 +493,17 @@ async fn pump(
                     }
                     Some(Err(_)) => break End::Upstream(Some(CloseCode::Protocol.into())),
                     None => break End::Client(Some(CloseCode::Away.into())),
-                };
-                if to_chat.send(message).await.is_err() {
-                    break End::Upstream(Some(CloseCode::Away.into()));
-                }
+                });
             }
-            frame = from_chat.next() => {
-                let sent = match frame {
+            frame = from_chat.next(), if for_client.is_none() => {
+                let outgoing = match frame {
                     Some(Ok(Frame::Text(bytes))) => match bytestring::ByteString::try_from(bytes) {
-                        Ok(text) => session.text(text).await,
+                        Ok(text) => Outgoing::Text(text),
                         Err(_) => break End::Client(Some(CloseCode::Invalid.into())),
                     },
-                    Some(Ok(Frame::Binary(bytes))) => session.binary(bytes).await,
-                    Some(Ok(Frame::Ping(bytes))) => session.ping(&bytes).await,
-                    Some(Ok(Frame::Pong(bytes))) => session.pong(&bytes).await,
+                    Some(Ok(Frame::Binary(bytes))) => Outgoing::Binary(bytes),
+                    Some(Ok(Frame::Ping(bytes))) => Outgoing::Ping(bytes),
+                    Some(Ok(Frame::Pong(bytes))) => Outgoing::Pong(bytes),
                     Some(Ok(Frame::Close(reason))) => break End::Upstream(reason),
                     // Chat sends whole messages; a fragmented one is a
                     // protocol error here rather than something to buffer.
@@ -385,26 +518,42 @@ async fn pump(
                         description: Some("chat went away".into()),
                     })),
                 };
-                if sent.is_err() {
-                    break End::Client(Some(CloseCode::Away.into()));
-                }
+                for_client = Some((outgoing, tokio::time::Instant::now() + timeout));
             }
         }
     };
-    match end {
-        End::Client(reason) => {
-            let _ = to_chat.send(Message::Close(reason.clone())).await;
-            let _ = session.close(reason).await;
+    // What is queued goes out before the closes, each within the send
+    // timeout; a writer that cannot finish is dropped.
+    let (chat_reason, client_reason) = match end {
+        End::Client(reason) => (reason.clone(), reason),
+        End::Upstream(reason) => (None, reason),
+        End::Both(reason) => (Some(reason.clone()), Some(reason)),
+        End::Slow => {
+            metrics::counter!("gateway_websockets_closed_slow_total").increment(1);
+            (
+                Some(CloseCode::Away.into()),
+                Some(CloseReason {
+                    code: CloseCode::Policy,
+                    description: Some("the client does not read fast enough".into()),
+                }),
+            )
         }
-        End::Upstream(reason) => {
-            let _ = session.close(reason).await;
-            let _ = to_chat.send(Message::Close(None)).await;
-        }
-        End::Both(reason) => {
-            let _ = to_chat.send(Message::Close(Some(reason.clone()))).await;
-            let _ = session.close(Some(reason)).await;
-        }
+    };
+    let _ = tokio::time::timeout(timeout, to_chat.send(Message::Close(chat_reason))).await;
+    drop((to_chat, to_client));
+    if !matches!(
+        tokio::time::timeout(timeout, &mut chat_writer).await,
+        Ok(Ok(true))
+    ) {
+        chat_writer.abort();
     }
+    if !matches!(
+        tokio::time::timeout(timeout, &mut client_writer).await,
+        Ok(Ok(true))
+    ) {
+        client_writer.abort();
+    }
+    let _ = tokio::time::timeout(timeout, session.close(client_reason)).await;
 }
 
 /// `gateway_websockets_open`, kept right however the pump ends.
