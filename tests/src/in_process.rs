@@ -136,6 +136,19 @@ impl Platform {
         req.send().await.unwrap()
     }
 
+    /// The Prometheus text on the gateway's admin listener (in this test
+    /// process, every in-process service's metrics).
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Stops every service, asserting each exits cleanly.
     pub async fn stop(mut self) {
         self.gateway.stop().await;

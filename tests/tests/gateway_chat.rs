@@ -451,15 +451,7 @@ async fn a_private_room_made_through_the_gateway_is_closed_to_non_members() {
 
 /// `gateway_websockets_open` from the gateway's admin listener.
 async fn open_sockets(platform: &Platform) -> f64 {
-    let text = platform
-        .client
-        .get(format!("{}/metrics", platform.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = platform.metrics().await;
     text.lines()
         .find_map(|l| {
             l.strip_prefix("gateway_websockets_open ")?
@@ -543,15 +535,7 @@ async fn a_client_that_stops_reading_is_closed_and_nobody_else_waits_for_it() {
             || async { open_sockets(&platform).await == 1.0 },
         )
         .await;
-        let text = platform
-            .client
-            .get(format!("{}/metrics", platform.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = platform.metrics().await;
         assert!(
             text.lines()
                 .any(|l| l.starts_with("gateway_websockets_closed_slow_total ")),

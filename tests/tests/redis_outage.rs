@@ -20,17 +20,6 @@ fn counter(text: &str, name: &str, labels: &str) -> f64 {
         .sum()
 }
 
-async fn metrics(p: &Platform) -> String {
-    p.client
-        .get(format!("{}/metrics", p.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_gone_requests_skip_it_users_stays_ready_and_nothing_stale_follows() {
     let mut redis = PrivateRedis::start();
@@ -65,12 +54,12 @@ async fn with_redis_gone_requests_skip_it_users_stays_ready_and_nothing_stale_fo
             "reads are answered without Redis"
         );
     }
-    let before = metrics(&p).await;
+    let before = p.metrics().await;
     for _ in 0..40 {
         let res = p.client.get(&user_url).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
     }
-    let after = metrics(&p).await;
+    let after = p.metrics().await;
     // Once the guards gave up on Redis, requests no longer try it: the
     // limiter's Redis errors stop growing while its bypasses do.
     let errors = |t: &str| counter(t, "gateway_ratelimit_redis_errors_total", "");
@@ -110,7 +99,7 @@ async fn with_redis_gone_requests_skip_it_users_stays_ready_and_nothing_stale_fo
         Duration::from_secs(20),
         "the cache to use Redis again",
         || async {
-            let text = metrics(&p).await;
+            let text = p.metrics().await;
             counter(&text, "backend_recovered_total", "user=\"cache\"") >= 1.0
         },
     )
@@ -135,7 +124,7 @@ async fn with_redis_gone_requests_skip_it_users_stays_ready_and_nothing_stale_fo
         Duration::from_secs(20),
         "the limiter to use Redis again",
         || async {
-            let text = metrics(&p).await;
+            let text = p.metrics().await;
             counter(&text, "backend_recovered_total", "user=\"ratelimit\"") >= 1.0
         },
     )
