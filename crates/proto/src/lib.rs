@@ -16,5 +16,13 @@ pub mod posts {
     }
 }
 
+/// Request metadata of a create that may be retried: the caller's
+/// `Idempotency-Key` and whose it is (a user, or a client address).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const IDEMPOTENCY_SCOPE: &str = "idempotency-scope";
+/// Set on the `FAILED_PRECONDITION` answered to a key reused with another
+/// request.
+pub const IDEMPOTENCY_MISMATCH: &str = "idempotency-mismatch";
+
 /// Encoded `FileDescriptorSet` of every contract, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("platform_descriptor");

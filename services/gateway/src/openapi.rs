@@ -65,7 +65,7 @@ const PROBLEMS: &[(StatusCode, &str, &str)] = &[
     (
         StatusCode::BAD_REQUEST,
         "BadRequest",
-        "The request is malformed or breaks a documented constraint (`invalid_field`, `invalid_json`, `invalid_path`, `invalid_query`, `invalid_cursor`; chat's `bad_query`; `websocket_upgrade_required`).",
+        "The request is malformed or breaks a documented constraint (`invalid_field`, `invalid_json`, `invalid_path`, `invalid_query`, `invalid_cursor`, `invalid_idempotency_key`; chat's `bad_query`; `websocket_upgrade_required`).",
     ),
     (
         StatusCode::UNAUTHORIZED,
@@ -96,6 +96,11 @@ const PROBLEMS: &[(StatusCode, &str, &str)] = &[
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "UnsupportedMediaType",
         "The body is not `application/json` (`unsupported_media_type`).",
+    ),
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "IdempotencyKeyReused",
+        "The `Idempotency-Key` was already used with a different request (`idempotency_key_reused`).",
     ),
     (
         StatusCode::TOO_MANY_REQUESTS,

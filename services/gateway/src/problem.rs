@@ -41,6 +41,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("the request body must be application/json")]
     UnsupportedMediaType,
+    /// The `Idempotency-Key` was used before with another request.
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
     #[error("too many requests")]
     TooManyRequests { retry_after: Duration },
     #[error("the {service} service is unavailable")]
@@ -75,6 +78,7 @@ impl ApiError {
             Self::NotAcceptable(_) | Self::UnknownVersion(_) => "unsupported_version",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::TooManyRequests { .. } => "rate_limited",
             Self::Unavailable { .. } => "upstream_unavailable",
             Self::Timeout { .. } => "upstream_timeout",
@@ -116,6 +120,12 @@ impl ApiError {
             return Self::BadGateway {
                 service: service.clone(),
             };
+        }
+        if status
+            .metadata()
+            .contains_key(platform_proto::IDEMPOTENCY_MISMATCH)
+        {
+            return Self::IdempotencyKeyReused;
         }
         match status.code() {
             Code::InvalidArgument | Code::OutOfRange => Self::BadRequest {
@@ -161,6 +171,7 @@ impl ResponseError for ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,

@@ -12,6 +12,52 @@ use crate::problem::ApiError;
 use crate::upstream::CallContext;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// A create's `Idempotency-Key` header (the IETF httpapi draft; Stripe's
+/// semantics): 1 to 255 visible ASCII characters, taken as an opaque value
+/// (the draft's quoted form is one such value, quotes included). Anything
+/// else is `400 invalid_idempotency_key`.
+pub struct IdempotencyHeader(pub Option<String>);
+
+fn idempotency_key(key: &str) -> Option<&str> {
+    ((1..=255).contains(&key.len()) && key.bytes().all(|b| (0x21..=0x7e).contains(&b)))
+        .then_some(key)
+}
+
+impl FromRequest for IdempotencyHeader {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let header = match req.headers().get(&IDEMPOTENCY_KEY) {
+            None => Ok(Self(None)),
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(idempotency_key)
+                .map(|key| Self(Some(key.to_owned())))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                    )
+                }),
+        };
+        ready(header)
+    }
+}
+
+impl CallContext {
+    /// Carries `header`'s key, scoped to `scope` (`user:<id>`, or the
+    /// client's address for anonymous calls), to the owning service.
+    pub fn with_idempotency(mut self, header: IdempotencyHeader, scope: String) -> Self {
+        self.idempotency = header
+            .0
+            .map(|key| crate::upstream::IdempotencyKey { key, scope });
+        self
+    }
+}
 
 /// A caller's id is kept if it is short and plain (it ends up in logs and
 /// upstream metadata); anything else is replaced by a fresh one.
@@ -70,5 +116,15 @@ mod tests {
         assert!(!super::acceptable(""));
         assert!(!super::acceptable("a\r\nSet-Cookie: x"));
         assert!(!super::acceptable(&"x".repeat(129)));
+    }
+
+    #[test]
+    fn idempotency_keys_are_short_visible_ascii() {
+        use super::idempotency_key;
+        assert_eq!(idempotency_key("8e03978e-40d5"), Some("8e03978e-40d5"));
+        assert_eq!(idempotency_key("\"8e03978e\""), Some("\"8e03978e\""));
+        assert_eq!(idempotency_key(""), None);
+        assert_eq!(idempotency_key("two words"), None);
+        assert_eq!(idempotency_key(&"k".repeat(256)), None);
     }
 }

@@ -114,6 +114,16 @@ impl CallContext {
             request.metadata_mut().insert("x-request-id", value);
         }
         common::telemetry::propagation::inject_metadata(request.metadata_mut());
+        if let Some(idempotency) = &self.idempotency
+            && let (Ok(key), Ok(scope)) = (idempotency.key.parse(), idempotency.scope.parse())
+        {
+            request
+                .metadata_mut()
+                .insert(platform_proto::IDEMPOTENCY_KEY, key);
+            request
+                .metadata_mut()
+                .insert(platform_proto::IDEMPOTENCY_SCOPE, scope);
+        }
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         request
     }

@@ -195,7 +195,8 @@ impl OutboxRelay {
         }
     }
 
-    /// Prunes old sent rows and reports how many events are parked.
+    /// Prunes old sent rows and day-old idempotency records, and reports
+    /// how many events are parked.
     async fn housekeeping(&self) {
         match self.store.prune_sent(self.config.retention).await {
             Ok(0) => {}
@@ -203,6 +204,14 @@ impl OutboxRelay {
             Err(error) => {
                 tracing::warn!(error = %common::exit::chain(&error), "could not prune the outbox");
             }
+        }
+        // Idempotency records are kept a day (what clients retry within).
+        if let Err(error) = self
+            .store
+            .prune_idempotency(Duration::from_secs(24 * 3600))
+            .await
+        {
+            tracing::warn!(error = %common::exit::chain(&error), "could not prune idempotency keys");
         }
         if let Ok(parked) = self.store.parked_outbox().await {
             metrics::gauge!("outbox_parked").set(parked.len() as f64);

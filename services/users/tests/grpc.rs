@@ -703,3 +703,73 @@ async fn a_fake_author_written_to_the_shared_cache_grants_no_change() {
     a.stop().await;
     b.stop().await;
 }
+
+fn keyed<M>(message: M, key: &str) -> tonic::Request<M> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert(platform_proto::IDEMPOTENCY_KEY, key.parse().unwrap());
+    request
+        .metadata_mut()
+        .insert(platform_proto::IDEMPOTENCY_SCOPE, "user:1".parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn concurrent_creates_with_one_idempotency_key_make_one_post_and_one_answer() {
+    each_backend(async |backend, svc| {
+        let ann = svc
+            .users()
+            .create_user(sign_up("ann"))
+            .await
+            .unwrap()
+            .into_inner();
+        let post = |title: &str| posts::CreatePostRequest {
+            title: title.into(),
+            content: "body".into(),
+            author_id: ann.id,
+        };
+        let calls = (0..8).map(|_| {
+            let mut client = svc.posts();
+            let request = keyed(post("Hello"), "key-1");
+            async move { client.create_post(request).await }
+        });
+        let answers = futures_util::future::join_all(calls).await;
+        let answers: Vec<_> = answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|s| panic!("{backend}: {s:?}"))
+                    .into_inner()
+            })
+            .collect();
+        assert!(
+            answers.iter().all(|a| *a == answers[0]),
+            "{backend}: one answer"
+        );
+        let listed = svc
+            .posts()
+            .list_posts_by_author(posts::ListPostsByAuthorRequest {
+                author_id: ann.id,
+                page: 1,
+                per_page: 100,
+                after_id: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.total, 1, "{backend}: one post");
+
+        let refused = svc
+            .posts()
+            .create_post(keyed(post("Other"), "key-1"))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{backend}");
+        assert!(
+            refused
+                .metadata()
+                .contains_key(platform_proto::IDEMPOTENCY_MISMATCH)
+        );
+    })
+    .await;
+}

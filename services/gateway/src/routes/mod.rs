@@ -106,6 +106,27 @@ async fn negotiated_get(
     }
 }
 
+/// The `Idempotency-Key` header of a create, for the OpenAPI document
+/// ([`crate::request::IdempotencyHeader`] reads it).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub(crate) struct IdempotencyKeyParam {
+    /// A key of the client's choosing (a UUID, say): a retry with the same
+    /// key and body gets the first answer again and creates nothing (kept
+    /// 24 hours); the same key with another body is `422
+    /// idempotency_key_reused`. Without one the gateway never retries a
+    /// create.
+    #[param(
+        rename = "Idempotency-Key",
+        required = false,
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]{1,255}$"
+    )]
+    #[allow(dead_code)]
+    idempotency_key: String,
+}
+
 /// `?page=&per_page=` of every listing. Out of range is a 400, not a
 /// quiet clamp, so the bounds the OpenAPI document states are the ones
 /// enforced.

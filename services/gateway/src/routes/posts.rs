@@ -12,6 +12,7 @@ use super::Paging;
 use crate::Gateway;
 use crate::auth::AuthUser;
 use crate::problem::{ApiError, ProblemBody};
+use crate::request::IdempotencyHeader;
 use crate::upstream::{CallContext, RouteClass};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -202,13 +203,16 @@ pub(super) async fn list_comments_by_author(
 }
 
 #[utoipa::path(post, path = "/api/v1/posts", tag = "posts", request_body = NewPost, security(("bearer" = [])),
-    responses((status = 201, body = Post)))]
+    params(super::IdempotencyKeyParam),
+    responses((status = 201, body = Post), (status = 422, body = ProblemBody)))]
 pub(super) async fn create_post(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     auth: AuthUser,
+    key: IdempotencyHeader,
     body: JsonObject<NewPost>,
 ) -> Result<HttpResponse, ApiError> {
+    let ctx = ctx.with_idempotency(key, format!("user:{}", auth.0));
     let body = body.into_inner();
     let message = pb::CreatePostRequest {
         title: body.title,
@@ -303,15 +307,17 @@ pub(super) async fn posts_of_user(
     Ok(HttpResponse::Ok().json(Page::<Post>::of(list.posts, list.total, &query)))
 }
 
-#[utoipa::path(post, path = "/api/v1/posts/{id}/comments", tag = "comments", params(("id" = i64, Path, minimum = 1)), request_body = CommentBody, security(("bearer" = [])),
-    responses((status = 201, body = Comment), (status = 404, body = ProblemBody)))]
+#[utoipa::path(post, path = "/api/v1/posts/{id}/comments", tag = "comments", params(("id" = i64, Path, minimum = 1), super::IdempotencyKeyParam), request_body = CommentBody, security(("bearer" = [])),
+    responses((status = 201, body = Comment), (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)))]
 pub(super) async fn create_comment(
     gw: web::Data<Gateway>,
     ctx: CallContext,
     auth: AuthUser,
+    key: IdempotencyHeader,
     id: web::Path<u64>,
     body: JsonObject<CommentBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let ctx = ctx.with_idempotency(key, format!("user:{}", auth.0));
     let message = pb::CreateCommentRequest {
         content: body.into_inner().content,
         author_id: auth.0,

@@ -12,6 +12,7 @@ use crate::Gateway;
 use crate::auth::{AuthUser, Viewer};
 use crate::problem::{ApiError, ProblemBody};
 use crate::ratelimit::limit_rate;
+use crate::request::IdempotencyHeader;
 use crate::request::request_id;
 use crate::upstream::{CallContext, RouteClass};
 use crate::versioning::deprecate_v1;
@@ -111,15 +112,22 @@ pub(super) struct UserList {
     per_page: i32,
 }
 
-/// Sign up.
+/// Sign up. With an `Idempotency-Key`, a retry gets the first answer and
+/// makes no second account.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = SignUp,
-    responses((status = 201, body = User), (status = 409, body = ProblemBody)))]
+    params(super::IdempotencyKeyParam),
+    responses((status = 201, body = User), (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)))]
 pub(super) async fn sign_up(
     req: actix_web::HttpRequest,
     gw: web::Data<Gateway>,
     ctx: CallContext,
+    key: IdempotencyHeader,
     body: JsonObject<SignUp>,
 ) -> Result<HttpResponse, ApiError> {
+    // Anonymous: the key is the client address's.
+    let scope = crate::client_addr::client_ip(&req)
+        .map_or_else(|| "ip:unknown".to_owned(), crate::client_addr::limit_key);
+    let ctx = ctx.with_idempotency(key, scope);
     let body = body.into_inner();
     crate::ratelimit::limit_attempts(&req, "signup", &body.email, gw.limits.signup).await?;
     let message = pb::CreateUserRequest {

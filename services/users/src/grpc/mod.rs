@@ -16,7 +16,93 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::FieldError;
-use crate::store::StoreError;
+use crate::store::{Idempotency, Replay, Store, StoreError};
+
+use platform_proto::{IDEMPOTENCY_KEY, IDEMPOTENCY_MISMATCH, IDEMPOTENCY_SCOPE};
+
+/// The request's idempotency key, if it has one, with the fingerprint of
+/// what it asks (`method` and the encoded message).
+pub(crate) fn idempotency<M: prost::Message>(
+    request: &tonic::Request<M>,
+    method: &'static str,
+) -> Result<Option<Idempotency>, Status> {
+    use sha2::Digest as _;
+    let metadata = request.metadata();
+    let Some(key) = metadata.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()))
+        .ok_or_else(|| {
+            Status::invalid_argument("idempotency-key must be 1 to 255 visible ASCII characters")
+        })?;
+    let scope = metadata
+        .get(IDEMPOTENCY_SCOPE)
+        .and_then(|s| s.to_str().ok())
+        .filter(|s| (1..=200).contains(&s.len()))
+        .ok_or_else(|| Status::invalid_argument("idempotency-key needs an idempotency-scope"))?;
+    let mut digest = sha2::Sha256::new();
+    digest.update(method.as_bytes());
+    digest.update([0]);
+    digest.update(request.get_ref().encode_to_vec());
+    let fingerprint = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Some(Idempotency {
+        scope: scope.to_owned(),
+        key: key.to_owned(),
+        method,
+        fingerprint,
+    }))
+}
+
+fn key_reused() -> Status {
+    let mut status =
+        Status::failed_precondition("this Idempotency-Key was used with a different request");
+    status.metadata_mut().insert(
+        IDEMPOTENCY_MISMATCH,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    status
+}
+
+/// Runs `create` at most once per idempotency key: a repeat gets the
+/// recorded answer, the same key with another request is refused.
+pub(crate) async fn once<T>(
+    store: &Store,
+    idempotency: Option<Idempotency>,
+    create: impl AsyncFnOnce(Option<&Idempotency>) -> Result<T, StoreError>,
+) -> Result<T, Status>
+where
+    T: serde::de::DeserializeOwned,
+{
+    let Some(idempotency) = idempotency else {
+        return create(None).await.map_err(store_status);
+    };
+    let replayed = async |store: &Store| match store.replay(&idempotency).await {
+        Ok(Replay::Answered(answer)) => {
+            metrics::counter!("users_idempotent_replays_total").increment(1);
+            Ok(Some(answer))
+        }
+        Ok(Replay::Mismatch) => Err(key_reused()),
+        Ok(Replay::New) => Ok(None),
+        Err(error) => Err(store_status(error)),
+    };
+    if let Some(answer) = replayed(store).await? {
+        return Ok(answer);
+    }
+    match create(Some(&idempotency)).await {
+        // The same key committed by a concurrent request a moment ago.
+        Err(StoreError::IdempotencyRace) => replayed(store)
+            .await?
+            .ok_or_else(|| Status::aborted("retry the request")),
+        other => other.map_err(store_status),
+    }
+}
 
 pub(crate) fn invalid(error: FieldError) -> Status {
     Status::with_error_details(

@@ -71,15 +71,18 @@ impl PostService for PostApi {
         &self,
         request: Request<pb::CreatePostRequest>,
     ) -> Result<Response<pb::Post>, Status> {
+        let idempotency = super::idempotency(&request, "CreatePost")?;
         let req = request.into_inner();
         let author = parse_id("author_id", req.author_id).map_err(invalid)?;
         let title = parse_title(&req.title).map_err(invalid)?;
         let content = parse_post_content(&req.content).map_err(invalid)?;
-        let post = self
-            .store
-            .create_post(author, title, content, traceparent().as_deref())
-            .await
-            .map_err(store_status)?;
+        let trace = traceparent();
+        let post = super::once(&self.store, idempotency, async |key| {
+            self.store
+                .create_post_once(author, title, content, trace.as_deref(), key)
+                .await
+        })
+        .await?;
         Ok(Response::new(post_to_proto(post)))
     }
 
@@ -182,15 +185,18 @@ impl CommentService for CommentApi {
         &self,
         request: Request<pb::CreateCommentRequest>,
     ) -> Result<Response<pb::Comment>, Status> {
+        let idempotency = super::idempotency(&request, "CreateComment")?;
         let req = request.into_inner();
         let post = parse_id("post_id", req.post_id).map_err(invalid)?;
         let author = parse_id("author_id", req.author_id).map_err(invalid)?;
         let content = parse_comment_content(&req.content).map_err(invalid)?;
-        let comment = self
-            .store
-            .create_comment(post, author, content, traceparent().as_deref())
-            .await
-            .map_err(store_status)?;
+        let trace = traceparent();
+        let comment = super::once(&self.store, idempotency, async |key| {
+            self.store
+                .create_comment_once(post, author, content, trace.as_deref(), key)
+                .await
+        })
+        .await?;
         Ok(Response::new(comment_to_proto(comment)))
     }
 

@@ -133,10 +133,18 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
+        let idempotency = super::idempotency(&request, "CreateUser")?;
         let req = request.into_inner();
         let username = Username::parse(&req.username).map_err(invalid)?;
         let email = Email::parse(&req.email).map_err(invalid)?;
         let password = Password::parse(&req.password).map_err(invalid)?;
+        if let Some(key) = &idempotency {
+            // A repeat is answered before any password is hashed.
+            if let Ok(crate::store::Replay::Answered(user)) = self.store.replay::<User>(key).await {
+                metrics::counter!("users_idempotent_replays_total").increment(1);
+                return Ok(Response::new(to_proto(user)));
+            }
+        }
         let password_hash = self
             .hasher
             .hash(password)
@@ -147,11 +155,13 @@ impl UserService for UserApi {
             email,
             password_hash,
         };
-        let user = self
-            .store
-            .create_user(new, traceparent().as_deref())
-            .await
-            .map_err(store_status)?;
+        let trace = traceparent();
+        let user = super::once(&self.store, idempotency, async |key| {
+            self.store
+                .create_user_once(new, trace.as_deref(), key)
+                .await
+        })
+        .await?;
         Ok(Response::new(to_proto(user)))
     }
 

@@ -29,6 +29,11 @@ const POSTGRES: &[(i64, &str, &str)] = &[
         "outbox parking",
         include_str!("../../migrations/postgres/0003_outbox_parking.sql"),
     ),
+    (
+        4,
+        "idempotency keys",
+        include_str!("../../migrations/postgres/0004_idempotency_keys.sql"),
+    ),
 ];
 
 const SQLITE: &[(i64, &str, &str)] = &[
@@ -46,6 +51,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         3,
         "outbox parking",
         include_str!("../../migrations/sqlite/0003_outbox_parking.sql"),
+    ),
+    (
+        4,
+        "idempotency keys",
+        include_str!("../../migrations/sqlite/0004_idempotency_keys.sql"),
     ),
 ];
 

@@ -7,6 +7,7 @@
 //! backends run the same SQL through sqlx's `Any` driver; only the
 //! migrations differ (see `migrations/`).
 
+mod idempotency;
 mod journal;
 mod migrations;
 mod posts;
@@ -17,6 +18,7 @@ use std::str::FromStr;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
+pub use idempotency::{Idempotency, Replay};
 pub use journal::{OutboxEntry, StoredEvent};
 pub use posts::{Comment, Post};
 pub use users::{Credentials, NewUser, User, UserChanges};
@@ -55,6 +57,10 @@ pub enum StoreError {
     },
     #[error("the database URL must start with postgres://, postgresql:// or sqlite:")]
     UnsupportedUrl,
+    /// Another request with the same idempotency key committed first; its
+    /// answer is now on record.
+    #[error("a request with this idempotency key was just answered")]
+    IdempotencyRace,
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed")]

@@ -3,6 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use super::Idempotency;
 use super::journal::{next_id, record};
 use super::{Store, StoreError, count};
 use crate::domain::Slice;
@@ -19,7 +20,7 @@ pub struct Post {
     pub updated_at: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Comment {
     pub id: i64,
     pub content: String,
@@ -106,6 +107,20 @@ impl Store {
         content: String,
         traceparent: Option<&str>,
     ) -> Result<Post, StoreError> {
+        self.create_post_once(author_id, title, content, traceparent, None)
+            .await
+    }
+
+    /// As [`Store::create_post`], recording the answer for `idempotency`
+    /// in the same transaction.
+    pub async fn create_post_once(
+        &self,
+        author_id: i64,
+        title: String,
+        content: String,
+        traceparent: Option<&str>,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Post, StoreError> {
         let mut tx = self.pool.begin().await?;
         exists(&mut tx, "users", "user", author_id).await?;
         let id = next_id(&mut tx, "post").await?;
@@ -117,6 +132,9 @@ impl Store {
         });
         record(&mut tx, &event, 1, traceparent).await?;
         let post = find_post(&mut tx, id).await?;
+        if let Some(idempotency) = idempotency {
+            super::idempotency::remember(&mut tx, idempotency, &post).await?;
+        }
         self.commit(tx).await?;
         Ok(post)
     }
@@ -211,6 +229,20 @@ impl Store {
         content: String,
         traceparent: Option<&str>,
     ) -> Result<Comment, StoreError> {
+        self.create_comment_once(post_id, author_id, content, traceparent, None)
+            .await
+    }
+
+    /// As [`Store::create_comment`], recording the answer for
+    /// `idempotency` in the same transaction.
+    pub async fn create_comment_once(
+        &self,
+        post_id: i64,
+        author_id: i64,
+        content: String,
+        traceparent: Option<&str>,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Comment, StoreError> {
         let mut tx = self.pool.begin().await?;
         exists(&mut tx, "posts", "post", post_id).await?;
         exists(&mut tx, "users", "user", author_id).await?;
@@ -223,6 +255,9 @@ impl Store {
         });
         record(&mut tx, &event, 1, traceparent).await?;
         let comment = find_comment(&mut tx, id).await?;
+        if let Some(idempotency) = idempotency {
+            super::idempotency::remember(&mut tx, idempotency, &comment).await?;
+        }
         self.commit(tx).await?;
         Ok(comment)
     }

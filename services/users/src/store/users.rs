@@ -3,6 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use super::Idempotency;
 use super::journal::{next_id, record};
 use super::{Store, StoreError, count};
 use crate::domain::{Email, Page, Username};
@@ -105,6 +106,17 @@ impl Store {
         new: NewUser,
         traceparent: Option<&str>,
     ) -> Result<User, StoreError> {
+        self.create_user_once(new, traceparent, None).await
+    }
+
+    /// As [`Store::create_user`], recording the answer for `idempotency`
+    /// in the same transaction.
+    pub async fn create_user_once(
+        &self,
+        new: NewUser,
+        traceparent: Option<&str>,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<User, StoreError> {
         let mut tx = self.pool.begin().await?;
         ensure_free(&mut tx, "username_key", &new.username.key(), 0).await?;
         ensure_free(&mut tx, "email_key", &new.email.key(), 0).await?;
@@ -121,6 +133,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let user = find(&mut tx, id).await?;
+        if let Some(idempotency) = idempotency {
+            super::idempotency::remember(&mut tx, idempotency, &user).await?;
+        }
         self.commit(tx).await?;
         Ok(user)
     }
