@@ -8,6 +8,8 @@
 //! stdout; the helper reads its "listening" line to learn the ports it
 //! bound, so no port is ever guessed.
 
+#![allow(clippy::disallowed_methods)] // a test-only crate: its clients talk to servers the tests start
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};

@@ -2,6 +2,7 @@
 //! them: start on random ports, answer health and metrics, stop on SIGTERM
 //! with exit code 0; refuse bad configuration with one clear line.
 
+#![allow(clippy::disallowed_methods)] // test clients of servers the test starts
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use e2e::{ServiceProcess, random_ports, run_to_failure, services, wait_until_ok};

@@ -2,6 +2,7 @@
 //! to a Kafka-protocol broker running as its own process
 //! (`kafka-mock-cluster`), and a consumer group in this test reads them.
 
+#![allow(clippy::disallowed_methods)] // test clients of servers the test starts
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Stdio;

@@ -3,6 +3,7 @@
 //! `/api/v1/chat/ws` with the token the gateway's login issued.
 
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // test clients of servers the test starts
 
 use std::time::Duration;
 use test_support::http::FetchJson;

@@ -5,6 +5,7 @@
 //! schemathesis has). Both tools are pinned in
 //! `scripts/requirements-api.txt`; `make test` installs them.
 
+#![allow(clippy::disallowed_methods)] // test clients of servers the test starts
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! users binary holds the platform secret, the gateway binary only its own
 //! derived key, and an operator's token comes from the `platform` CLI.
 
+#![allow(clippy::disallowed_methods)] // test clients of servers the test starts
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use e2e::{SERVICE_SECRET, ServiceProcess, random_ports, wait_until_ok};

@@ -14,6 +14,8 @@
 //! - [`events`]: CloudEvents over Kafka (feature `kafka`) or an in-process
 //!   bus;
 //! - [`auth`]: the access tokens the gateway signs and services verify;
+//! - [`clients`]: the constructors of every outbound client, each with
+//!   the timeouts it requires;
 //! - [`json`]: whole numbers in request bodies, as JSON Schema reads them;
 //! - [`redis`] (feature `redis`): connecting a command client and a subscriber to Redis;
 //! - [`server`]: the host that serves one service's HTTP and gRPC APIs with
@@ -22,6 +24,7 @@
 pub mod auth;
 #[cfg(feature = "cache")]
 pub mod cache;
+pub mod clients;
 pub mod config;
 pub mod discovery;
 pub mod events;

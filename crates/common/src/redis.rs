@@ -64,6 +64,7 @@ pub struct RedisConnectError {
 /// connected (reconnecting with backoff if the connection drops later);
 /// fails if Redis does not answer within a few seconds. Each command fails
 /// after `options.command_timeout`.
+#[allow(clippy::disallowed_methods)] // the one place Redis clients are made
 pub async fn connect(
     url: &str,
     options: &RedisOptions,
@@ -104,6 +105,7 @@ pub fn parse(url: &str) -> Result<Config, RedisConnectError> {
 /// A command client that connects, and reconnects every 500 ms, in the
 /// background on the calling thread's runtime; a command fails after
 /// `command_timeout` rather than waiting for a connection.
+#[allow(clippy::disallowed_methods)] // the one place Redis clients are made
 pub fn background_client(
     config: Config,
     command_timeout: Duration,

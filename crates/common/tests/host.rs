@@ -1,6 +1,7 @@
 //! A service host on random ports, driven over real HTTP and gRPC.
 
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // test clients of servers the test starts
 
 use std::time::Duration;
 use test_support::http::FetchJson;

@@ -3,6 +3,7 @@
 //! server fails the test).
 
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // test clients of servers the test starts
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Assertions on HTTP answers.
 
+#![allow(clippy::disallowed_methods)] // test clients talk to loopback servers the test owns
+
 use common::problem::{CONTENT_TYPE, ProblemBody};
 
 /// Asserts that `res` is a problem body with `status` and `code`, in the

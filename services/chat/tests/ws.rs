@@ -1,6 +1,7 @@
 //! The chat service through real WebSocket connections on a random port.
 
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // test clients of servers the test starts
 
 use std::time::Duration;
 use test_support::http::FetchJson;

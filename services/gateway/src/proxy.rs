@@ -44,7 +44,10 @@ pub struct Passthrough {
 }
 
 impl Passthrough {
-    /// Must be called on the worker thread that will use it.
+    /// Must be called on the worker thread that will use it. Connections
+    /// give up after a second; each request carries the upstream timeout
+    /// ([`forward_to`]).
+    #[allow(clippy::disallowed_methods)] // the one place awc clients are made
     pub fn for_this_worker() -> Self {
         let connector = awc::Connector::new()
             .timeout(Duration::from_secs(1))

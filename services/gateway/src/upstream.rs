@@ -20,7 +20,7 @@ use resilience::clock::Clock;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::problem::ApiError;
 
@@ -241,10 +241,14 @@ impl Upstream {
         if let Some(channel) = channels.get(&authority) {
             return Some(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{authority}"))
-            .ok()?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true);
+        let endpoint = common::clients::grpc_endpoint(
+            format!("http://{authority}"),
+            common::clients::Timeouts {
+                connect: Duration::from_secs(1),
+                request: self.timeout,
+            },
+        )
+        .ok()?;
         let channel = endpoint.connect_lazy();
         channels.insert(authority, channel.clone());
         Some(channel)

@@ -2,6 +2,7 @@
 //! per address: guesses at one account from many addresses count as one.
 
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // test clients of servers the test starts
 
 use common::service::Shared;
 use gateway::test_util::{TestApp, spawn_app};

@@ -2,6 +2,7 @@
 //! listed origins, the headers browser clients must read exposed.
 
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // test clients of servers the test starts
 
 use common::service::Shared;
 use gateway::test_util::spawn_app;

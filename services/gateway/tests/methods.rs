@@ -1,6 +1,7 @@
 //! A wrong method on a known path is a 405 that says which methods work.
 
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // test clients of servers the test starts
 
 use common::service::Shared;
 use gateway::test_util::spawn_app;

@@ -3,6 +3,7 @@
 //! gateway --test openapi`), and every operation it documents is routed.
 
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // test clients of servers the test starts
 
 use common::service::Shared;
 use serde_json::Value;

@@ -102,7 +102,11 @@ pub async fn spawn_app(options: Options, shared: &Shared) -> TestApp {
         .await
         .unwrap_or_else(|e| panic!("users must start: {}", common::exit::chain(&e)));
     let host = TestHost::spawn(builder);
-    let channel = tonic::transport::Endpoint::from_shared(host.grpc_url())
+    let timeouts = common::clients::Timeouts {
+        connect: std::time::Duration::from_secs(5),
+        request: std::time::Duration::from_secs(30),
+    };
+    let channel = common::clients::grpc_endpoint(host.grpc_url(), timeouts)
         .expect("a valid URL")
         .connect()
         .await

@@ -53,10 +53,13 @@ impl ConsulRegistry {
         token: Option<Secret>,
         blocking_wait: Duration,
     ) -> Self {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
+        // A blocking query legitimately waits `blocking_wait`; Consul adds
+        // up to 1/16 of it as jitter, so a call gets that and ten seconds.
+        let client = crate::clients::http(crate::clients::Timeouts {
+            connect: Duration::from_secs(5),
+            request: blocking_wait + blocking_wait / 16 + Duration::from_secs(10),
+        })
+        .unwrap_or_default();
         Self {
             inner: Arc::new(Inner {
                 client,

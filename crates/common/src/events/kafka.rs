@@ -27,6 +27,7 @@ pub struct KafkaBus {
 
 /// What producers and consumers share: where the brokers are and how to
 /// sign in to them.
+#[allow(clippy::disallowed_methods)] // the one place Kafka clients are configured
 fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.brokers);
