@@ -14,7 +14,9 @@
 //!
 //! An event that fails to publish `max_attempts` times is parked (kept with
 //! its last error, `outbox_parked`), so one poison event does not stall the
-//! rest; `RetryParkedEvents` puts them back. Sent rows are pruned after
+//! rest; `RetryParkedEvents` puts them back. Only failures that are about
+//! the event count: a refusal for good, or a failure while the bus took the
+//! rest of the batch; a bus that is down parks nothing. Sent rows are pruned after
 //! `retention` (the events themselves stay in the log).
 
 use std::sync::Arc;
@@ -112,6 +114,11 @@ impl OutboxRelay {
                 .map(|(entry, event)| self.bus.publish(&entry.topic, event)),
         )
         .await;
+        // A failure counts against an event (towards parking) when the
+        // bus refused that event for good, or took others of the same
+        // batch: when every publish failed, the bus is down, which says
+        // nothing about any one event, and nothing is parked for it.
+        let bus_took_some = results.iter().any(Result::is_ok);
         let mut sent = Vec::with_capacity(pending.len());
         let mut failure = None;
         for (entry, result) in pending.iter().zip(results) {
@@ -120,6 +127,9 @@ impl OutboxRelay {
                     metrics::counter!("outbox_published_total", "topic" => entry.topic.clone())
                         .increment(1);
                     sent.push(entry.event.position);
+                }
+                Err(error) if !(bus_took_some || error.is_permanent()) => {
+                    failure.get_or_insert(error);
                 }
                 Err(error) => {
                     let parked = self

@@ -284,6 +284,8 @@ async fn an_idle_relay_publishes_as_soon_as_a_command_commits() {
 struct Poisoned {
     inner: MemoryBus,
     poison: (&'static str, &'static str),
+    /// Every publish fails, as with no broker reachable.
+    down: bool,
 }
 
 #[async_trait::async_trait]
@@ -298,9 +300,15 @@ impl EventBus for Poisoned {
         event: &common::events::CloudEvent,
     ) -> Result<(), common::events::EventBusError> {
         if (event.event_type.as_str(), event.subject.as_str()) == self.poison {
+            return Err(common::events::EventBusError::Rejected {
+                topic: topic.to_owned(),
+                reason: "the broker rejects this record".into(),
+            });
+        }
+        if self.down {
             return Err(common::events::EventBusError::Publish {
                 topic: topic.to_owned(),
-                source: "the broker rejects this record".into(),
+                source: "all brokers down".into(),
             });
         }
         self.inner.publish(topic, event).await
@@ -323,9 +331,22 @@ async fn a_poison_event_is_parked_after_its_attempts_and_the_rest_flow() {
         .unwrap();
     write_history(&store).await;
     let bus = MemoryBus::default();
+    // An outage first: every publish fails, which says nothing about any
+    // one event, so nothing is parked however long it lasts.
+    let outage = Poisoned {
+        inner: bus.clone(),
+        poison: ("", ""),
+        down: true,
+    };
+    let relay = OutboxRelay::new(store.clone(), Arc::new(outage), relay_config());
+    for _ in 0..5 {
+        assert!(relay.relay_once().await.is_err());
+    }
+    assert!(store.parked_outbox().await.unwrap().is_empty());
     let poisoned = Poisoned {
         inner: bus.clone(),
         poison: ("UserCreated", "2"),
+        down: false,
     };
     let relay = OutboxRelay::new(store.clone(), Arc::new(poisoned), relay_config());
     // Attempts 1 and 2 fail (the rest of each batch is sent); the third parks it.

@@ -37,6 +37,24 @@ fn client_config(config: &KafkaConfig) -> ClientConfig {
     client
 }
 
+/// Errors about the record itself, which no retry can fix.
+pub(super) fn is_permanent(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::MessageSizeTooLarge
+                | Code::InvalidMessageSize
+                | Code::InvalidMessage
+                | Code::InvalidRecord
+                | Code::MessageBatchTooLarge
+                | Code::TopicAuthorizationFailed
+                | Code::InvalidTopic
+                | Code::InvalidRequiredAcks
+        )
+    )
+}
+
 fn client_error(error: rdkafka::error::KafkaError) -> EventBusError {
     EventBusError::Client(Box::new(error))
 }
@@ -50,6 +68,14 @@ impl KafkaBus {
             .set("linger.ms", "2")
             .set(
                 "message.timeout.ms",
+                config.message_timeout.as_millis().to_string(),
+            )
+            // A request in flight to a broker that stopped answering is
+            // failed by this, not by the message timeout: without it a
+            // publish could outlast `KAFKA_MESSAGE_TIMEOUT` (and the outbox
+            // lease sized from it) by librdkafka's 30 s default.
+            .set(
+                "request.timeout.ms",
                 config.message_timeout.as_millis().to_string(),
             )
             .create()

@@ -61,6 +61,9 @@ pub struct Delivery {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventBusError {
+    /// The bus will never take this event (see [`EventBusError::is_permanent`]).
+    #[error("{topic} refuses this event: {reason}")]
+    Rejected { topic: String, reason: String },
     #[error("cannot publish to {topic}")]
     Publish {
         topic: String,
@@ -82,6 +85,23 @@ pub enum EventBusError {
     },
     #[error("the event bus client could not be created")]
     Client(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl EventBusError {
+    /// The bus refused this event for good (too large, malformed, not
+    /// allowed on the topic): sending it again cannot succeed. Timeouts
+    /// and unreachable brokers are not permanent: they say nothing about
+    /// the event.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Rejected { .. } => true,
+            #[cfg(feature = "kafka")]
+            Self::Publish { source, .. } => source
+                .downcast_ref::<rdkafka::error::KafkaError>()
+                .is_some_and(kafka::is_permanent),
+            _ => false,
+        }
+    }
 }
 
 #[async_trait]
