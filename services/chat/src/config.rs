@@ -44,6 +44,8 @@ pub struct Limits {
     pub max_mentions: usize,
     /// Events waiting for the bus, per process, before new ones are shed.
     pub event_queue: usize,
+    /// How long one frame may wait for the client to take it.
+    pub send_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -82,6 +84,7 @@ impl Config {
             large_room: env.get("LARGE_ROOM", 50)?,
             max_mentions: env.get("MAX_MENTIONS", 10)?,
             event_queue: env.get("EVENT_QUEUE", 10_000)?,
+            send_timeout: env.get("SEND_TIMEOUT", Duration::from_secs(10))?,
         };
         if limits.heartbeat >= limits.idle_timeout {
             return Err(ConfigError::Invalid {

@@ -87,6 +87,10 @@ pub async fn run(
     );
     tokio::pin!(expired);
     let limits = chat.limits.clone();
+    // Every write to the client is bounded: one that stopped reading is
+    // closed (4008) rather than holding this loop, which must keep seeing
+    // the drain signal, its token's expiry and its queue.
+    let send_timeout = limits.send_timeout;
     let mut stream = stream
         .max_frame_size(limits.max_frame_bytes)
         .aggregate_continuations()
@@ -116,9 +120,15 @@ pub async fn run(
             }),
             next = reg.outbound.next() => match next {
                 Outgoing::End(end) => break Some(reason(end)),
-                Outgoing::Ping => if session.ping(b"").await.is_err() { break None },
+                Outgoing::Ping => {
+                    if !delivered(tokio::time::timeout(send_timeout, session.ping(b"")).await) {
+                        break Some(reason(End::TooSlow));
+                    }
+                }
                 Outgoing::Frame(frame) => tokio::select! {
-                    sent = session.text(frame) => if sent.is_err() { break None },
+                    sent = tokio::time::timeout(send_timeout, session.text(frame)) => {
+                        if !delivered(sent) { break Some(reason(End::TooSlow)) }
+                    }
                     end = reg.outbound.ended() => break Some(reason(end)),
                 },
             },
@@ -143,11 +153,13 @@ pub async fn run(
                         }
                     }
                     actix_ws::AggregatedMessage::Binary(_) => {
-                        let reply = error("unsupported", "frames are JSON text", None);
-                        if session.text(reply).await.is_err() { break None }
+                        let answer = error("unsupported", "frames are JSON text", None);
+                        if !reply(&mut session, answer, send_timeout).await { break Some(reason(End::TooSlow)) }
                     }
                     actix_ws::AggregatedMessage::Ping(bytes) => {
-                        if session.pong(&bytes).await.is_err() { break None }
+                        if !delivered(tokio::time::timeout(send_timeout, session.pong(&bytes)).await) {
+                            break Some(reason(End::TooSlow));
+                        }
                     }
                     actix_ws::AggregatedMessage::Pong(_) => {}
                     actix_ws::AggregatedMessage::Close(_) => break Some(CloseCode::Normal.into()),
@@ -160,14 +172,27 @@ pub async fn run(
         for room in chat.hub.rooms_of(reg.id) {
             leave(&chat, &reg, &room).await;
         }
-        let _ = session.close(close).await;
+        // A client that stopped reading cannot take the close either.
+        let _ = tokio::time::timeout(send_timeout, session.close(close)).await;
     })
     .await;
 }
 
-/// Writes one frame; false when the connection is gone.
-async fn reply(session: &mut actix_ws::Session, text: String) -> bool {
-    session.text(text).await.is_ok()
+/// Writes one frame; false when the connection is gone or the client did
+/// not take it within `CHAT_SEND_TIMEOUT` (it stopped reading).
+async fn reply(session: &mut actix_ws::Session, text: String, within: Duration) -> bool {
+    delivered(tokio::time::timeout(within, session.text(text)).await)
+}
+
+/// Whether a write bounded by a timeout went out.
+fn delivered(outcome: Result<Result<(), actix_ws::Closed>, tokio::time::error::Elapsed>) -> bool {
+    match outcome {
+        Ok(sent) => sent.is_ok(),
+        Err(_) => {
+            metrics::counter!("chat_send_timeouts_total").increment(1);
+            false
+        }
+    }
 }
 
 async fn handle(
@@ -180,7 +205,12 @@ async fn handle(
     let frame: ClientFrame = match serde_json::from_str(text) {
         Ok(frame) => frame,
         Err(e) => {
-            let sent = reply(session, error("bad_frame", &e.to_string(), None)).await;
+            let sent = reply(
+                session,
+                error("bad_frame", &e.to_string(), None),
+                chat.limits.send_timeout,
+            )
+            .await;
             return if sent {
                 Next::Continue
             } else {
@@ -201,6 +231,7 @@ async fn handle(
         let sent = reply(
             session,
             error("rate_limited", "too many frames; slow down", None),
+            chat.limits.send_timeout,
         )
         .await;
         return if sent {
@@ -238,7 +269,7 @@ async fn handle(
             error("not_joined", "join the room first", Some(&room))
         }
     };
-    if reply(session, answer).await {
+    if reply(session, answer, chat.limits.send_timeout).await {
         Next::Continue
     } else {
         Next::Close(CloseCode::Normal.into())

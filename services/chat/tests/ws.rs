@@ -577,6 +577,52 @@ async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_its_own_replies_is_closed_within_the_send_timeout() {
+    run(async {
+        let server = server(&[("CHAT_SEND_TIMEOUT", "500ms")]).await;
+        let mut greedy = Client::connect(&server, 7, "greedy").await;
+        // Pings, never reading the pongs, until the socket takes no more:
+        // chat's pongs pile up in front of a client that does not read.
+        let payload = vec![b'p'; 125];
+        let _ = tokio::time::timeout(Duration::from_secs(4), async {
+            loop {
+                let ping = ws::Message::Ping(payload.clone().into());
+                if greedy.socket.send(ping).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        // Chat gave up on it: reading now finds the end of the stream (a
+        // close frame if one still fit) instead of a session that waits on
+        // the client for ever.
+        let code = greedy.closed().await;
+        assert!(
+            matches!(
+                code,
+                None | Some(CloseCode::Other(chat::hub::SLOW_CONSUMER))
+            ),
+            "{code:?}"
+        );
+        let text = reqwest::get(format!("{}/metrics", server.host.admin_url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains("chat_send_timeouts_total"),
+            "the timeout is counted"
+        );
+        // The service is unaffected: another client is served at once.
+        let mut other = Client::connect(&server, 8, "other").await;
+        other.join("after").await;
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn two_replicas_on_one_redis_share_rooms_presence_and_history() {
     run(async {
         let prefix = format!("chat-ws-test:{}:", uuid::Uuid::new_v4().simple());
