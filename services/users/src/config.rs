@@ -25,6 +25,7 @@ pub struct Config {
     /// `postgres://…` in production; a SQLite file by default.
     pub database_url: SecretUrl,
     pub database_max_connections: u32,
+    pub database_timeouts: crate::store::DatabaseTimeouts,
     /// Kafka when `KAFKA_BROKERS` is set, otherwise the in-process bus.
     pub events: EventBusConfig,
     pub relay: RelayConfig,
@@ -47,6 +48,13 @@ impl Config {
         Ok(Self {
             database_url: env.get("DATABASE_URL", SecretUrl::new("sqlite://data/users.db"))?,
             database_max_connections: env.get("DATABASE_MAX_CONNECTIONS", 10)?,
+            database_timeouts: {
+                let defaults = crate::store::DatabaseTimeouts::default();
+                crate::store::DatabaseTimeouts {
+                    acquire: env.get("DATABASE_ACQUIRE_TIMEOUT", defaults.acquire)?,
+                    statement: env.get("DATABASE_STATEMENT_TIMEOUT", defaults.statement)?,
+                }
+            },
             events,
             relay: RelayConfig {
                 batch: env.get("OUTBOX_BATCH", 256)?,

@@ -52,9 +52,10 @@ impl ReadinessCheck for DatabaseCheck {
 /// The service's gRPC API, readiness checks and background work on a
 /// host, not yet bound.
 pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder, StartError> {
-    let store = Store::connect(
+    let store = Store::connect_with(
         config.database_url.expose(),
         config.database_max_connections,
+        config.database_timeouts,
     )
     .await?;
     let redis = match &config.redis_url {

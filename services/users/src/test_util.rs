@@ -153,3 +153,15 @@ pub async fn stores(dir: &TempDir) -> Vec<(&'static str, crate::store::Store)> {
         .expect("PostgreSQL opens");
     vec![("sqlite", sqlite), ("postgres", postgres)]
 }
+
+/// Runs `SELECT pg_sleep(seconds)` on `store`'s PostgreSQL: how a test
+/// sees the statement timeout at work.
+pub async fn sleep_in_database(
+    store: &crate::store::Store,
+    seconds: f64,
+) -> Result<(), crate::store::StoreError> {
+    sqlx::query(&format!("SELECT CAST(pg_sleep({seconds}) AS TEXT)"))
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}

@@ -442,3 +442,26 @@ async fn replay_rebuilds_byte_identical_read_models() {
         assert!(store.credentials("ann").await.unwrap().is_some());
     }
 }
+
+#[tokio::test]
+async fn a_postgres_statement_past_the_statement_timeout_is_cancelled() {
+    let timeouts = users::store::DatabaseTimeouts {
+        acquire: Duration::from_secs(5),
+        statement: Duration::from_millis(200),
+    };
+    let store = Store::connect_with(&fresh_postgres_url().await, 2, timeouts)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let outcome = users::test_util::sleep_in_database(&store, 5.0).await;
+    assert!(outcome.is_err(), "cancelled by the server");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // The pool is fine afterwards.
+    users::test_util::sleep_in_database(&store, 0.01)
+        .await
+        .unwrap();
+}

@@ -86,25 +86,69 @@ pub struct Store {
     queued: std::sync::Arc<tokio::sync::Notify>,
 }
 
+/// How long the store waits on its database (`USERS_DATABASE_ACQUIRE_TIMEOUT`,
+/// `USERS_DATABASE_STATEMENT_TIMEOUT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DatabaseTimeouts {
+    /// For a connection from the pool (or a new one).
+    pub acquire: std::time::Duration,
+    /// For one statement, enforced by PostgreSQL.
+    pub statement: std::time::Duration,
+}
+
+impl Default for DatabaseTimeouts {
+    fn default() -> Self {
+        Self {
+            acquire: std::time::Duration::from_secs(5),
+            statement: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
 impl Store {
-    /// Connects, creating a SQLite file if needed, and runs migrations.
-    /// Waiting for a pooled connection gives up after five seconds.
-    #[allow(clippy::disallowed_methods)] // the one place pools are made
+    /// Connects, creating a SQLite file if needed, and runs migrations,
+    /// with the default [`DatabaseTimeouts`].
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::connect_with(url, max_connections, DatabaseTimeouts::default()).await
+    }
+
+    /// As [`Store::connect`]: waiting for a pooled (or new) connection gives
+    /// up after `timeouts.acquire`; on PostgreSQL each statement is
+    /// cancelled by the server after `timeouts.statement`.
+    #[allow(clippy::disallowed_methods)] // the one place pools are made
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        timeouts: DatabaseTimeouts,
+    ) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of(url)?;
         let options = match backend {
             // One writer at a time is SQLite's model; a single connection
             // serialises transactions instead of failing them with BUSY.
             Backend::Sqlite => AnyPoolOptions::new().max_connections(1),
-            Backend::Postgres => AnyPoolOptions::new().max_connections(max_connections),
+            Backend::Postgres => {
+                let statement_timeout = format!(
+                    "SET statement_timeout = {}",
+                    timeouts.statement.as_millis().max(1)
+                );
+                AnyPoolOptions::new()
+                    .max_connections(max_connections)
+                    .after_connect(move |conn, _| {
+                        let statement_timeout = statement_timeout.clone();
+                        Box::pin(async move {
+                            sqlx::Executor::execute(conn, statement_timeout.as_str()).await?;
+                            Ok(())
+                        })
+                    })
+            }
         };
         let url = match backend {
             Backend::Sqlite => sqlite_url(url)?,
             Backend::Postgres => url.to_owned(),
         };
         let pool = options
-            .acquire_timeout(std::time::Duration::from_secs(5))
+            .acquire_timeout(timeouts.acquire)
             .connect(&url)
             .await?;
         if backend == Backend::Sqlite {
@@ -140,6 +184,11 @@ impl Store {
     /// (parked ones put back).
     pub fn events_queued_notify(&self) {
         self.queued.notify_one();
+    }
+
+    #[cfg(feature = "test-util")]
+    pub(crate) fn pool(&self) -> &sqlx::AnyPool {
+        &self.pool
     }
 
     pub fn backend(&self) -> Backend {
