@@ -131,3 +131,43 @@ async fn with_redis_gone_requests_skip_it_users_stays_ready_and_nothing_stale_fo
     .await;
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_starts_and_answers_while_its_redis_is_down() {
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
+    redis.kill();
+    let options = users::test_util::Options {
+        redis_url: Some(url),
+        ..Default::default()
+    };
+    // Starting at all is the point: a pod restarted during a Redis outage
+    // must not crash-loop over its cache.
+    let p = Platform::start_with_users(&[], options).await;
+    let ann = p.sign_up("ann").await;
+    let id = ann["id"].as_u64().unwrap();
+    for _ in 0..3 {
+        let res = p
+            .client
+            .get(format!("{}/api/v1/users/{id}", p.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    // And once Redis is there, the cache takes it up without a restart.
+    redis.restart();
+    eventually(
+        Duration::from_secs(20),
+        "the cache to find Redis",
+        || async {
+            counter(
+                &p.metrics().await,
+                "backend_recovered_total",
+                "user=\"cache\"",
+            ) >= 1.0
+        },
+    )
+    .await;
+    p.stop().await;
+}

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use common::auth::{ServiceCredentials, ServiceSecret};
 use platform_proto::users::v1 as pb;
 use platform_proto::users::v1::user_service_client::UserServiceClient;
-use tonic::transport::Channel;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,7 +32,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ));
     let mut channels = Vec::new();
     for _ in 0..connections.max(1) {
-        channels.push(Channel::from_shared(addr.clone())?.connect().await?);
+        let timeouts = common::clients::Timeouts {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(30),
+        };
+        channels.push(
+            common::clients::grpc_endpoint(addr.clone(), timeouts)?
+                .connect()
+                .await?,
+        );
     }
     let run_id = std::process::id();
     let deadline = Instant::now() + Duration::from_secs(seconds);

@@ -73,7 +73,41 @@ pub async fn connect(
         url: crate::config::redact_url(url),
         source,
     };
-    let config = parse(url)?;
+    let (client, subscriber) = build(url, options, true)?;
+    client.init().await.map_err(err)?;
+    subscriber.init().await.map_err(err)?;
+    Ok((client, subscriber))
+}
+
+/// As [`connect`], but returns at once and connects (and reconnects) in
+/// the background: for a service that must start and answer while Redis is
+/// down, its commands failing (after the command timeout) until Redis
+/// answers. Only a malformed URL is an error.
+pub fn connect_in_background(
+    url: &str,
+    options: &RedisOptions,
+) -> Result<(Client, SubscriberClient), RedisConnectError> {
+    let (client, subscriber) = build(url, options, false)?;
+    // The connection tasks run until the clients are dropped.
+    drop(client.connect());
+    drop(subscriber.connect());
+    Ok((client, subscriber))
+}
+
+#[allow(clippy::disallowed_methods)] // the one place Redis clients are made
+fn build(
+    url: &str,
+    options: &RedisOptions,
+    fail_fast: bool,
+) -> Result<(Client, SubscriberClient), RedisConnectError> {
+    let err = |source| RedisConnectError {
+        url: crate::config::redact_url(url),
+        source,
+    };
+    let mut config = parse(url)?;
+    // false: a first connection that fails is retried by the reconnect
+    // policy instead of ending the client.
+    config.fail_fast = fail_fast;
     let mut builder = Builder::from_config(config);
     builder
         .with_connection_config(|c| {
@@ -88,8 +122,6 @@ pub async fn connect(
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
     let client = builder.build().map_err(err)?;
     let subscriber = builder.build_subscriber_client().map_err(err)?;
-    client.init().await.map_err(err)?;
-    subscriber.init().await.map_err(err)?;
     Ok((client, subscriber))
 }
 

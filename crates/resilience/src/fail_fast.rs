@@ -22,8 +22,10 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Checks the backend once; true when it answered.
 pub type Probe = Arc<dyn Fn() -> BoxFuture<bool> + Send + Sync>;
-/// Runs after a successful probe, before calls are let through again.
-pub type Hook = Arc<dyn Fn() -> BoxFuture<()> + Send + Sync>;
+/// Runs after a successful probe, before calls are let through again; false
+/// keeps the backend marked down (the repair did not complete) and probing
+/// goes on.
+pub type Hook = Arc<dyn Fn() -> BoxFuture<bool> + Send + Sync>;
 
 #[derive(Clone, Copy, Debug)]
 pub struct FailFastConfig {
@@ -162,8 +164,10 @@ impl FailFast {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            if let Some(hook) = hook {
-                hook().await;
+            if let Some(hook) = hook
+                && !hook().await
+            {
+                continue;
             }
             inner.consecutive.store(0, Ordering::Relaxed);
             inner.recoveries.fetch_add(1, Ordering::AcqRel);
@@ -211,7 +215,10 @@ mod tests {
         let seen = hooked.clone();
         guard.on_recovery(Arc::new(move || {
             let seen = seen.clone();
-            Box::pin(async move { seen.store(true, Ordering::Release) })
+            Box::pin(async move {
+                seen.store(true, Ordering::Release);
+                true
+            })
         }));
         guard.failed(&"one");
         assert!(guard.allow(), "one failure is not an outage");

@@ -89,9 +89,13 @@ impl OutboxRelay {
 
     /// Publishes one batch; returns how many events were marked sent.
     ///
-    /// The batch is handed to the bus at once (the Kafka producer keeps
-    /// order per partition) and marked sent up to the first failure;
-    /// anything after it is retried next round.
+    /// The batch is handed to the bus at once and every event that went
+    /// out is marked sent; failed ones are retried next round. Order per
+    /// aggregate comes from the producer: it is idempotent and keyed by
+    /// aggregate, so when one record of a partition fails for a passing
+    /// reason, the ones behind it fail too and are retried behind it. An
+    /// event refused for good is parked, which leaves a gap in its
+    /// aggregate's versions for consumers to see.
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
         // Taken or renewed per batch: a batch always starts with a full
         // lease ahead of it.

@@ -2,6 +2,7 @@
 //! cluster) and the in-process bus.
 
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // test clients of servers the test starts
 
 use test_support::TempDir;
 

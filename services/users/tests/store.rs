@@ -2,6 +2,7 @@
 //! against PostgreSQL and SQLite.
 
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // test clients of servers the test starts
 
 use std::time::Duration;
 

@@ -60,13 +60,14 @@ fn channel(name: &str) -> String {
 }
 
 impl RedisLevel {
-    /// Connects a command client and a subscriber; fails if Redis does not
-    /// answer within a few seconds.
+    /// A command client and a subscriber that connect in the background:
+    /// a service with a cache starts while Redis is down (only a malformed
+    /// URL fails), and the level counts as down until a probe finds Redis.
     pub async fn connect(
         url: &str,
         options: &crate::redis::RedisOptions,
     ) -> Result<Self, RedisConnectError> {
-        let (client, subscriber) = crate::redis::connect(url, options).await?;
+        let (client, subscriber) = crate::redis::connect_in_background(url, options)?;
         let probe = client.clone();
         let guard = FailFast::new(
             "redis",
@@ -78,6 +79,16 @@ impl RedisLevel {
             }),
         );
         crate::redis::trip_on_connection_errors(&client, guard.clone());
+        // A Redis that is up is used from the first request; one that does
+        // not answer within a second leaves the level down until a probe
+        // finds it (the start is not held up, no lookup waits for it).
+        let connected = tokio::time::timeout(Duration::from_secs(1), async {
+            client.wait_for_connect().await.is_ok() && subscriber.wait_for_connect().await.is_ok()
+        })
+        .await;
+        if !matches!(connected, Ok(true)) {
+            guard.trip(&"Redis did not answer at start");
+        }
         Ok(Self {
             client,
             subscriber,
@@ -230,8 +241,18 @@ impl RedisLevel {
         tokio::spawn(async move {
             // Resubscribes after a reconnect.
             let _resubscribe = subscriber.manage_subscriptions();
-            if let Err(error) = subscriber.subscribe(channel(&name)).await {
-                tracing::warn!(%error, cache = name, "cannot subscribe to cache invalidations");
+            // Until the subscription holds, invalidations from the others
+            // would be missed: keep trying (the level stays usable, and the
+            // reconnect handling below clears what may be stale).
+            while let Err(error) = subscriber.subscribe(channel(&name)).await {
+                tracing::warn!(%error, cache = name, "cannot subscribe to cache invalidations yet");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if cache.strong_count() == 0 {
+                    return;
+                }
+            }
+            if let Some(cache) = cache.upgrade() {
+                cache.forget_all_locally().await;
             }
             level.load_generation(&name).await;
             loop {
@@ -289,25 +310,29 @@ impl RedisLevel {
                     cache.forget_all_locally().await;
                 }
                 let generation_key = generation_key(&name);
-                let result = if level.missed.swap(false, Ordering::AcqRel) {
-                    let bumped = level.client.incr::<u64, _>(&generation_key).await;
-                    if bumped.is_ok() {
-                        let _ = level
-                            .client
-                            .publish::<(), _, _>(channel(&name), EVERYTHING)
-                            .await;
-                    } else {
-                        level.missed.store(true, Ordering::Release);
+                // Until every replica has been told, Redis stays bypassed
+                // and this runs again at the next probe.
+                let generation = if level.missed.load(Ordering::Acquire) {
+                    let Ok(bumped) = level.client.incr::<u64, _>(&generation_key).await else {
+                        return false;
+                    };
+                    let told = level
+                        .client
+                        .publish::<(), _, _>(channel(&name), EVERYTHING)
+                        .await;
+                    if told.is_err() {
+                        return false;
                     }
-                    bumped.map(Some)
+                    level.missed.store(false, Ordering::Release);
+                    bumped
                 } else {
-                    level.client.get::<Option<u64>, _>(&generation_key).await
+                    match level.client.get::<Option<u64>, _>(&generation_key).await {
+                        Ok(generation) => generation.unwrap_or(0),
+                        Err(_) => return false,
+                    }
                 };
-                if let Ok(generation) = result {
-                    level
-                        .generation
-                        .store(generation.unwrap_or(0), Ordering::Release);
-                }
+                level.generation.store(generation, Ordering::Release);
+                true
             })
         }));
     }

@@ -48,7 +48,6 @@ pub(super) fn is_permanent(error: &rdkafka::error::KafkaError) -> bool {
                 | Code::InvalidMessage
                 | Code::InvalidRecord
                 | Code::MessageBatchTooLarge
-                | Code::TopicAuthorizationFailed
                 | Code::InvalidTopic
                 | Code::InvalidRequiredAcks
         )

@@ -455,16 +455,25 @@ async fn pump(
     // A frame read from one side that its writer has no room for yet.
     let mut for_chat: Option<Message> = None;
     let mut for_client: Option<(Outgoing, tokio::time::Instant)> = None;
+    // Set once a writer's handle has completed inside the loop: a finished
+    // JoinHandle must not be polled again.
+    let (mut client_writer_done, mut chat_writer_done) = (false, false);
     let end = loop {
         let deadline = for_client
             .as_ref()
             .map_or_else(|| tokio::time::Instant::now() + timeout, |(_, at)| *at);
         tokio::select! {
-            _ = &mut client_writer => break End::Slow,
-            _ = &mut chat_writer => break End::Upstream(Some(CloseReason {
-                code: CloseCode::Away,
-                description: Some("chat stopped taking messages".into()),
-            })),
+            _ = &mut client_writer => {
+                client_writer_done = true;
+                break End::Slow;
+            }
+            _ = &mut chat_writer => {
+                chat_writer_done = true;
+                break End::Upstream(Some(CloseReason {
+                    code: CloseCode::Away,
+                    description: Some("chat stopped taking messages".into()),
+                }));
+            }
             () = closing.cancelled() => break End::Both(CloseReason {
                 code: CloseCode::Away,
                 description: Some("gateway shutting down; reconnect".into()),
@@ -541,16 +550,20 @@ async fn pump(
     };
     let _ = tokio::time::timeout(timeout, to_chat.send(Message::Close(chat_reason))).await;
     drop((to_chat, to_client));
-    if !matches!(
-        tokio::time::timeout(timeout, &mut chat_writer).await,
-        Ok(Ok(true))
-    ) {
+    if !chat_writer_done
+        && !matches!(
+            tokio::time::timeout(timeout, &mut chat_writer).await,
+            Ok(Ok(true))
+        )
+    {
         chat_writer.abort();
     }
-    if !matches!(
-        tokio::time::timeout(timeout, &mut client_writer).await,
-        Ok(Ok(true))
-    ) {
+    if !client_writer_done
+        && !matches!(
+            tokio::time::timeout(timeout, &mut client_writer).await,
+            Ok(Ok(true))
+        )
+    {
         client_writer.abort();
     }
     let _ = tokio::time::timeout(timeout, session.close(client_reason)).await;

@@ -21,10 +21,12 @@ use crate::store::{Idempotency, Replay, Store, StoreError};
 use platform_proto::{IDEMPOTENCY_KEY, IDEMPOTENCY_MISMATCH, IDEMPOTENCY_SCOPE};
 
 /// The request's idempotency key, if it has one, with the fingerprint of
-/// what it asks (`method` and the encoded message).
-pub(crate) fn idempotency<M: prost::Message>(
+/// what it asks (`method` and `what`, the encoded message minus any secret:
+/// a fast hash of a password must never be stored).
+pub(crate) fn idempotency<M>(
     request: &tonic::Request<M>,
     method: &'static str,
+    what: &[u8],
 ) -> Result<Option<Idempotency>, Status> {
     use sha2::Digest as _;
     let metadata = request.metadata();
@@ -46,7 +48,7 @@ pub(crate) fn idempotency<M: prost::Message>(
     let mut digest = sha2::Sha256::new();
     digest.update(method.as_bytes());
     digest.update([0]);
-    digest.update(request.get_ref().encode_to_vec());
+    digest.update(what);
     let fingerprint = digest
         .finalize()
         .iter()
@@ -96,10 +98,18 @@ where
         return Ok(answer);
     }
     match create(Some(&idempotency)).await {
-        // The same key committed by a concurrent request a moment ago.
-        Err(StoreError::IdempotencyRace) => replayed(store)
-            .await?
-            .ok_or_else(|| Status::aborted("retry the request")),
+        // The same key committed by a concurrent request a moment ago (a
+        // sign-up's twin trips over the username first): its answer is
+        // this one's.
+        Err(error @ (StoreError::IdempotencyRace | StoreError::Taken { .. })) => {
+            match replayed(store).await? {
+                Some(answer) => Ok(answer),
+                None if matches!(error, StoreError::Taken { .. }) => Err(store_status(error)),
+                // Committed, yet not readable here yet: the gateway
+                // retries (the key makes that safe).
+                None => Err(Status::unavailable("retry the request")),
+            }
+        }
         other => other.map_err(store_status),
     }
 }

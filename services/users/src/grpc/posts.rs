@@ -71,7 +71,8 @@ impl PostService for PostApi {
         &self,
         request: Request<pb::CreatePostRequest>,
     ) -> Result<Response<pb::Post>, Status> {
-        let idempotency = super::idempotency(&request, "CreatePost")?;
+        let encoded = prost::Message::encode_to_vec(request.get_ref());
+        let idempotency = super::idempotency(&request, "CreatePost", &encoded)?;
         let req = request.into_inner();
         let author = parse_id("author_id", req.author_id).map_err(invalid)?;
         let title = parse_title(&req.title).map_err(invalid)?;
@@ -185,7 +186,8 @@ impl CommentService for CommentApi {
         &self,
         request: Request<pb::CreateCommentRequest>,
     ) -> Result<Response<pb::Comment>, Status> {
-        let idempotency = super::idempotency(&request, "CreateComment")?;
+        let encoded = prost::Message::encode_to_vec(request.get_ref());
+        let idempotency = super::idempotency(&request, "CreateComment", &encoded)?;
         let req = request.into_inner();
         let post = parse_id("post_id", req.post_id).map_err(invalid)?;
         let author = parse_id("author_id", req.author_id).map_err(invalid)?;

@@ -133,7 +133,13 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let idempotency = super::idempotency(&request, "CreateUser")?;
+        // The password stays out of the fingerprint: a retry is recognised
+        // by who it signs up, and no fast hash of a password is kept.
+        let identity = {
+            let r = request.get_ref();
+            format!("{}\n{}", r.username, r.email)
+        };
+        let idempotency = super::idempotency(&request, "CreateUser", identity.as_bytes())?;
         let req = request.into_inner();
         let username = Username::parse(&req.username).map_err(invalid)?;
         let email = Email::parse(&req.email).map_err(invalid)?;
