@@ -71,6 +71,19 @@ async fn with_redis_gone_requests_skip_it_users_stays_ready_and_nothing_stale_fo
     let bypassed =
         |t: &str, user: &str| counter(t, "backend_bypassed_total", &format!("user=\"{user}\""));
     assert!(bypassed(&after, "ratelimit") >= bypassed(&before, "ratelimit") + 40.0);
+    // Signed-in requests too: revocations go unchecked (the signature
+    // decides) without asking a Redis known to be gone.
+    for _ in 0..20 {
+        let res = p
+            .client
+            .get(&user_url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    assert!(bypassed(&p.metrics().await, "tokens") >= 20.0);
     let users = p.users.as_ref().unwrap();
     let ready = p
         .client

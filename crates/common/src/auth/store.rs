@@ -203,6 +203,7 @@ mod redis {
     use async_trait::async_trait;
     use fred::prelude::*;
     use fred::types::scripts::Script;
+    use resilience::fail_fast::{FailFast, FailFastConfig};
 
     use super::{
         Rotation, StoreError, TokenStore, current_key, family_revoked_key, jti_revoked_key,
@@ -226,18 +227,103 @@ end
 return 2
 "#;
 
-    /// The store in Redis, shared by every replica.
+    /// The store in Redis, shared by every replica, behind a fail-fast
+    /// guard: while Redis is down every call fails at once (refreshes are
+    /// refused, revocations go unchecked as `check` decides) instead of
+    /// each authenticated request waiting out the command timeout.
     pub struct RedisTokenStore {
+        raw: Raw,
+        guard: FailFast,
+    }
+
+    struct Raw {
         client: Client,
         rotate: Script,
     }
 
     impl RedisTokenStore {
         pub fn new(client: Client) -> Self {
+            let probe = client.clone();
+            let guard = FailFast::new(
+                "redis",
+                "tokens",
+                FailFastConfig::default(),
+                std::sync::Arc::new(move || {
+                    let client = probe.clone();
+                    Box::pin(async move { client.ping::<()>(None).await.is_ok() })
+                }),
+            );
+            crate::redis::trip_on_connection_errors(&client, guard.clone());
             Self {
-                client,
-                rotate: Script::from_lua(ROTATE),
+                raw: Raw {
+                    client,
+                    rotate: Script::from_lua(ROTATE),
+                },
+                guard,
             }
+        }
+
+        async fn guarded<T>(
+            &self,
+            call: impl std::future::Future<Output = Result<T, StoreError>>,
+        ) -> Result<T, StoreError> {
+            if !self.guard.allow() {
+                return Err(StoreError("Redis is down; not asked".into()));
+            }
+            let outcome = call.await;
+            match &outcome {
+                Ok(_) => self.guard.succeeded(),
+                Err(error) => self.guard.failed(error),
+            }
+            outcome
+        }
+    }
+
+    #[async_trait]
+    impl TokenStore for RedisTokenStore {
+        async fn revoke(&self, family: &str, jti: &str, ttl: Duration) -> Result<(), StoreError> {
+            self.guarded(self.raw.revoke(family, jti, ttl)).await
+        }
+
+        async fn is_revoked(&self, family: &str, jti: &str) -> Result<bool, StoreError> {
+            self.guarded(self.raw.is_revoked(family, jti)).await
+        }
+
+        async fn start_family(
+            &self,
+            family: &str,
+            jti: &str,
+            ttl: Duration,
+        ) -> Result<(), StoreError> {
+            self.guarded(self.raw.start_family(family, jti, ttl)).await
+        }
+
+        async fn rotate(
+            &self,
+            family: &str,
+            presented: &str,
+            next: &str,
+            ttl: Duration,
+        ) -> Result<Rotation, StoreError> {
+            self.guarded(self.raw.rotate(family, presented, next, ttl))
+                .await
+        }
+
+        async fn revoke_family(&self, family: &str, ttl: Duration) -> Result<(), StoreError> {
+            self.guarded(self.raw.revoke_family(family, ttl)).await
+        }
+
+        async fn put_ticket(
+            &self,
+            ticket: &str,
+            value: &str,
+            ttl: Duration,
+        ) -> Result<(), StoreError> {
+            self.guarded(self.raw.put_ticket(ticket, value, ttl)).await
+        }
+
+        async fn take_ticket(&self, ticket: &str) -> Result<Option<String>, StoreError> {
+            self.guarded(self.raw.take_ticket(ticket)).await
         }
     }
 
@@ -250,7 +336,7 @@ return 2
     }
 
     #[async_trait]
-    impl TokenStore for RedisTokenStore {
+    impl TokenStore for Raw {
         async fn revoke(&self, family: &str, jti: &str, ttl: Duration) -> Result<(), StoreError> {
             self.client
                 .set::<(), _, _>(
