@@ -42,6 +42,8 @@ pub struct Config {
     /// (tokens then die with the process); production requires one.
     pub tokens: TokenSettings,
     pub upstream_timeout: Duration,
+    /// For a connection to an upstream instance (gRPC and pass-through).
+    pub upstream_connect_timeout: Duration,
     pub max_body_bytes: usize,
     pub breaker: BreakerConfig,
     /// Relayed WebSockets.
@@ -122,6 +124,8 @@ impl Config {
             service: ServiceConfig::from_env(env, DEFAULTS)?,
             tokens,
             upstream_timeout: env.get("UPSTREAM_TIMEOUT", Duration::from_secs(5))?,
+            upstream_connect_timeout: env
+                .get("UPSTREAM_CONNECT_TIMEOUT", Duration::from_secs(1))?,
             max_body_bytes: env.get("MAX_BODY_BYTES", 64 * 1024)?,
             breaker: BreakerConfig {
                 min_calls: env.get("BREAKER_MIN_CALLS", defaults.min_calls)?,

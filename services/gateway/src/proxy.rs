@@ -45,12 +45,12 @@ pub struct Passthrough {
 
 impl Passthrough {
     /// Must be called on the worker thread that will use it. Connections
-    /// give up after a second; each request carries the upstream timeout
+    /// give up after `connect_timeout`; each request carries the upstream timeout
     /// ([`forward_to`]).
     #[allow(clippy::disallowed_methods)] // the one place awc clients are made
-    pub fn for_this_worker() -> Self {
+    pub fn for_this_worker(connect_timeout: Duration) -> Self {
         let connector = awc::Connector::new()
-            .timeout(Duration::from_secs(1))
+            .timeout(connect_timeout)
             .limit(4096)
             .conn_keep_alive(Duration::from_secs(30));
         Self {
@@ -203,6 +203,9 @@ pub async fn forward_to(
     upstream: &Upstream,
 ) -> Result<HttpResponse, ApiError> {
     let class = RouteClass::of_method(req.method().is_safe());
+    // Held until the upstream's answer starts: the class's cap bounds the
+    // calls waiting on that upstream, as for gRPC calls.
+    let _slot = upstream.admit(class)?;
     let (permit, authority) = admit(upstream, class)?;
     let mut outgoing = pass
         .client

@@ -76,6 +76,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
             clock,
             config.upstream_timeout,
         )
+        .with_connect_timeout(config.upstream_connect_timeout)
         .with_limits(config.concurrency)
         .with_credentials(config.service.service_auth.credentials()),
         auth: authenticator.clone(),
@@ -88,6 +89,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
     let authenticator = web::Data::new(authenticator);
     let signer = web::Data::from(signer);
     let max_body = config.max_body_bytes;
+    let connect_timeout = config.upstream_connect_timeout;
     let mut limiter = DynamicRateLimiter::new(
         config.rate_limit,
         MemoryLimiter::new(Arc::new(SystemClock)),
@@ -163,7 +165,9 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
                 .app_data(cors_origins.clone())
                 // Runs once per worker: each gets its own upstream client
                 // and Redis connection.
-                .app_data(web::Data::new(proxy::Passthrough::for_this_worker()))
+                .app_data(web::Data::new(proxy::Passthrough::for_this_worker(
+                    connect_timeout,
+                )))
                 .app_data(web::Data::new(WorkerRedis::new(
                     redis.clone().and_then(redis_client),
                 )));

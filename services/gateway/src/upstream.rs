@@ -137,6 +137,7 @@ pub struct Upstream {
     breakers: [CircuitBreaker; 3],
     in_flight: [Semaphore; 3],
     timeout: Duration,
+    connect_timeout: Duration,
     /// Signs gRPC calls; the pass-through's HTTP upstreams have none.
     credentials: Option<Arc<ServiceCredentials>>,
 }
@@ -172,8 +173,16 @@ impl Upstream {
             }),
             in_flight: RouteClass::ALL.map(|class| Semaphore::new(limits.of(class))),
             timeout,
+            connect_timeout: Duration::from_secs(1),
             credentials: None,
         }
+    }
+
+    /// Connections to an instance give up after `timeout`
+    /// (`GATEWAY_UPSTREAM_CONNECT_TIMEOUT`).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
     }
 
     /// Caps each class's calls in flight at `limits`.
@@ -244,7 +253,7 @@ impl Upstream {
         let endpoint = common::clients::grpc_endpoint(
             format!("http://{authority}"),
             common::clients::Timeouts {
-                connect: Duration::from_secs(1),
+                connect: self.connect_timeout,
                 request: self.timeout,
             },
         )

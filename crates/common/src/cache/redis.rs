@@ -244,14 +244,17 @@ impl RedisLevel {
             // Until the subscription holds, invalidations from the others
             // would be missed: keep trying (the level stays usable, and the
             // reconnect handling below clears what may be stale).
+            let mut waited = false;
             while let Err(error) = subscriber.subscribe(channel(&name)).await {
                 tracing::warn!(%error, cache = name, "cannot subscribe to cache invalidations yet");
+                waited = true;
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 if cache.strong_count() == 0 {
                     return;
                 }
             }
-            if let Some(cache) = cache.upgrade() {
+            // Invalidations sent while it could not subscribe were missed.
+            if waited && let Some(cache) = cache.upgrade() {
                 cache.forget_all_locally().await;
             }
             level.load_generation(&name).await;
