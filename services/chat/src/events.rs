@@ -66,6 +66,10 @@ pub fn for_message(message: &ChatMessage) -> Vec<CloudEvent> {
     events
 }
 
+/// Publishes awaiting the bus's acknowledgement at once: a delivery round
+/// trip each would cap the rate at one event per round trip.
+const IN_FLIGHT: usize = 64;
+
 /// The process's queue of events waiting for the bus.
 #[derive(Clone)]
 pub struct Publisher {
@@ -73,20 +77,23 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// A queue of `capacity` events and the task that publishes them in
-    /// order; the task ends once every publisher is dropped and the queue
-    /// is empty.
+    /// A queue of `capacity` events and the task that publishes them, up to
+    /// [`IN_FLIGHT`] at once (each handed to the bus in queue order, so a
+    /// room's events keep their order on its partition); the task ends once
+    /// every publisher is dropped and the queue is empty.
     pub fn start(bus: Arc<dyn EventBus>, capacity: usize) -> Self {
+        use futures_util::StreamExt as _;
         let (queue, mut events) = tokio::sync::mpsc::channel::<CloudEvent>(capacity.max(1));
-        tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                metrics::gauge!("chat_events_queued").set(events.len() as f64);
+        let incoming = futures_util::stream::poll_fn(move |cx| events.poll_recv(cx));
+        tokio::spawn(incoming.for_each_concurrent(IN_FLIGHT, move |event| {
+            let bus = bus.clone();
+            async move {
                 if let Err(e) = bus.publish(TOPIC, &event).await {
                     metrics::counter!("chat_event_publish_failures_total").increment(1);
                     tracing::warn!(error = %common::exit::chain(&e), event_type = event.event_type, "chat event not published");
                 }
             }
-        });
+        }));
         Self { queue }
     }
 
