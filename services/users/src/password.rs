@@ -4,7 +4,8 @@
 //! Each hash holds 19 MiB for tens of milliseconds, so hashes running at
 //! once are what a login flood turns into memory. [`Hasher`] runs at most
 //! `concurrency` of them (one per core is all the CPU can serve anyway),
-//! lets at most `queue` more wait, and refuses the rest at once with
+//! lets at most `queue` more of each kind (sign-ups, sign-ins) wait, and
+//! refuses the rest at once with
 //! [`HashError::Busy`], which the API answers `RESOURCE_EXHAUSTED`: the
 //! caller is told to come back instead of being parked in memory.
 
@@ -48,11 +49,18 @@ impl Default for HashLimits {
 }
 
 /// The bulkhead in front of argon2; cheap to clone.
+///
+/// Sign-ups (hashing) and sign-ins (verifying) are admitted separately,
+/// each with its own `concurrency + queue` places, and share the running
+/// slots (handed out in arrival order): a flood of anonymous sign-ups fills
+/// only its own queue, so sign-ins still get in.
 #[derive(Clone)]
 pub struct Hasher {
-    /// Admission: running plus waiting. A request that cannot take one of
-    /// these is refused without waiting.
-    admitted: Arc<Semaphore>,
+    /// Admission of sign-ups: running plus waiting. A request that cannot
+    /// take one of these is refused without waiting.
+    admitted_hash: Arc<Semaphore>,
+    /// The same for sign-ins.
+    admitted_verify: Arc<Semaphore>,
     /// The hashes that run.
     running: Arc<Semaphore>,
     concurrency: usize,
@@ -69,7 +77,8 @@ impl Hasher {
     pub fn new(limits: HashLimits) -> Self {
         let concurrency = limits.concurrency.max(1);
         Self {
-            admitted: Arc::new(Semaphore::new(concurrency + limits.queue)),
+            admitted_hash: Arc::new(Semaphore::new(concurrency + limits.queue)),
+            admitted_verify: Arc::new(Semaphore::new(concurrency + limits.queue)),
             running: Arc::new(Semaphore::new(concurrency)),
             concurrency,
             peak: Arc::new(AtomicUsize::new(0)),
@@ -83,9 +92,10 @@ impl Hasher {
 
     async fn run<T: Send + 'static>(
         &self,
+        admission: &Arc<Semaphore>,
         work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
-        let Ok(admitted) = self.admitted.clone().try_acquire_owned() else {
+        let Ok(admitted) = admission.clone().try_acquire_owned() else {
             metrics::counter!("users_password_hash_rejected_total").increment(1);
             return Err(HashError::Busy);
         };
@@ -114,7 +124,7 @@ impl Hasher {
 
     /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`).
     pub async fn hash(&self, password: Password) -> Result<String, HashError> {
-        self.run(move || {
+        self.run(&self.admitted_hash, move || {
             let salt = SaltString::generate(&mut OsRng);
             argon2()
                 .hash_password(password.expose().as_bytes(), &salt)
@@ -129,7 +139,7 @@ impl Hasher {
     /// time and the answer does not reveal which logins exist.
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, HashError> {
         const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$8Lv8K1n3OQ0s0g3JmTtWzE1m5Yl7Xq8sN6oZKCq1m3k";
-        self.run(move || {
+        self.run(&self.admitted_verify, move || {
             let known = phc.is_some();
             let stored = phc.unwrap_or_else(|| DUMMY.to_owned());
             let parsed = PasswordHash::new(&stored).map_err(|e| HashError::Hash(e.to_string()))?;
@@ -167,6 +177,34 @@ mod tests {
                 .unwrap()
         );
         assert!(!hasher.verify("anything at all".into(), None).await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sign_up_flood_does_not_shut_out_sign_ins() {
+        let hasher = Hasher::new(HashLimits {
+            concurrency: 1,
+            queue: 1,
+        });
+        let password = Password::parse("correct horse battery").unwrap();
+        let flood: Vec<_> = (0..20)
+            .map(|_| {
+                let (hasher, password) = (hasher.clone(), password.clone());
+                tokio::spawn(async move { hasher.hash(password).await })
+            })
+            .collect();
+        while hasher.in_flight() == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Sign-ups beyond their own two places are refused; a sign-in
+        // still has its places and is served.
+        assert!(!hasher.verify("guess".into(), None).await.unwrap());
+        let mut refused = 0;
+        for call in flood {
+            if matches!(call.await.unwrap(), Err(HashError::Busy)) {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
