@@ -18,6 +18,8 @@ use fred::prelude::*;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RedisOptions {
     pub command_timeout: Duration,
+    /// For establishing a connection (`REDIS_CONNECT_TIMEOUT`).
+    pub connect_timeout: Duration,
     /// How many published messages may wait between the connection and
     /// their reader (fred's default when `None`).
     pub pubsub_buffer: Option<usize>,
@@ -27,6 +29,7 @@ impl Default for RedisOptions {
     fn default() -> Self {
         Self {
             command_timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(3),
             pubsub_buffer: None,
         }
     }
@@ -46,6 +49,8 @@ impl RedisOptions {
         }
         Ok(Self {
             command_timeout,
+            connect_timeout: env
+                .shared("REDIS_CONNECT_TIMEOUT", Self::default().connect_timeout)?,
             pubsub_buffer: None,
         })
     }
@@ -111,7 +116,7 @@ fn build(
     let mut builder = Builder::from_config(config);
     builder
         .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(3);
+            c.connection_timeout = options.connect_timeout;
         })
         .with_performance_config(|p| {
             p.default_command_timeout = options.command_timeout;
