@@ -5,10 +5,13 @@
 #     with its Redis cache level), with a private redis-server up, then
 #     killed: throughput and p99 of each phase. Goal: down >= 0.9x up, and
 #     p99 down <= 2x p99 up.
+#     The same at an equal offered load (bench/src/bin/http_rate.rs, open
+#     loop, latency from each request's slot): wrk is closed-loop, so the
+#     faster phase is also the busier one.
 #  2. 100 concurrent sign-ins (wrong passwords) straight at the gateway:
 #     the users process's peak resident memory (VmHWM). Goal < 200 MiB.
 #
-#   bash bench/reliability.sh        # ROUNDS=3 DURATION=10s CONNECTIONS=32
+#   bash bench/reliability.sh        # ROUNDS=3 DURATION=10s CONNECTIONS=32 RATE=9000
 set -euo pipefail
 export PLATFORM_SERVICE_SECRET=${PLATFORM_SERVICE_SECRET:-bench-service-secret-of-at-least-32-bytes}
 cd "$(dirname "$0")/.."
@@ -17,11 +20,12 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
 REDIS_PORT=${REDIS_PORT:-16391}
+RATE=${RATE:-9000}
 for tool in wrk redis-server; do
   command -v "$tool" >/dev/null || { echo "installing $tool (Debian package)"; apt-get install -y -qq "$tool" >/dev/null; }
 done
 
-cargo build --release -q -p gateway -p users
+cargo build --release -q -p gateway -p users -p platform-bench
 bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 pids=()
@@ -70,6 +74,14 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "$round $(run redis-down http://127.0.0.1:18080/api/v1/users/1)"
   start_redis
   # Both guards probe every 250 ms; give them a moment to find Redis again.
+  sleep 2
+done
+echo "== the same at an equal offered load: $RATE req/s open loop, 8 s, $CONNECTIONS connections"
+for round in $(seq 1 "$ROUNDS"); do
+  echo "$round redis-up   $("$bin/http-rate" 127.0.0.1:18080 /api/v1/users/1 "$RATE" 8 "$CONNECTIONS")"
+  kill -9 "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
+  echo "$round redis-down $("$bin/http-rate" 127.0.0.1:18080 /api/v1/users/1 "$RATE" 8 "$CONNECTIONS")"
+  start_redis
   sleep 2
 done
 echo "users ready while Redis was down: see /health/ready (checked by tests/tests/redis_outage.rs)"
