@@ -163,11 +163,30 @@ pub fn background_client(
     Ok(client)
 }
 
-/// Marks `guard`'s Redis down the moment `client` reports a connection
+/// The fail-fast guard for `user`'s calls to `client`'s Redis: it probes
+/// with `PING`, and is tripped the moment the client reports a connection
 /// error (a reset, a refused reconnect), so the first requests after an
 /// outage skip Redis at once instead of each waiting out the command
-/// timeout; the guard's probe finds Redis again. Ends with the client.
-pub fn trip_on_connection_errors(client: &Client, guard: resilience::fail_fast::FailFast) {
+/// timeout. Must be called on a runtime.
+pub fn guard(client: &Client, user: &'static str) -> resilience::fail_fast::FailFast {
+    use resilience::fail_fast::{FailFast, FailFastConfig};
+    let probe = client.clone();
+    let guard = FailFast::new(
+        "redis",
+        user,
+        FailFastConfig::default(),
+        std::sync::Arc::new(move || {
+            let client = probe.clone();
+            Box::pin(async move { client.ping::<()>(None).await.is_ok() })
+        }),
+    );
+    trip_on_connection_errors(client, guard.clone());
+    guard
+}
+
+/// Trips `guard` on every connection error `client` reports, until the
+/// client is gone.
+fn trip_on_connection_errors(client: &Client, guard: resilience::fail_fast::FailFast) {
     let mut errors = client.error_rx();
     tokio::spawn(async move {
         loop {

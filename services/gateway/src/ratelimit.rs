@@ -19,7 +19,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpResponse, ResponseError, web};
-use resilience::fail_fast::{FailFast, FailFastConfig};
+use resilience::fail_fast::FailFast;
 use resilience::rate_limit::{
     Coalescing, Decision, MemoryLimiter, Quota, RateLimiter, RedisLimiter,
 };
@@ -71,20 +71,7 @@ pub struct WorkerRedis(Option<(Coalescing<RedisLimiter>, FailFast)>);
 impl WorkerRedis {
     pub fn new(client: Option<fred::prelude::Client>) -> Self {
         Self(client.map(|client| {
-            let probe = client.clone();
-            let guard = FailFast::new(
-                "redis",
-                "ratelimit",
-                FailFastConfig::default(),
-                Arc::new(move || {
-                    let client = probe.clone();
-                    Box::pin(async move {
-                        use fred::interfaces::ClientLike as _;
-                        client.ping::<()>(None).await.is_ok()
-                    })
-                }),
-            );
-            common::redis::trip_on_connection_errors(&client, guard.clone());
+            let guard = common::redis::guard(&client, "ratelimit");
             (
                 Coalescing::new(RedisLimiter::new(client, "ratelimit:")),
                 guard,

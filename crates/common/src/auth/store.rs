@@ -203,7 +203,7 @@ mod redis {
     use async_trait::async_trait;
     use fred::prelude::*;
     use fred::types::scripts::Script;
-    use resilience::fail_fast::{FailFast, FailFastConfig};
+    use resilience::fail_fast::FailFast;
 
     use super::{
         Rotation, StoreError, TokenStore, current_key, family_revoked_key, jti_revoked_key,
@@ -243,17 +243,7 @@ return 2
 
     impl RedisTokenStore {
         pub fn new(client: Client) -> Self {
-            let probe = client.clone();
-            let guard = FailFast::new(
-                "redis",
-                "tokens",
-                FailFastConfig::default(),
-                std::sync::Arc::new(move || {
-                    let client = probe.clone();
-                    Box::pin(async move { client.ping::<()>(None).await.is_ok() })
-                }),
-            );
-            crate::redis::trip_on_connection_errors(&client, guard.clone());
+            let guard = crate::redis::guard(&client, "tokens");
             Self {
                 raw: Raw {
                     client,

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
-use resilience::fail_fast::{FailFast, FailFastConfig};
+use resilience::fail_fast::FailFast;
 
 use super::Inner;
 pub use crate::redis::RedisConnectError;
@@ -68,17 +68,7 @@ impl RedisLevel {
         options: &crate::redis::RedisOptions,
     ) -> Result<Self, RedisConnectError> {
         let (client, subscriber) = crate::redis::connect_in_background(url, options)?;
-        let probe = client.clone();
-        let guard = FailFast::new(
-            "redis",
-            "cache",
-            FailFastConfig::default(),
-            Arc::new(move || {
-                let client = probe.clone();
-                Box::pin(async move { client.ping::<()>(None).await.is_ok() })
-            }),
-        );
-        crate::redis::trip_on_connection_errors(&client, guard.clone());
+        let guard = crate::redis::guard(&client, "cache");
         // A Redis that is up is used from the first request; one that does
         // not answer within a second leaves the level down until a probe
         // finds it (the start is not held up, no lookup waits for it).
