@@ -137,3 +137,56 @@ async fn a_sign_up_retried_with_its_key_is_one_account() {
     problem(c, StatusCode::CONFLICT, "already_exists").await;
     p.stop().await;
 }
+
+#[tokio::test]
+async fn a_chat_room_created_twice_with_one_key_through_the_gateway_is_one_room() {
+    tokio::task::LocalSet::new()
+        .run_until(async {
+            let p = Platform::start().await;
+            let _chat = p.start_chat(&[]).await;
+            p.sign_up("dana").await;
+            let token = p.login("dana").await;
+            let create = |key: &'static str, name: &'static str| {
+                p.client
+                    .post(format!("{}/api/v1/chat/rooms", p.base))
+                    .bearer_auth(&token)
+                    .header("Idempotency-Key", key)
+                    .json(&json!({ "name": name, "private": true }))
+                    .send()
+            };
+            let a = create("room-1", "ops").await.unwrap();
+            assert_eq!(a.status(), StatusCode::CREATED);
+            let a: Value = a.json().await.unwrap();
+            let b = create("room-1", "ops").await.unwrap();
+            assert_eq!(
+                b.status(),
+                StatusCode::CREATED,
+                "the retry is answered, not 409"
+            );
+            assert_eq!(a, b.json::<Value>().await.unwrap());
+            problem(
+                create("room-1", "other").await.unwrap(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+            )
+            .await;
+            problem(
+                create("room-2", "ops").await.unwrap(),
+                StatusCode::CONFLICT,
+                "room_exists",
+            )
+            .await;
+            let bad = p
+                .client
+                .post(format!("{}/api/v1/chat/rooms", p.base))
+                .bearer_auth(&token)
+                .header("Idempotency-Key", "with space")
+                .json(&json!({ "name": "x" }))
+                .send()
+                .await
+                .unwrap();
+            problem(bad, StatusCode::BAD_REQUEST, "invalid_idempotency_key").await;
+            p.stop().await;
+        })
+        .await;
+}

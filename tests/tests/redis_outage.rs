@@ -184,3 +184,79 @@ async fn users_starts_and_answers_while_its_redis_is_down() {
     .await;
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_started_while_redis_is_down_takes_it_up_when_it_returns() {
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
+    redis.kill();
+    let p = Platform::start_with_users(
+        &[("GATEWAY_REDIS_URL", &url)],
+        users::test_util::Options::default(),
+    )
+    .await;
+    // Sign-up and reads answer, limited in process; a sign-in is refused
+    // clearly (its refresh family cannot be recorded), never left hanging.
+    let ann = p.sign_up("ann").await;
+    let id = ann["id"].as_u64().unwrap();
+    let res = p
+        .client
+        .get(format!("{}/api/v1/users/{id}", p.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let login = p
+        .client
+        .post(format!("{}/api/v1/auth/login", p.base))
+        .json(&json!({ "login": "ann", "password": "correct horse battery" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(login.headers().contains_key("retry-after"));
+
+    redis.restart();
+    eventually(
+        Duration::from_secs(20),
+        "the limiter and the token store to find Redis",
+        || async {
+            let text = p.metrics().await;
+            counter(&text, "backend_recovered_total", "user=\"ratelimit\"") >= 1.0
+                && counter(&text, "backend_recovered_total", "user=\"tokens\"") >= 1.0
+        },
+    )
+    .await;
+    // Now on Redis: sign-ins work, their refresh family and the limiter's
+    // counts are kept there.
+    let token = p.login("ann").await;
+    let res = p
+        .client
+        .get(format!("{}/api/v1/users/{id}", p.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // Each worker's limiter finds Redis on its own probe.
+    eventually(
+        Duration::from_secs(20),
+        "rate-limit counts in Redis",
+        || async {
+            let _ = p
+                .client
+                .get(format!("{}/api/v1/users/{id}", p.base))
+                .send()
+                .await;
+            !redis.keys("ratelimit:*").is_empty()
+        },
+    )
+    .await;
+    let keys = redis.keys("*");
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("auth:{") && k.ends_with(":current")),
+        "the sign-in's refresh family in Redis: {keys:?}"
+    );
+    p.stop().await;
+}

@@ -78,7 +78,7 @@ pub async fn connect(
         url: crate::config::redact_url(url),
         source,
     };
-    let (client, subscriber) = build(url, options, true)?;
+    let (client, subscriber) = build(url, options)?;
     client.init().await.map_err(err)?;
     subscriber.init().await.map_err(err)?;
     Ok((client, subscriber))
@@ -86,37 +86,65 @@ pub async fn connect(
 
 /// As [`connect`], but returns at once and connects (and reconnects) in
 /// the background: for a service that must start and answer while Redis is
-/// down, its commands failing (after the command timeout) until Redis
-/// answers. Only a malformed URL is an error.
+/// down, its commands failing at once until Redis answers. Only a
+/// malformed URL is an error.
 pub fn connect_in_background(
     url: &str,
     options: &RedisOptions,
 ) -> Result<(Client, SubscriberClient), RedisConnectError> {
-    let (client, subscriber) = build(url, options, false)?;
-    // The connection tasks run until the clients are dropped.
-    drop(client.connect());
-    drop(subscriber.connect());
+    let (client, subscriber) = build(url, options)?;
+    keep_connecting(client.clone(), options.connect_timeout);
+    keep_connecting(subscriber.clone(), options.connect_timeout);
     Ok((client, subscriber))
 }
 
-#[allow(clippy::disallowed_methods)] // the one place Redis clients are made
+/// Runs `client`'s connection until it quits, starting it again while its
+/// first connection fails. Clients are built fail-fast: until connected,
+/// a command fails at once (and the caller falls back) instead of queueing
+/// for the command timeout; once connected, fred's reconnect policy takes
+/// over dropped connections.
+fn keep_connecting<C: ClientLike + Clone + Send + 'static>(client: C, pause: Duration) {
+    tokio::spawn(async move {
+        loop {
+            match client.connect().await {
+                // `quit`: the client is done.
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "Redis not reachable yet; trying again");
+                    tokio::time::sleep(pause.min(Duration::from_secs(1))).await;
+                }
+                // The connection task panicked or was cancelled.
+                Err(_) => return,
+            }
+        }
+    });
+}
+
 fn build(
     url: &str,
     options: &RedisOptions,
-    fail_fast: bool,
 ) -> Result<(Client, SubscriberClient), RedisConnectError> {
     let err = |source| RedisConnectError {
         url: crate::config::redact_url(url),
         source,
     };
-    let mut config = parse(url)?;
-    // false: a first connection that fails is retried by the reconnect
-    // policy instead of ending the client.
-    config.fail_fast = fail_fast;
+    let builder = builder(parse(url)?, options);
+    let client = builder.build().map_err(err)?;
+    let subscriber = builder.build_subscriber_client().map_err(err)?;
+    Ok((client, subscriber))
+}
+
+#[allow(clippy::disallowed_methods)] // the one place Redis clients are made
+fn builder(mut config: Config, options: &RedisOptions) -> Builder {
+    // true: commands fail at once while no connection is up, and a failed
+    // first connection ends the connection task (which the background
+    // callers start again) instead of retrying behind queued commands.
+    config.fail_fast = true;
     let mut builder = Builder::from_config(config);
     builder
         .with_connection_config(|c| {
             c.connection_timeout = options.connect_timeout;
+            c.internal_command_timeout = options.connect_timeout;
         })
         .with_performance_config(|p| {
             p.default_command_timeout = options.command_timeout;
@@ -125,9 +153,7 @@ fn build(
             }
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
-    let client = builder.build().map_err(err)?;
-    let subscriber = builder.build_subscriber_client().map_err(err)?;
-    Ok((client, subscriber))
+    builder
 }
 
 /// `url` as a client configuration; fails on a malformed URL, so a typo
@@ -139,27 +165,18 @@ pub fn parse(url: &str) -> Result<Config, RedisConnectError> {
     })
 }
 
-/// A command client that connects, and reconnects every 500 ms, in the
-/// background on the calling thread's runtime; a command fails after
-/// `command_timeout` rather than waiting for a connection.
+/// A command client for `config` that connects, and reconnects, in the
+/// background on the calling thread's runtime, with `options`' timeouts; a
+/// command fails at once while no connection is up. A first connection
+/// that fails is tried again, so a service started during an outage takes
+/// Redis up when it returns.
 #[allow(clippy::disallowed_methods)] // the one place Redis clients are made
 pub fn background_client(
     config: Config,
-    command_timeout: Duration,
+    options: &RedisOptions,
 ) -> Result<Client, fred::error::Error> {
-    let client = Builder::from_config(config)
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(1);
-            c.internal_command_timeout = Duration::from_secs(1);
-        })
-        .with_performance_config(|p| {
-            p.default_command_timeout = command_timeout;
-        })
-        .set_policy(ReconnectPolicy::new_constant(0, 500))
-        .build()?;
-    // The connection task runs until the client is dropped; its result
-    // is the error that ended it, which reconnection already handles.
-    drop(client.connect());
+    let client = builder(config, options).build()?;
+    keep_connecting(client.clone(), options.connect_timeout);
     Ok(client)
 }
 

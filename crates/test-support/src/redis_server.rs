@@ -46,6 +46,21 @@ impl PrivateRedis {
         }
     }
 
+    /// The keys matching `pattern`, read with `redis-cli` (installed with
+    /// the server), so a test sees what the platform stored in Redis.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--raw", "KEYS", pattern])
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli must be installed (make test does): {e}"));
+        assert!(out.status.success(), "redis-cli KEYS failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Starts the server again on the same port with the same data.
     pub fn restart(&mut self) {
         self.kill();

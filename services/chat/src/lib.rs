@@ -13,6 +13,7 @@ pub mod broker;
 pub mod config;
 pub mod events;
 pub mod hub;
+mod idempotency;
 mod outbox;
 pub mod protocol;
 pub mod routes;

@@ -219,6 +219,19 @@ async fn create_room(
         )
         .with_field("members"));
     }
+    let claim = crate::idempotency::Claim::from_request(
+        &req,
+        member.id,
+        &format!("{name}\n{private}\n{members:?}"),
+    )?;
+    if let Some(claim) = &claim {
+        claim.check(chat.broker.as_ref()).await?;
+        // A retry of a creation that got through: its answer again, even
+        // if the room is in use by now.
+        if let Some(access) = created_by(&chat, &name, claim).await? {
+            return Ok(room_created(&name, &access));
+        }
+    }
     let taken = || {
         Problem::new(
             StatusCode::CONFLICT,
@@ -247,6 +260,7 @@ async fn create_room(
         private,
         owner: member.id,
         members: if private { members } else { Vec::new() },
+        created_by: claim.as_ref().map(|c| c.id.clone()),
     };
     let created = chat
         .broker
@@ -260,12 +274,36 @@ async fn create_room(
             ),
             other => unavailable("the room", &other),
         })?;
-    if !created {
-        return Err(taken());
+    if created {
+        return Ok(room_created(&name, &access));
     }
-    Ok(HttpResponse::Created()
-        .insert_header((actix_web::http::header::LOCATION, format!("/rooms/{name}")))
-        .json(room_json(&name, Some(&access))))
+    // Lost the claim, perhaps to the same request sent twice at once.
+    if let Some(claim) = &claim
+        && let Some(access) = created_by(&chat, &name, claim).await?
+    {
+        return Ok(room_created(&name, &access));
+    }
+    Err(taken())
+}
+
+/// The room's rules when `claim` is what created it.
+async fn created_by(
+    chat: &Chat,
+    room: &str,
+    claim: &crate::idempotency::Claim,
+) -> Result<Option<crate::broker::RoomAccess>, Problem> {
+    let access = chat
+        .broker
+        .room_access(room)
+        .await
+        .map_err(|e| unavailable("the room", &e))?;
+    Ok(access.filter(|a| a.created_by.as_deref() == Some(claim.id.as_str())))
+}
+
+fn room_created(room: &str, access: &crate::broker::RoomAccess) -> HttpResponse {
+    HttpResponse::Created()
+        .insert_header((actix_web::http::header::LOCATION, format!("/rooms/{room}")))
+        .json(room_json(room, Some(access)))
 }
 
 fn room_json(room: &str, access: Option<&crate::broker::RoomAccess>) -> serde_json::Value {
@@ -304,7 +342,7 @@ fn check_room(room: &str) -> Result<(), Problem> {
     }
 }
 
-fn unavailable(what: &str, error: &crate::broker::BrokerError) -> Problem {
+pub(crate) fn unavailable(what: &str, error: &crate::broker::BrokerError) -> Problem {
     tracing::warn!(error = %common::exit::chain(error), "{what} unavailable");
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -387,12 +387,14 @@ async fn a_created_room_keeps_its_access_rules_and_its_name_is_claimed_once() {
             private: true,
             owner: 1,
             members: vec![1, 2],
+            created_by: None,
         };
         assert!(broker.create_room(&room, &access).await.unwrap(), "{name}");
         let other = chat::broker::RoomAccess {
             private: false,
             owner: 3,
             members: Vec::new(),
+            created_by: None,
         };
         assert!(
             !broker.create_room(&room, &other).await.unwrap(),
@@ -401,5 +403,33 @@ async fn a_created_room_keeps_its_access_rules_and_its_name_is_claimed_once() {
         let kept = broker.room_access(&room).await.unwrap().unwrap();
         assert_eq!(kept, access, "{name}");
         assert!(kept.admits(2) && !kept.admits(3), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_remembered_value_is_kept_once_and_returned_to_later_callers_until_it_expires() {
+    for (name, _hub, broker) in backends(limits(10)).await {
+        let key = format!("k-{}", uuid::Uuid::new_v4().simple());
+        let ttl = Duration::from_millis(300);
+        assert_eq!(
+            broker.remember(&key, "first", ttl).await.unwrap(),
+            None,
+            "{name}"
+        );
+        assert_eq!(
+            broker
+                .remember(&key, "second", ttl)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("first"),
+            "{name}: the first value stays"
+        );
+        tokio::time::sleep(ttl * 2).await;
+        assert_eq!(
+            broker.remember(&key, "third", ttl).await.unwrap(),
+            None,
+            "{name}: an expired key is free again"
+        );
     }
 }

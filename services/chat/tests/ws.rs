@@ -922,3 +922,70 @@ async fn a_room_in_use_or_claimed_cannot_be_taken_and_bad_bodies_are_refused() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_room_creation_retried_with_its_idempotency_key_gets_the_same_answer_on_every_backend() {
+    run(async {
+        let redis = test_support::backends::redis_url();
+        let prefix = format!("chat-idem-{}:", uuid::Uuid::new_v4().simple());
+        let memory = server(&[]).await;
+        let shared = server(&[
+            ("CHAT_REDIS_URL", redis.as_str()),
+            ("CHAT_REDIS_PREFIX", prefix.as_str()),
+        ])
+        .await;
+        for (backend, server) in [("memory", &memory), ("redis", &shared)] {
+            let post = |key: &str, body: Value| {
+                reqwest::Client::new()
+                    .post(format!("{}/rooms", server.base))
+                    .bearer_auth(token(1, "alice"))
+                    .header("Idempotency-Key", key)
+                    .json(&body)
+                    .send()
+            };
+            let body = json!({"name": "ops", "private": true, "members": [2]});
+            let first = post("k-1", body.clone()).await.unwrap();
+            assert_eq!(first.status(), 201, "{backend}");
+            let first: Value = first.json().await.unwrap();
+            // Someone joins meanwhile: the room is in use, yet the retry is
+            // recognised as the creation it repeats.
+            let mut alice = Client::connect(server, 1, "alice").await;
+            alice.join("ops").await;
+            let again = post("k-1", body.clone()).await.unwrap();
+            assert_eq!(
+                again.status(),
+                201,
+                "{backend}: a retry is answered as the first was"
+            );
+            assert_eq!(again.json::<Value>().await.unwrap(), first, "{backend}");
+            problem(
+                post("k-1", json!({"name": "ops2"})).await.unwrap(),
+                422,
+                "idempotency_key_reused",
+            )
+            .await;
+            // Another caller's same key is another key.
+            let eve = reqwest::Client::new()
+                .post(format!("{}/rooms", server.base))
+                .bearer_auth(token(3, "eve"))
+                .header("Idempotency-Key", "k-1")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            problem(eve, 409, "room_exists").await;
+            // Without a key a repeat is a conflict, as before.
+            let plain = create_room(server, &token(1, "alice"), body.clone()).await;
+            problem(plain, 409, "room_exists").await;
+            problem(
+                post("", body.clone()).await.unwrap(),
+                400,
+                "invalid_idempotency_key",
+            )
+            .await;
+        }
+        memory.stop().await;
+        shared.stop().await;
+    })
+    .await;
+}

@@ -32,9 +32,9 @@ pub enum StartError {
 /// A worker's own Redis client: the gateway starts even while Redis is
 /// down and limits in process until it answers.
 fn redis_client(
-    (config, command_timeout): (fred::prelude::Config, Duration),
+    (config, options): (fred::prelude::Config, common::redis::RedisOptions),
 ) -> Option<fred::prelude::Client> {
-    match common::redis::background_client(config, command_timeout) {
+    match common::redis::background_client(config, &options) {
         Ok(client) => Some(client),
         Err(error) => {
             tracing::error!(%error, "rate limits stay in process");
@@ -56,7 +56,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         .as_ref()
         .map(|url| common::redis::parse(url.expose()))
         .transpose()?
-        .map(|parsed| (parsed, config.redis.command_timeout));
+        .map(|parsed| (parsed, config.redis));
     // One client for what every replica shares besides the limiter's
     // counts: the token store and the limit overrides.
     let shared_redis = redis.clone().and_then(redis_client);

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{DiscoveryError, Instance, InstanceWatch, Registration, Registry};
+use crate::clients::Timeouts;
 use crate::config::Secret;
 
 const BACKEND: &str = "consul";
@@ -27,6 +28,15 @@ const GRPC_PORT_META: &str = "grpc_port";
 const ADMIN_PORT_META: &str = "admin_port";
 const TOKEN_HEADER: &str = "X-Consul-Token";
 const INDEX_HEADER: &str = "X-Consul-Index";
+
+/// How long Consul holds a blocking query (its default).
+pub const BLOCKING_WAIT: Duration = Duration::from_secs(300);
+
+/// Connecting to the agent, and any call but a blocking query's wait.
+pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(5),
+    request: Duration::from_secs(10),
+};
 
 #[derive(Clone)]
 pub struct ConsulRegistry {
@@ -38,12 +48,14 @@ struct Inner {
     address: String,
     token: Option<Secret>,
     blocking_wait: Duration,
+    /// For every call but a blocking query's wait.
+    request_timeout: Duration,
 }
 
 impl ConsulRegistry {
     /// `address` is the agent's base URL, e.g. `http://127.0.0.1:8500`.
     pub fn new(address: String, token: Option<Secret>) -> Self {
-        Self::with_blocking_wait(address, token, Duration::from_secs(300))
+        Self::with_blocking_wait(address, token, BLOCKING_WAIT)
     }
 
     /// Like [`ConsulRegistry::new`] with a shorter hold time for blocking
@@ -53,11 +65,24 @@ impl ConsulRegistry {
         token: Option<Secret>,
         blocking_wait: Duration,
     ) -> Self {
+        Self::with_timeouts(address, token, blocking_wait, DEFAULT_TIMEOUTS)
+    }
+
+    /// Like [`ConsulRegistry::with_blocking_wait`], with `timeouts` for
+    /// connecting and for every call that is not a blocking query
+    /// (`DISCOVERY_CONNECT_TIMEOUT`, `DISCOVERY_REQUEST_TIMEOUT`).
+    pub fn with_timeouts(
+        address: String,
+        token: Option<Secret>,
+        blocking_wait: Duration,
+        timeouts: Timeouts,
+    ) -> Self {
         // A blocking query legitimately waits `blocking_wait`; Consul adds
-        // up to 1/16 of it as jitter, so a call gets that and ten seconds.
-        let client = crate::clients::http(crate::clients::Timeouts {
-            connect: Duration::from_secs(5),
-            request: blocking_wait + blocking_wait / 16 + Duration::from_secs(10),
+        // up to 1/16 of it as jitter, so a call gets that and the request
+        // timeout.
+        let client = crate::clients::http(Timeouts {
+            connect: timeouts.connect,
+            request: blocking_wait + blocking_wait / 16 + timeouts.request,
         })
         .unwrap_or_default();
         Self {
@@ -66,6 +91,7 @@ impl ConsulRegistry {
                 address: address.trim_end_matches('/').to_owned(),
                 token,
                 blocking_wait,
+                request_timeout: timeouts.request,
             }),
         }
     }
@@ -76,7 +102,7 @@ impl Inner {
         let mut request = self
             .client
             .request(method, format!("{}{path}", self.address))
-            .timeout(Duration::from_secs(10));
+            .timeout(self.request_timeout);
         if let Some(token) = &self.token {
             request = request.header(TOKEN_HEADER, token.expose());
         }

@@ -142,6 +142,7 @@ pub enum DiscoveryConfig {
         address: String,
         token: Option<crate::config::Secret>,
         tags: Vec<String>,
+        timeouts: crate::clients::Timeouts,
     },
 }
 
@@ -181,7 +182,13 @@ impl DiscoveryConfig {
         #[cfg(feature = "consul")]
         {
             let tags: String = env.shared("DISCOVERY_TAGS", String::new())?;
+            let defaults = consul::DEFAULT_TIMEOUTS;
+            let timeouts = crate::clients::Timeouts {
+                connect: env.shared("DISCOVERY_CONNECT_TIMEOUT", defaults.connect)?,
+                request: env.shared("DISCOVERY_REQUEST_TIMEOUT", defaults.request)?,
+            };
             Ok(Self::Consul {
+                timeouts,
                 address: address.trim_end_matches('/').to_owned(),
                 token: env.shared_optional("CONSUL_TOKEN")?,
                 tags: tags
@@ -199,9 +206,17 @@ impl DiscoveryConfig {
         match self {
             Self::Static { services } => Arc::new(StaticRegistry::new(services.clone())),
             #[cfg(feature = "consul")]
-            Self::Consul { address, token, .. } => {
-                Arc::new(ConsulRegistry::new(address.clone(), token.clone()))
-            }
+            Self::Consul {
+                address,
+                token,
+                timeouts,
+                ..
+            } => Arc::new(ConsulRegistry::with_timeouts(
+                address.clone(),
+                token.clone(),
+                consul::BLOCKING_WAIT,
+                *timeouts,
+            )),
         }
     }
 
@@ -305,6 +320,7 @@ mod tests {
             [
                 ("PLATFORM_DISCOVERY_URL", "consul://consul.internal:8500"),
                 ("USERS_DISCOVERY_TAGS", "blue, canary"),
+                ("PLATFORM_DISCOVERY_REQUEST_TIMEOUT", "2s"),
             ],
         );
         match DiscoveryConfig::from_env(&env).unwrap() {
@@ -312,10 +328,13 @@ mod tests {
                 address,
                 tags,
                 token,
+                timeouts,
             } => {
                 assert_eq!(address, "http://consul.internal:8500");
                 assert_eq!(tags, ["blue", "canary"]);
                 assert!(token.is_none());
+                assert_eq!(timeouts.connect, Duration::from_secs(5));
+                assert_eq!(timeouts.request, Duration::from_secs(2));
             }
             other => panic!("expected consul, got {other:?}"),
         }

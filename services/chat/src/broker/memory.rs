@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -26,6 +26,7 @@ pub struct MemoryBroker {
     limits: HistoryLimits,
     logs: Mutex<Logs>,
     created: Mutex<HashMap<String, RoomAccess>>,
+    remembered: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 struct Logs {
@@ -43,6 +44,7 @@ impl MemoryBroker {
                 swept: Instant::now(),
             }),
             created: Mutex::new(HashMap::new()),
+            remembered: Mutex::new(HashMap::new()),
         }
     }
 
@@ -177,5 +179,30 @@ impl Broker for MemoryBroker {
     async fn room_access(&self, room: &str) -> Result<Option<RoomAccess>, BrokerError> {
         let created = self.created.lock().unwrap_or_else(|p| p.into_inner());
         Ok(created.get(room).cloned())
+    }
+
+    async fn remember(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, BrokerError> {
+        let mut remembered = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if let Some((kept, until)) = remembered.get(key)
+            && *until > now
+        {
+            return Ok(Some(kept.clone()));
+        }
+        // Bounded like the rooms themselves: expired keys go first, and a
+        // store still full refuses rather than grows.
+        if remembered.len() >= MAX_CREATED_ROOMS {
+            remembered.retain(|_, (_, until)| *until > now);
+            if remembered.len() >= MAX_CREATED_ROOMS {
+                return Err(BrokerError::Full);
+            }
+        }
+        remembered.insert(key.to_owned(), (value.to_owned(), now + ttl));
+        Ok(None)
     }
 }

@@ -52,6 +52,11 @@ pub struct RoomAccess {
     pub owner: u64,
     /// Who may join and read it when private (the owner included), sorted.
     pub members: Vec<u64>,
+    /// The digest of the `Idempotency-Key` (and its caller) that created
+    /// it, kept with the room so a retry can tell its own creation from
+    /// someone else's claim, whichever attempt got through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
 }
 
 impl RoomAccess {
@@ -122,6 +127,16 @@ pub trait Broker: Send + Sync + 'static {
 
     /// The room's access rules; `None` for a room nobody created (public).
     async fn room_access(&self, room: &str) -> Result<Option<RoomAccess>, BrokerError>;
+
+    /// Stores `value` under `key` for `ttl` unless the key holds a value,
+    /// which is returned instead (what an idempotency key was first used
+    /// for, shared by every replica).
+    async fn remember(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, BrokerError>;
 }
 
 /// Rooms the in-process broker keeps access rules for; beyond it,

@@ -527,4 +527,32 @@ impl Broker for RedisBroker {
         })
         .transpose()
     }
+
+    async fn remember(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, BrokerError> {
+        let key = format!("{}idempotency:{{{key}}}", self.config.prefix);
+        let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let set: Option<String> = self
+            .client
+            .set(
+                &key,
+                value,
+                Some(Expiration::PX(millis)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        if set.is_some() {
+            return Ok(None);
+        }
+        // Kept values never change, so reading after a lost NX is safe; one
+        // that expired in between is taken as never stored.
+        let kept: Option<String> = self.client.get(&key).await.map_err(unavailable)?;
+        Ok(kept)
+    }
 }

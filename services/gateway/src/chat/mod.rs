@@ -113,11 +113,16 @@ pub async fn rooms(
 /// the creator is always one). Only members may join a private room or
 /// read its history and presence.
 #[utoipa::path(post, path = "/api/v1/chat/rooms", tag = "chat",
-    security(("bearer" = [])), request_body(content = NewRoom, content_type = "application/json"),
+    security(("bearer" = [])), params(crate::routes::IdempotencyKeyParam),
+    request_body(content = NewRoom, content_type = "application/json"),
     responses((status = 201, body = RoomInfo, description = "created; `Location` names it"),
+        (status = 422, body = ProblemBody, description = "`idempotency_key_reused`"),
         (status = 409, body = ProblemBody, description = "`room_exists`: claimed, or in use as a public room"), (status = 507, body = ProblemBody)))]
 pub async fn create_room(
     _signed_in: Session,
+    // Checked here; chat keeps the key with the room it creates, scoped to
+    // the caller, where every chat replica sees it.
+    _key: crate::request::IdempotencyHeader,
     req: HttpRequest,
     body: web::Bytes,
     ctx: CallContext,
