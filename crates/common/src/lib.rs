@@ -8,6 +8,8 @@
 //! - [`telemetry`]: logs, OpenTelemetry traces and trace-context propagation;
 //! - [`metrics`]: the Prometheus recorder and HTTP/gRPC request metrics;
 //! - [`health`]: liveness and readiness;
+//! - [`jobs`]: durable background jobs (RabbitMQ with feature `rabbitmq`, or
+//!   in process);
 //! - [`shutdown`]: signals and cancellation;
 //! - [`discovery`]: the service registry (Consul with feature `consul`, or
 //!   static);
@@ -30,6 +32,7 @@ pub mod discovery;
 pub mod events;
 pub mod exit;
 pub mod health;
+pub mod jobs;
 pub mod json;
 pub mod metrics;
 pub mod problem;

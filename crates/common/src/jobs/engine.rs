@@ -1,0 +1,598 @@
+//! The seed's WorkerPool over any store and message queue: enqueueing,
+//! workers per job type, retries with backoff, dead jobs, draining.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::model::{
+    Enqueued, JobError, JobId, JobRecord, JobState, MAX_PAYLOAD_BYTES, NewJob, RunAt, now_ms, to_ms,
+};
+use super::store::{Inserted, JobStore, Outcome};
+use super::transport::{Delivery, JobMessage, MessageQueue};
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobFailure {
+    /// Worth another attempt (a peer timed out, a lock was taken).
+    #[error("{0}")]
+    Retry(String),
+    /// Never going to succeed (the payload does not decode): dead at once.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl JobFailure {
+    pub fn retry(error: impl std::fmt::Display) -> Self {
+        Self::Retry(error.to_string())
+    }
+
+    pub fn permanent(error: impl std::fmt::Display) -> Self {
+        Self::Permanent(error.to_string())
+    }
+}
+
+impl JobRecord {
+    /// The payload as `T`; a payload that does not decode is a permanent
+    /// failure (retrying cannot fix it).
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, JobFailure> {
+        serde_json::from_value(self.payload.clone())
+            .map_err(|e| JobFailure::Permanent(format!("the payload does not decode: {e}")))
+    }
+}
+
+/// Runs one job type. A handler is called at least once per job (a run
+/// cut short by a crash runs again), so its effect must be idempotent —
+/// keyed by the job id, say.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    async fn run(&self, job: &JobRecord) -> Result<(), JobFailure>;
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A handler from an async closure.
+pub fn handler_fn<F>(f: F) -> Arc<dyn Handler>
+where
+    F: Fn(JobRecord) -> BoxFuture<Result<(), JobFailure>> + Send + Sync + 'static,
+{
+    struct FnHandler<F>(F);
+    #[async_trait]
+    impl<F> Handler for FnHandler<F>
+    where
+        F: Fn(JobRecord) -> BoxFuture<Result<(), JobFailure>> + Send + Sync + 'static,
+    {
+        async fn run(&self, job: &JobRecord) -> Result<(), JobFailure> {
+            (self.0)(job.clone()).await
+        }
+    }
+    Arc::new(FnHandler(f))
+}
+
+/// Exponential backoff with "equal jitter": the n-th retry waits between
+/// half and all of `base · 2ⁿ⁻¹` (capped at `max`), so delays grow while
+/// retries of many jobs failing together spread out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after failed attempt `attempt` (1 for the first).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(32);
+        let full = self.base.saturating_mul(1u32 << exp.min(31)).min(self.max);
+        let half = full / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+}
+
+/// What a queue accepts and how long it waits for its backends.
+#[derive(Clone, Copy, Debug)]
+pub struct JobsConfig {
+    pub max_payload_bytes: usize,
+    /// How long an enqueue waits for the broker's confirm (through an
+    /// outage, reconnects included) before failing.
+    pub publish_timeout: Duration,
+    /// Succeeded and discarded jobs are kept this long.
+    pub retention: Duration,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: MAX_PAYLOAD_BYTES,
+            publish_timeout: Duration::from_secs(5),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Enqueues jobs and runs workers for them.
+#[derive(Clone)]
+pub struct JobQueue {
+    store: Arc<dyn JobStore>,
+    queue: Arc<dyn MessageQueue>,
+    config: JobsConfig,
+}
+
+/// Kinds are names of handlers: `[a-z0-9._-]`, 1 to 100 characters.
+fn valid_kind(kind: &str) -> bool {
+    (1..=100).contains(&kind.len())
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+impl JobQueue {
+    pub fn new(store: Arc<dyn JobStore>, queue: Arc<dyn MessageQueue>, config: JobsConfig) -> Self {
+        Self {
+            store,
+            queue,
+            config,
+        }
+    }
+
+    /// Memory store and in-process queue: the embedded default.
+    pub fn in_process() -> Self {
+        Self::new(
+            Arc::new(super::store::MemoryJobStore::default()),
+            Arc::new(super::transport::InProcessQueue::default()),
+            JobsConfig::default(),
+        )
+    }
+
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.store
+    }
+
+    pub fn backends(&self) -> (&'static str, &'static str) {
+        (self.queue.backend(), self.store.backend())
+    }
+
+    /// Stores the job and hands it to the queue; returns once the queue
+    /// has it durably. A unique key held by a pending job returns that
+    /// job. Nothing is enqueued when this fails.
+    pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued, JobError> {
+        if !valid_kind(&job.kind) {
+            return Err(JobError::Invalid(format!(
+                "job kind {:?} is not 1 to 100 of [a-z0-9._-]",
+                job.kind
+            )));
+        }
+        let size = serde_json::to_vec(&job.payload).map_or(usize::MAX, |b| b.len());
+        if size > self.config.max_payload_bytes {
+            return Err(JobError::Invalid(format!(
+                "the payload is {size} bytes, more than {}",
+                self.config.max_payload_bytes
+            )));
+        }
+        if job.max_attempts == 0 {
+            return Err(JobError::Invalid("max_attempts must be at least 1".into()));
+        }
+        if job
+            .unique_key
+            .as_ref()
+            .is_some_and(|k| k.is_empty() || k.len() > 255)
+        {
+            return Err(JobError::Invalid("a unique key is 1 to 255 bytes".into()));
+        }
+        let now = now_ms();
+        let run_at_ms = match job.run_at {
+            RunAt::Now => now,
+            RunAt::At(at) => to_ms(at).max(now),
+            RunAt::After(after) => {
+                now.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
+            }
+        };
+        let record = JobRecord {
+            id: uuid::Uuid::now_v7(),
+            kind: job.kind,
+            payload: job.payload,
+            state: JobState::Queued,
+            attempts: 0,
+            max_attempts: job.max_attempts,
+            run_at_ms,
+            unique_key: job.unique_key,
+            last_error: None,
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        if let Inserted::Existing(existing) = self.store.insert(&record).await? {
+            metrics::counter!("jobs_deduplicated_total", "kind" => existing.kind.clone())
+                .increment(1);
+            return Ok(Enqueued::Existing(existing.id));
+        }
+        if let Err(error) = self.announce(&record).await {
+            // Not announced: not enqueued, so no record either.
+            if let Err(e) = self.store.remove(record.id).await {
+                tracing::warn!(error = %e, job = %record.id, "could not remove an unannounced job");
+            }
+            return Err(error);
+        }
+        metrics::counter!("jobs_enqueued_total", "kind" => record.kind.clone()).increment(1);
+        Ok(Enqueued::New(record.id))
+    }
+
+    /// Publishes `job`'s message, due at its run time, within the publish
+    /// timeout.
+    async fn announce(&self, job: &JobRecord) -> Result<(), JobError> {
+        let delay = Duration::from_millis(u64::try_from(job.run_at_ms - now_ms()).unwrap_or(0));
+        let message = JobMessage {
+            id: job.id,
+            kind: job.kind.clone(),
+            run_at_ms: job.run_at_ms,
+        };
+        match tokio::time::timeout(
+            self.config.publish_timeout,
+            self.queue.publish(&message, delay),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(JobError::Unavailable(format!(
+                "the {} queue did not confirm within {:?}",
+                self.queue.backend(),
+                self.config.publish_timeout
+            ))),
+        }
+    }
+
+    pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>, JobError> {
+        self.store.get(id).await
+    }
+
+    pub async fn list(
+        &self,
+        state: Option<JobState>,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, JobError> {
+        self.store.list(state, after, limit).await
+    }
+
+    /// Runs a dead job again from its first attempt; `None` unless it was
+    /// dead.
+    pub async fn retry(&self, id: JobId) -> Result<Option<JobRecord>, JobError> {
+        let Some(job) = self.store.revive(id, now_ms()).await? else {
+            return Ok(None);
+        };
+        if let Err(error) = self.announce(&job).await {
+            // Dead again, so an operator can try once more.
+            let _ = self.store.start(id, false, now_ms()).await;
+            let _ = self
+                .store
+                .finish(
+                    id,
+                    1,
+                    Outcome::Dead {
+                        error: error.to_string(),
+                    },
+                    now_ms(),
+                )
+                .await;
+            return Err(error);
+        }
+        Ok(Some(job))
+    }
+
+    /// Sets a job that has not run to its end aside for good.
+    pub async fn discard(&self, id: JobId) -> Result<bool, JobError> {
+        self.store.discard(id, now_ms()).await
+    }
+
+    /// Starts `workers`: each job type consumes with its own bounded
+    /// concurrency until [`WorkerPool::drain`].
+    pub fn start(&self, workers: Workers) -> WorkerPool {
+        let stop = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        for (kind, registered) in workers.kinds {
+            tasks.spawn(consume(
+                self.clone(),
+                kind,
+                registered,
+                stop.clone(),
+                abort.clone(),
+            ));
+        }
+        tasks.spawn(housekeeping(self.clone(), stop.clone()));
+        WorkerPool { stop, abort, tasks }
+    }
+}
+
+/// Refreshes the state gauges and prunes finished jobs, until `stop`.
+async fn housekeeping(queue: JobQueue, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Ok(counts) = queue.store.counts().await {
+            for (state, n) in counts {
+                metrics::gauge!("jobs", "state" => state.as_str()).set(n as f64);
+            }
+        }
+        let retention = i64::try_from(queue.config.retention.as_millis()).unwrap_or(i64::MAX);
+        if let Err(error) = queue.store.prune(now_ms().saturating_sub(retention)).await {
+            tracing::warn!(%error, "could not prune finished jobs");
+        }
+    }
+}
+
+/// The handlers a process runs, by job kind.
+#[derive(Default)]
+pub struct Workers {
+    kinds: HashMap<String, Registered>,
+}
+
+struct Registered {
+    handler: Arc<dyn Handler>,
+    concurrency: usize,
+    backoff: Backoff,
+}
+
+impl Workers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `kind`'s jobs with `handler`, at most `concurrency` at once.
+    pub fn register(
+        self,
+        kind: impl Into<String>,
+        handler: Arc<dyn Handler>,
+        concurrency: usize,
+    ) -> Self {
+        self.register_with(kind, handler, concurrency, Backoff::default())
+    }
+
+    pub fn register_with(
+        mut self,
+        kind: impl Into<String>,
+        handler: Arc<dyn Handler>,
+        concurrency: usize,
+        backoff: Backoff,
+    ) -> Self {
+        self.kinds.insert(
+            kind.into(),
+            Registered {
+                handler,
+                concurrency: concurrency.max(1),
+                backoff,
+            },
+        );
+        self
+    }
+}
+
+/// Running workers.
+pub struct WorkerPool {
+    stop: CancellationToken,
+    abort: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl WorkerPool {
+    /// Stops taking jobs, lets running ones finish for up to `deadline`,
+    /// then stops them and queues them again (their attempt not counted).
+    pub async fn drain(mut self, deadline: Duration) {
+        self.stop.cancel();
+        let all_done = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(deadline, all_done).await.is_err() {
+            self.abort.cancel();
+            while self.tasks.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// One job type's consumer: takes deliveries while there is room, runs
+/// each in its own task.
+async fn consume(
+    queue: JobQueue,
+    kind: String,
+    registered: Registered,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) {
+    let registered = Arc::new(registered);
+    let slots = Arc::new(Semaphore::new(registered.concurrency));
+    let mut deliveries = loop {
+        match queue.queue.consume(&kind, registered.concurrency).await {
+            Ok(deliveries) => break deliveries,
+            Err(error) => {
+                tracing::warn!(%error, kind, "cannot consume yet; trying again");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    let mut running = JoinSet::new();
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let delivery = tokio::select! {
+            () = stop.cancelled() => break,
+            delivery = deliveries.next() => delivery,
+        };
+        let Some(delivery) = delivery else { break };
+        let (queue, kind, registered, abort) = (
+            queue.clone(),
+            kind.clone(),
+            registered.clone(),
+            abort.clone(),
+        );
+        running.spawn(async move {
+            run_one(&queue, &kind, &registered, delivery, &abort).await;
+            drop(slot);
+        });
+        // Reap finished runs so the set does not grow.
+        while running.try_join_next().is_some() {}
+    }
+    // No more deliveries taken; the stream's unsettled ones are requeued.
+    drop(deliveries);
+    while running.join_next().await.is_some() {}
+}
+
+/// Runs one delivery to its end: stored outcome first, then the message
+/// settled, so a crash in between runs the job again rather than losing it.
+async fn run_one(
+    queue: &JobQueue,
+    kind: &str,
+    registered: &Registered,
+    delivery: Delivery,
+    abort: &CancellationToken,
+) {
+    let Delivery {
+        message,
+        redelivered,
+        acker,
+    } = delivery;
+    let message = match message {
+        Ok(message) => message,
+        Err(reason) => {
+            tracing::warn!(kind, reason, "dead-lettered a message that is not a job");
+            metrics::counter!("jobs_dead_lettered_total", "kind" => kind.to_owned(), "reason" => "undecodable")
+                .increment(1);
+            settle(acker.reject().await);
+            return;
+        }
+    };
+    let now = now_ms();
+    // Delivered early (a delay queue's hop, a clock apart): wait out the
+    // rest in the queue, not in a worker.
+    if message.run_at_ms > now + 50 {
+        let rest = Duration::from_millis(u64::try_from(message.run_at_ms - now).unwrap_or(0));
+        match queue.queue.publish(&message, rest).await {
+            Ok(()) => settle(acker.ack().await),
+            Err(_) => settle(acker.requeue().await),
+        }
+        return;
+    }
+    let job = match queue.store.start(message.id, redelivered, now).await {
+        Ok(Some(job)) => job,
+        Ok(None) => {
+            // Finished, discarded or running elsewhere: a duplicate.
+            settle(acker.ack().await);
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%error, job = %message.id, "cannot start a job; delivered again later");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            settle(acker.requeue().await);
+            return;
+        }
+    };
+    let labels = [("kind", kind.to_owned())];
+    let in_flight = metrics::gauge!("jobs_in_flight", &labels);
+    in_flight.increment(1.0);
+    let started = tokio::time::Instant::now();
+    let result = if job.kind != kind {
+        Some(Err(JobFailure::Permanent(format!(
+            "no handler for job kind {:?}",
+            job.kind
+        ))))
+    } else if serde_json::to_vec(&job.payload).map_or(usize::MAX, |b| b.len())
+        > queue.config.max_payload_bytes
+    {
+        Some(Err(JobFailure::Permanent(
+            "the payload is over the size limit".into(),
+        )))
+    } else {
+        // `None`: stopped by the drain deadline.
+        tokio::select! {
+            result = registered.handler.run(&job) => Some(result),
+            () = abort.cancelled() => None,
+        }
+    };
+    in_flight.decrement(1.0);
+    let (outcome, label) = match result {
+        None => (Outcome::Released, "released"),
+        Some(Ok(())) => (Outcome::Succeeded, "succeeded"),
+        Some(Err(JobFailure::Retry(error))) if job.attempts < job.max_attempts => {
+            let delay = registered.backoff.delay(job.attempts);
+            let run_at_ms = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            (Outcome::Retry { run_at_ms, error }, "retried")
+        }
+        Some(Err(JobFailure::Retry(error) | JobFailure::Permanent(error))) => {
+            (Outcome::Dead { error }, "dead")
+        }
+    };
+    metrics::histogram!("jobs_duration_seconds", "kind" => kind.to_owned(), "outcome" => label)
+        .record(started.elapsed().as_secs_f64());
+    let next = match &outcome {
+        Outcome::Retry { run_at_ms, .. } => Some(*run_at_ms),
+        _ => None,
+    };
+    let dead = matches!(outcome, Outcome::Dead { .. });
+    let released = matches!(outcome, Outcome::Released);
+    match queue
+        .store
+        .finish(job.id, job.attempts, outcome, now_ms())
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            // Taken over by a newer run; its outcome stands.
+            settle(acker.ack().await);
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%error, job = %job.id, "cannot store a job's outcome; it runs again");
+            settle(acker.requeue().await);
+            return;
+        }
+    }
+    if released {
+        settle(acker.requeue().await);
+    } else if let Some(run_at_ms) = next {
+        metrics::counter!("jobs_retries_total", "kind" => kind.to_owned()).increment(1);
+        let retry = JobMessage {
+            id: job.id,
+            kind: job.kind.clone(),
+            run_at_ms,
+        };
+        let delay = Duration::from_millis(u64::try_from(run_at_ms - now_ms()).unwrap_or(0));
+        match queue.queue.publish(&retry, delay).await {
+            Ok(()) => settle(acker.ack().await),
+            // Delivered again now rather than lost; it runs early.
+            Err(_) => settle(acker.requeue().await),
+        }
+    } else if dead {
+        tracing::warn!(job = %job.id, kind, "job is dead");
+        metrics::counter!("jobs_dead_lettered_total", "kind" => kind.to_owned(), "reason" => "failed")
+            .increment(1);
+        settle(acker.reject().await);
+    } else {
+        settle(acker.ack().await);
+    }
+}
+
+fn settle(result: Result<(), JobError>) {
+    if let Err(error) = result {
+        // The broker redelivers an unsettled message; the store's state
+        // makes that delivery a no-op.
+        tracing::debug!(%error, "could not settle a delivery");
+    }
+}

@@ -1,0 +1,358 @@
+//! The job queue's contract, run against every backend pairing of message
+//! queue and store.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::jobs::{
+    Backoff, Enqueued, JobError, JobFailure, JobQueue, JobRecord, JobState, NewJob, RunAt, Workers,
+    handler_fn,
+};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+/// Every pairing under test, fresh for each test.
+async fn queues() -> Vec<(&'static str, JobQueue)> {
+    vec![("in-process+memory", JobQueue::in_process())]
+}
+
+const FAST: Backoff = Backoff {
+    base: Duration::from_millis(100),
+    max: Duration::from_secs(2),
+};
+
+async fn wait_for_state(queue: &JobQueue, id: common::jobs::JobId, state: JobState) -> JobRecord {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let job = queue.get(id).await.unwrap().unwrap();
+        if job.state == state {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} stuck in {:?}, wanted {state:?}",
+            job.state
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Run times per call of a handler that fails its first `failures` calls.
+fn flaky(failures: usize) -> (Arc<Mutex<Vec<Instant>>>, Arc<dyn common::jobs::Handler>) {
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let seen = runs.clone();
+    let handler = handler_fn(move |_job| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            let mut runs = seen.lock().await;
+            runs.push(Instant::now());
+            if runs.len() <= failures {
+                Err(JobFailure::retry(format!("failure {}", runs.len())))
+            } else {
+                Ok(())
+            }
+        })
+    });
+    (runs, handler)
+}
+
+#[tokio::test]
+async fn a_job_runs_once_and_is_recorded_as_succeeded() {
+    for (name, queue) in queues().await {
+        let (runs, handler) = flaky(0);
+        let pool = queue.start(Workers::new().register("mail.send", handler, 4));
+        let id = queue
+            .enqueue(NewJob::new("mail.send", json!({"to": 7})))
+            .await
+            .unwrap()
+            .id();
+        let job = wait_for_state(&queue, id, JobState::Succeeded).await;
+        assert_eq!(job.attempts, 1, "{name}");
+        assert_eq!(job.payload, json!({"to": 7}), "{name}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(runs.lock().await.len(), 1, "{name}: once");
+        pool.drain(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failing_job_is_retried_with_growing_delays_until_it_succeeds() {
+    for (name, queue) in queues().await {
+        let (runs, handler) = flaky(2);
+        let pool = queue.start(Workers::new().register_with("flaky", handler, 1, FAST));
+        let id = queue
+            .enqueue(NewJob::new("flaky", json!(null)))
+            .await
+            .unwrap()
+            .id();
+        let job = wait_for_state(&queue, id, JobState::Succeeded).await;
+        assert_eq!(job.attempts, 3, "{name}");
+        assert_eq!(job.last_error.as_deref(), Some("failure 2"), "{name}");
+        let runs = runs.lock().await.clone();
+        assert_eq!(runs.len(), 3, "{name}");
+        let (first, second) = (runs[1] - runs[0], runs[2] - runs[1]);
+        assert!(first >= FAST.base / 2, "{name}: {first:?}");
+        assert!(
+            second > first,
+            "{name}: delays grow: {first:?} then {second:?}"
+        );
+        pool.drain(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_that_always_fails_is_dead_after_max_attempts_and_a_retry_runs_it_again() {
+    for (name, queue) in queues().await {
+        let (runs, handler) = flaky(3);
+        let pool = queue.start(Workers::new().register_with("doomed", handler, 1, FAST));
+        let id = queue
+            .enqueue(NewJob::new("doomed", json!(1)).max_attempts(3))
+            .await
+            .unwrap()
+            .id();
+        let dead = wait_for_state(&queue, id, JobState::Dead).await;
+        assert_eq!(dead.attempts, 3, "{name}");
+        assert_eq!(dead.last_error.as_deref(), Some("failure 3"), "{name}");
+        let listed = queue.list(Some(JobState::Dead), None, 10).await.unwrap();
+        assert_eq!(
+            listed.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [id],
+            "{name}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(runs.lock().await.len(), 3, "{name}: never retried for ever");
+
+        let revived = queue.retry(id).await.unwrap().unwrap();
+        assert_eq!(revived.attempts, 0, "{name}");
+        let done = wait_for_state(&queue, id, JobState::Succeeded).await;
+        assert_eq!(done.attempts, 1, "{name}: attempts start again");
+        assert!(
+            queue.retry(id).await.unwrap().is_none(),
+            "{name}: only dead jobs"
+        );
+        pool.drain(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_enqueues_of_one_key_are_one_job() {
+    for (name, queue) in queues().await {
+        let (runs, handler) = flaky(0);
+        let mut enqueues = tokio::task::JoinSet::new();
+        for _ in 0..100 {
+            let queue = queue.clone();
+            enqueues.spawn(async move {
+                queue
+                    .enqueue(NewJob::new("digest", json!({"user": 1})).unique("digest:user:1"))
+                    .await
+                    .unwrap()
+            });
+        }
+        let answers = enqueues.join_all().await;
+        let new: Vec<_> = answers
+            .iter()
+            .filter(|a| matches!(a, Enqueued::New(_)))
+            .collect();
+        assert_eq!(new.len(), 1, "{name}");
+        assert!(answers.iter().all(|a| a.id() == new[0].id()), "{name}");
+        let pool = queue.start(Workers::new().register("digest", handler, 4));
+        wait_for_state(&queue, new[0].id(), JobState::Succeeded).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(runs.lock().await.len(), 1, "{name}");
+        // Done, the key is free again.
+        let again = queue
+            .enqueue(NewJob::new("digest", json!({"user": 1})).unique("digest:user:1"))
+            .await
+            .unwrap();
+        assert!(
+            matches!(again, Enqueued::New(id) if id != new[0].id()),
+            "{name}"
+        );
+        pool.drain(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_scheduled_job_runs_at_its_time_and_a_discarded_one_never() {
+    for (name, queue) in queues().await {
+        let (runs, handler) = flaky(0);
+        let pool = queue.start(Workers::new().register("later", handler, 2));
+        let enqueued = Instant::now();
+        let id = queue
+            .enqueue(
+                NewJob::new("later", json!(1)).run_at(RunAt::After(Duration::from_millis(400))),
+            )
+            .await
+            .unwrap()
+            .id();
+        let discarded = queue
+            .enqueue(
+                NewJob::new("later", json!(2)).run_at(RunAt::After(Duration::from_millis(200))),
+            )
+            .await
+            .unwrap()
+            .id();
+        assert!(queue.discard(discarded).await.unwrap(), "{name}");
+        assert_eq!(
+            queue.get(id).await.unwrap().unwrap().state,
+            JobState::Queued,
+            "{name}"
+        );
+        wait_for_state(&queue, id, JobState::Succeeded).await;
+        let runs = runs.lock().await.clone();
+        assert_eq!(runs.len(), 1, "{name}: the discarded job did not run");
+        assert!(
+            runs[0] - enqueued >= Duration::from_millis(390),
+            "{name}: not early"
+        );
+        assert_eq!(
+            queue.get(discarded).await.unwrap().unwrap().state,
+            JobState::Discarded
+        );
+        pool.drain(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn bad_jobs_are_refused_or_dead_at_once_and_never_crash_a_worker() {
+    for (name, queue) in queues().await {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let handler = handler_fn(move |job: JobRecord| {
+            let counted = counted.clone();
+            Box::pin(async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                #[derive(serde::Deserialize)]
+                #[allow(dead_code)]
+                struct Mail {
+                    to: u64,
+                }
+                job.payload_as::<Mail>()?;
+                Ok(())
+            })
+        });
+        let pool = queue.start(Workers::new().register_with("mail", handler, 2, FAST));
+        for kind in ["", "Upper", "has space", &"x".repeat(101)] {
+            let refused = queue.enqueue(NewJob::new(kind, json!(1))).await;
+            assert!(
+                matches!(refused, Err(JobError::Invalid(_))),
+                "{name}: kind {kind:?}"
+            );
+        }
+        let huge = json!({"blob": "x".repeat(70 * 1024)});
+        assert!(
+            matches!(
+                queue.enqueue(NewJob::new("mail", huge)).await,
+                Err(JobError::Invalid(_))
+            ),
+            "{name}"
+        );
+        let bad = queue
+            .enqueue(NewJob::new("mail", json!({"to": "nobody"})))
+            .await
+            .unwrap()
+            .id();
+        let dead = wait_for_state(&queue, bad, JobState::Dead).await;
+        assert_eq!(dead.attempts, 1, "{name}: not retried");
+        assert!(
+            dead.last_error.unwrap().contains("does not decode"),
+            "{name}"
+        );
+        // A kind nobody handles waits, queued, for a worker that does.
+        let orphan = queue
+            .enqueue(NewJob::new("nobody.handles", json!(1)))
+            .await
+            .unwrap()
+            .id();
+        // And the worker still works.
+        let good = queue
+            .enqueue(NewJob::new("mail", json!({"to": 1})))
+            .await
+            .unwrap()
+            .id();
+        wait_for_state(&queue, good, JobState::Succeeded).await;
+        assert_eq!(
+            queue.get(orphan).await.unwrap().unwrap().state,
+            JobState::Queued
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "{name}");
+        pool.drain(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn workers_run_at_most_their_concurrency_at_once() {
+    for (name, queue) in queues().await {
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let (r, p) = (running.clone(), peak.clone());
+        let handler = handler_fn(move |_| {
+            let (r, p) = (r.clone(), p.clone());
+            Box::pin(async move {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            })
+        });
+        let pool = queue.start(Workers::new().register("bounded", handler, 2));
+        let mut ids = Vec::new();
+        for i in 0..10 {
+            ids.push(
+                queue
+                    .enqueue(NewJob::new("bounded", json!(i)))
+                    .await
+                    .unwrap()
+                    .id(),
+            );
+        }
+        for id in ids {
+            wait_for_state(&queue, id, JobState::Succeeded).await;
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2, "{name}");
+        pool.drain(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_drain_finishes_quick_jobs_and_queues_slow_ones_again_uncounted() {
+    for (name, queue) in queues().await {
+        let handler = handler_fn(|job: JobRecord| {
+            Box::pin(async move {
+                let millis: u64 = job.payload_as()?;
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+                Ok(())
+            })
+        });
+        let pool = queue.start(Workers::new().register("sleep", handler.clone(), 2));
+        let quick = queue
+            .enqueue(NewJob::new("sleep", json!(100)))
+            .await
+            .unwrap()
+            .id();
+        let slow = queue
+            .enqueue(NewJob::new("sleep", json!(60_000)))
+            .await
+            .unwrap()
+            .id();
+        wait_for_state(&queue, slow, JobState::Running).await;
+        let drained = Instant::now();
+        pool.drain(Duration::from_millis(400)).await;
+        assert!(
+            drained.elapsed() < Duration::from_secs(3),
+            "{name}: the deadline holds"
+        );
+        assert_eq!(
+            queue.get(quick).await.unwrap().unwrap().state,
+            JobState::Succeeded,
+            "{name}"
+        );
+        let released = queue.get(slow).await.unwrap().unwrap();
+        assert_eq!(released.state, JobState::Queued, "{name}");
+        assert_eq!(released.attempts, 0, "{name}: the cut run does not count");
+    }
+}
