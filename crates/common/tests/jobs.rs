@@ -8,15 +8,37 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::jobs::{
-    Backoff, Enqueued, JobError, JobFailure, JobQueue, JobRecord, JobState, NewJob, RunAt, Workers,
-    handler_fn,
+    Backoff, Enqueued, JobError, JobFailure, JobQueue, JobRecord, JobState, JobsConfig,
+    MemoryJobStore, NewJob, RabbitMqConfig, RabbitMqQueue, RunAt, Workers, handler_fn,
 };
 use serde_json::json;
 use tokio::sync::Mutex;
 
-/// Every pairing under test, fresh for each test.
+/// Every pairing under test, fresh for each test (RabbitMQ under a prefix
+/// of its own).
 async fn queues() -> Vec<(&'static str, JobQueue)> {
-    vec![("in-process+memory", JobQueue::in_process())]
+    vec![
+        ("in-process+memory", JobQueue::in_process()),
+        ("rabbitmq+memory", rabbitmq().await),
+    ]
+}
+
+async fn rabbitmq() -> JobQueue {
+    let url = test_support::backends::amqp_url();
+    let mut config = RabbitMqConfig::new(url.clone());
+    config.prefix = test_support::backends::unique("jobs-test");
+    // The machine's broker outlives the test: its queues go after it.
+    config.queue_expiry = Some(Duration::from_secs(120));
+    let broker = RabbitMqQueue::new(config);
+    broker
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{}", test_support::backends::missing("RabbitMQ", &url, &e)));
+    JobQueue::new(
+        Arc::new(MemoryJobStore::default()),
+        Arc::new(broker),
+        JobsConfig::default(),
+    )
 }
 
 const FAST: Backoff = Backoff {

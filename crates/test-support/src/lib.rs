@@ -9,6 +9,7 @@
 //!   `TEST_DATABASE_URL`, …), read in one place;
 //! - [`http::problem`]: asserts an error answer's status, code and shape;
 //! - [`PrivateRedis`]: a `redis-server` of the test's own, to kill and restart;
+//! - [`PrivateRabbit`]: a RabbitMQ node of the test's own, to stop and restart;
 //! - [`contract`]: runs one suite against every backend of a trait, naming
 //!   the backend that broke it.
 //!
@@ -22,11 +23,13 @@ mod contract;
 mod eventually;
 mod host;
 pub mod http;
+mod rabbitmq_server;
 mod redis_server;
 mod temp_dir;
 
 pub use contract::contract;
 pub use eventually::{eventually, eventually_some};
 pub use host::TestHost;
+pub use rabbitmq_server::PrivateRabbit;
 pub use redis_server::PrivateRedis;
 pub use temp_dir::TempDir;

@@ -20,6 +20,8 @@
 
 mod engine;
 mod model;
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq;
 mod store;
 mod transport;
 
@@ -30,6 +32,8 @@ pub use model::{
     DEFAULT_MAX_ATTEMPTS, Enqueued, JobError, JobId, JobRecord, JobState, MAX_PAYLOAD_BYTES,
     NewJob, RunAt, now_ms,
 };
+#[cfg(feature = "rabbitmq")]
+pub use rabbitmq::{RabbitMqConfig, RabbitMqQueue};
 pub use store::{Inserted, JobStore, MEMORY_CAPACITY, MemoryJobStore, Outcome};
 pub use transport::{
     Acker, Deliveries, Delivery, IN_PROCESS_CAPACITY, InProcessQueue, JobMessage, MessageQueue,
