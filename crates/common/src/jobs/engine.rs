@@ -76,9 +76,10 @@ where
     Arc::new(FnHandler(f))
 }
 
-/// Exponential backoff with "equal jitter": the n-th retry waits between
-/// half and all of `base · 2ⁿ⁻¹` (capped at `max`), so delays grow while
-/// retries of many jobs failing together spread out.
+/// Exponential backoff with jitter: the n-th retry waits between three
+/// quarters and all of `base · 2ⁿ⁻¹` (capped at `max`), so retries of many
+/// jobs failing together spread out while each job's delays still grow
+/// (the ranges of successive retries never overlap).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
     pub base: Duration,
@@ -97,10 +98,10 @@ impl Default for Backoff {
 impl Backoff {
     /// The wait after failed attempt `attempt` (1 for the first).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = attempt.saturating_sub(1).min(32);
-        let full = self.base.saturating_mul(1u32 << exp.min(31)).min(self.max);
-        let half = full / 2;
-        half + half.mul_f64(fastrand::f64())
+        let exp = attempt.saturating_sub(1).min(31);
+        let full = self.base.saturating_mul(1u32 << exp).min(self.max);
+        let quarter = full / 4;
+        full - quarter.mul_f64(fastrand::f64())
     }
 }
 
@@ -455,6 +456,11 @@ async fn consume(
     while running.join_next().await.is_some() {}
 }
 
+/// A delivery this early is published again for the rest of its delay
+/// (RabbitMQ's delay steps arrive up to a step early); one less early
+/// runs at once.
+const EARLY_MS: i64 = 5;
+
 /// Runs one delivery to its end: stored outcome first, then the message
 /// settled, so a crash in between runs the job again rather than losing it.
 async fn run_one(
@@ -482,7 +488,7 @@ async fn run_one(
     let now = now_ms();
     // Delivered early (a delay queue's hop, a clock apart): wait out the
     // rest in the queue, not in a worker.
-    if message.run_at_ms > now + 50 {
+    if message.run_at_ms > now + EARLY_MS {
         let rest = Duration::from_millis(u64::try_from(message.run_at_ms - now).unwrap_or(0));
         match queue.queue.publish(&message, rest).await {
             Ok(()) => settle(acker.ack().await),

@@ -22,6 +22,8 @@ mod engine;
 mod model;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
+#[cfg(feature = "jobs-sql")]
+mod sql;
 mod store;
 mod transport;
 
@@ -34,6 +36,8 @@ pub use model::{
 };
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{RabbitMqConfig, RabbitMqQueue};
+#[cfg(feature = "jobs-sql")]
+pub use sql::SqlJobStore;
 pub use store::{Inserted, JobStore, MEMORY_CAPACITY, MemoryJobStore, Outcome};
 pub use transport::{
     Acker, Deliveries, Delivery, IN_PROCESS_CAPACITY, InProcessQueue, JobMessage, MessageQueue,

@@ -8,7 +8,7 @@
 //!   to `<prefix>.dead` → `<prefix>.<kind>.dead`;
 //! - delays (retries, scheduled jobs) go through fanout exchanges
 //!   `<prefix>.delay.<ms>` into quorum queues of one fixed message TTL each
-//!   (100 ms · 2ⁿ), which dead-letter, at least once, back to `<prefix>`
+//!   (10 ms · 2ⁿ), which dead-letter, at least once, back to `<prefix>`
 //!   with the message's kind as routing key. One TTL per queue keeps every
 //!   queue first-in first-out expiring (a per-message TTL only expires at
 //!   the head); a long delay takes the largest step that fits and is
@@ -38,9 +38,9 @@ use super::transport::{Acker, Deliveries, Delivery, JobMessage, MessageQueue};
 
 /// The shortest delay step; shorter delays take it (a little late rather
 /// than early).
-const STEP_MS: u64 = 100;
-/// Steps up to 100 ms · 2²⁴ ≈ 19 days; longer delays hop.
-const STEPS: u32 = 25;
+const STEP_MS: u64 = 10;
+/// Steps up to 10 ms · 2²⁷ ≈ 15 days; longer delays hop.
+const STEPS: u32 = 28;
 
 #[derive(Clone, Debug)]
 pub struct RabbitMqConfig {
@@ -594,10 +594,10 @@ mod tests {
 
     #[test]
     fn a_delay_takes_the_longest_step_that_does_not_overshoot() {
-        assert_eq!(step_for(Duration::from_millis(10)), 100);
-        assert_eq!(step_for(Duration::from_millis(100)), 100);
-        assert_eq!(step_for(Duration::from_millis(399)), 200);
-        assert_eq!(step_for(Duration::from_millis(400)), 400);
+        assert_eq!(step_for(Duration::from_millis(1)), 10);
+        assert_eq!(step_for(Duration::from_millis(10)), 10);
+        assert_eq!(step_for(Duration::from_millis(399)), 320);
+        assert_eq!(step_for(Duration::from_millis(640)), 640);
         assert_eq!(
             step_for(Duration::from_secs(86_400 * 365)),
             STEP_MS << (STEPS - 1)

@@ -1,0 +1,348 @@
+//! Jobs' records in the owning service's database: PostgreSQL, or the
+//! SQLite file of an embedded service, through sqlx's `Any` driver (one
+//! SQL text for both). Every replica of the service shares them, so a
+//! unique key holds across replicas (a partial unique index over pending
+//! jobs) and any replica answers for any job.
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+
+use super::model::{JobError, JobId, JobRecord, JobState};
+use super::store::{Inserted, JobStore, Outcome};
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts BIGINT NOT NULL,
+        max_attempts BIGINT NOT NULL,
+        run_at_ms BIGINT NOT NULL,
+        unique_key TEXT,
+        last_error TEXT,
+        created_at_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL
+    )",
+    "CREATE UNIQUE INDEX IF NOT EXISTS jobs_pending_unique_key ON jobs (unique_key)
+        WHERE unique_key IS NOT NULL AND state IN ('queued', 'running', 'retrying')",
+    "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id)",
+];
+
+const COLUMNS: &str = "id, kind, payload, state, attempts, max_attempts, run_at_ms, unique_key, \
+                       last_error, created_at_ms, updated_at_ms";
+
+/// Longest error text kept with a job.
+const MAX_ERROR_CHARS: usize = 2000;
+
+pub struct SqlJobStore {
+    pool: AnyPool,
+    backend: &'static str,
+}
+
+fn store_error(error: sqlx::Error) -> JobError {
+    JobError::Store(Box::new(error))
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+fn cut(error: String) -> String {
+    match error.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((at, _)) => error[..at].to_owned(),
+        None => error,
+    }
+}
+
+fn record(row: &AnyRow) -> Result<JobRecord, JobError> {
+    let bad = |what: &str| JobError::Store(format!("a stored job has a bad {what}").into());
+    let id: String = row.try_get("id").map_err(store_error)?;
+    let payload: String = row.try_get("payload").map_err(store_error)?;
+    let state: String = row.try_get("state").map_err(store_error)?;
+    let attempts: i64 = row.try_get("attempts").map_err(store_error)?;
+    let max_attempts: i64 = row.try_get("max_attempts").map_err(store_error)?;
+    Ok(JobRecord {
+        id: id.parse().map_err(|_| bad("id"))?,
+        kind: row.try_get("kind").map_err(store_error)?,
+        payload: serde_json::from_str(&payload).map_err(|_| bad("payload"))?,
+        state: state.parse().map_err(|_| bad("state"))?,
+        attempts: u32::try_from(attempts).map_err(|_| bad("attempts"))?,
+        max_attempts: u32::try_from(max_attempts).map_err(|_| bad("max_attempts"))?,
+        run_at_ms: row.try_get("run_at_ms").map_err(store_error)?,
+        unique_key: row.try_get("unique_key").map_err(store_error)?,
+        last_error: row.try_get("last_error").map_err(store_error)?,
+        created_at_ms: row.try_get("created_at_ms").map_err(store_error)?,
+        updated_at_ms: row.try_get("updated_at_ms").map_err(store_error)?,
+    })
+}
+
+impl SqlJobStore {
+    /// Uses `pool` (the service's own) and creates the `jobs` table if it
+    /// is not there.
+    pub async fn new(pool: AnyPool) -> Result<Self, JobError> {
+        let backend = if pool.connect_options().database_url.scheme() == "sqlite" {
+            "sqlite"
+        } else {
+            "postgres"
+        };
+        for statement in SCHEMA {
+            sqlx::query(statement)
+                .execute(&pool)
+                .await
+                .map_err(store_error)?;
+        }
+        Ok(Self { pool, backend })
+    }
+
+    async fn pending_with_key(&self, key: &str) -> Result<Option<JobRecord>, JobError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE unique_key = $1 \
+             AND state IN ('queued', 'running', 'retrying')"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(record).transpose()
+    }
+}
+
+#[async_trait]
+impl JobStore for SqlJobStore {
+    fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    async fn insert(&self, job: &JobRecord) -> Result<Inserted, JobError> {
+        // Twice at most: a holder of the key found by the insert may have
+        // finished before the read that looks for it.
+        for _ in 0..2 {
+            let inserted = sqlx::query(&format!(
+                "INSERT INTO jobs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT DO NOTHING"
+            ))
+            .bind(job.id.to_string())
+            .bind(&job.kind)
+            .bind(job.payload.to_string())
+            .bind(job.state.as_str())
+            .bind(i64::from(job.attempts))
+            .bind(i64::from(job.max_attempts))
+            .bind(job.run_at_ms)
+            .bind(job.unique_key.clone())
+            .bind(job.last_error.clone())
+            .bind(job.created_at_ms)
+            .bind(job.updated_at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+            if inserted.rows_affected() == 1 {
+                return Ok(Inserted::New);
+            }
+            let Some(key) = &job.unique_key else {
+                return Err(JobError::Store(format!("job {} exists", job.id).into()));
+            };
+            if let Some(existing) = self.pending_with_key(key).await? {
+                return Ok(Inserted::Existing(existing));
+            }
+        }
+        Err(JobError::Unavailable(
+            "the job's unique key is being taken and released; try again".into(),
+        ))
+    }
+
+    async fn remove(&self, id: JobId) -> Result<(), JobError> {
+        sqlx::query("DELETE FROM jobs WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<JobRecord>, JobError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn list(
+        &self,
+        state: Option<JobState>,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, JobError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE ($1 IS NULL OR state = $1) AND id > $2 \
+             ORDER BY id LIMIT $3"
+        ))
+        .bind(state.map(JobState::as_str))
+        .bind(after.map_or_else(String::new, |id| id.to_string()))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn start(
+        &self,
+        id: JobId,
+        takeover: bool,
+        now_ms: i64,
+    ) -> Result<Option<JobRecord>, JobError> {
+        let row = sqlx::query(&format!(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at_ms = $2 \
+             WHERE id = $1 AND (state IN ('queued', 'retrying') OR ($3 AND state = 'running')) \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(id.to_string())
+        .bind(now_ms)
+        .bind(takeover)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn finish(
+        &self,
+        id: JobId,
+        attempt: u32,
+        outcome: Outcome,
+        now_ms: i64,
+    ) -> Result<bool, JobError> {
+        let (sql, run_at, error) = match outcome {
+            Outcome::Succeeded => (
+                "UPDATE jobs SET state = 'succeeded', updated_at_ms = $3 \
+                 WHERE id = $1 AND state = 'running' AND attempts = $2",
+                None,
+                None,
+            ),
+            Outcome::Retry { run_at_ms, error } => (
+                "UPDATE jobs SET state = 'retrying', updated_at_ms = $3, last_error = $4, \
+                 run_at_ms = $5 WHERE id = $1 AND state = 'running' AND attempts = $2",
+                Some(run_at_ms),
+                Some(cut(error)),
+            ),
+            Outcome::Dead { error } => (
+                "UPDATE jobs SET state = 'dead', updated_at_ms = $3, last_error = $4 \
+                 WHERE id = $1 AND state = 'running' AND attempts = $2",
+                None,
+                Some(cut(error)),
+            ),
+            Outcome::Released => (
+                "UPDATE jobs SET state = 'queued', updated_at_ms = $3, attempts = attempts - 1 \
+                 WHERE id = $1 AND state = 'running' AND attempts = $2",
+                None,
+                None,
+            ),
+        };
+        let mut query = sqlx::query(sql)
+            .bind(id.to_string())
+            .bind(i64::from(attempt))
+            .bind(now_ms);
+        if let Some(error) = error {
+            query = query.bind(error);
+        }
+        if let Some(run_at) = run_at {
+            query = query.bind(run_at);
+        }
+        let done = query.execute(&self.pool).await.map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revive(&self, id: JobId, now_ms: i64) -> Result<Option<JobRecord>, JobError> {
+        let revive = |key: &'static str| {
+            format!(
+                "UPDATE jobs SET state = 'queued', attempts = 0, run_at_ms = $2, \
+                 updated_at_ms = $2, unique_key = {key} \
+                 WHERE id = $1 AND state = 'dead' RETURNING {COLUMNS}"
+            )
+        };
+        let (keeping, dropping) = (revive("unique_key"), revive("NULL"));
+        let run = |sql: &str| {
+            let sql = sql.to_owned();
+            let pool = self.pool.clone();
+            async move {
+                sqlx::query(&sql)
+                    .bind(id.to_string())
+                    .bind(now_ms)
+                    .fetch_optional(&pool)
+                    .await
+            }
+        };
+        let row = match run(&keeping).await {
+            Ok(row) => row,
+            // A newer job holds its key: the revived one runs without it.
+            Err(error) if is_unique_violation(&error) => {
+                run(&dropping).await.map_err(store_error)?
+            }
+            Err(error) => return Err(store_error(error)),
+        };
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn discard(&self, id: JobId, now_ms: i64) -> Result<bool, JobError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'discarded', updated_at_ms = $2 \
+             WHERE id = $1 AND state IN ('dead', 'queued', 'retrying')",
+        )
+        .bind(id.to_string())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn counts(&self) -> Result<Vec<(JobState, u64)>, JobError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let mut counts: Vec<(JobState, u64)> = JobState::ALL.into_iter().map(|s| (s, 0)).collect();
+        for row in rows {
+            let state: String = row.try_get("state").map_err(store_error)?;
+            let n: i64 = row.try_get("n").map_err(store_error)?;
+            if let Ok(state) = state.parse::<JobState>()
+                && let Some(entry) = counts.iter_mut().find(|(s, _)| *s == state)
+            {
+                entry.1 = u64::try_from(n).unwrap_or(0);
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn pending(
+        &self,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, JobError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE state IN ('queued', 'running', 'retrying') \
+             AND id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after.map_or_else(String::new, |id| id.to_string()))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn prune(&self, before_ms: i64) -> Result<u64, JobError> {
+        let done = sqlx::query(
+            "DELETE FROM jobs WHERE state IN ('succeeded', 'discarded') AND updated_at_ms < $1",
+        )
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(done.rows_affected())
+    }
+}
