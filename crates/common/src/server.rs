@@ -117,6 +117,26 @@ impl ServiceHostBuilder {
         self
     }
 
+    /// Runs `workers` on `queue` beside the servers, and serves the jobs'
+    /// operator routes ([`crate::jobs::admin`]) on the admin listener behind
+    /// `admin_token`. On shutdown the workers stop taking jobs and running
+    /// ones get three quarters of the shutdown timeout to finish before
+    /// they are queued again.
+    pub fn jobs(
+        self,
+        queue: crate::jobs::JobQueue,
+        workers: crate::jobs::Workers,
+        admin_token: Option<crate::config::Secret>,
+    ) -> Self {
+        let deadline = self.config.shutdown_timeout * 3 / 4;
+        self.admin(crate::jobs::admin::routes(queue.clone(), admin_token))
+            .task("jobs", move |stop| async move {
+                let pool = queue.start(workers);
+                stop.cancelled().await;
+                pool.drain(deadline).await;
+            })
+    }
+
     /// Adds the service's own HTTP routes.
     pub fn http(
         mut self,

@@ -18,6 +18,7 @@
 //! - [`WorkerPool::drain`] stops taking jobs and gives running ones until a
 //!   deadline, then queues them again.
 
+pub mod admin;
 mod engine;
 mod model;
 #[cfg(feature = "rabbitmq")]
