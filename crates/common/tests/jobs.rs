@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::jobs::{
     Backoff, Enqueued, InProcessQueue, JobError, JobFailure, JobQueue, JobRecord, JobState,
-    JobStore, JobsConfig, MemoryJobStore, NewJob, RabbitMqConfig, RabbitMqQueue, RunAt,
+    JobStore, JobsConfig, MemoryJobStore, NewJob, RabbitMqConfig, RabbitMqQueue, RunAt, Schedule,
     SqlJobStore, Workers, handler_fn,
 };
 use serde_json::json;
@@ -429,4 +429,58 @@ async fn a_drain_finishes_quick_jobs_and_queues_slow_ones_again_uncounted() {
         assert_eq!(released.state, JobState::Queued, "{name}");
         assert_eq!(released.attempts, 0, "{name}: the cut run does not count");
     }
+}
+
+#[tokio::test]
+async fn a_recurring_job_run_by_two_replicas_fires_once_per_period() {
+    for (name, queue, _dir) in queues().await {
+        let (runs, handler) = flaky(0);
+        let replica = |handler| {
+            Workers::new().register("tick", handler, 2).schedule(
+                Schedule::new(
+                    "every-second",
+                    "* * * * * *",
+                    NewJob::new("tick", json!(null)),
+                )
+                .unwrap(),
+            )
+        };
+        // Two replicas: two pools on one store and one queue.
+        let a = queue.start(replica(handler.clone()));
+        let b = queue.clone().start(replica(handler));
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        a.drain(Duration::from_secs(1)).await;
+        b.drain(Duration::from_secs(1)).await;
+        let jobs = queue.list(None, None, 100).await.unwrap();
+        let mut firings: Vec<&str> = jobs
+            .iter()
+            .filter_map(|j| j.unique_key.as_deref())
+            .collect();
+        let fired = firings.len();
+        firings.dedup();
+        assert_eq!(
+            firings.len(),
+            fired,
+            "{name}: each firing once: {firings:?}"
+        );
+        assert!(
+            (3..=4).contains(&fired),
+            "{name}: fired {fired} times in 3.5 s"
+        );
+        assert!(runs.lock().await.len() >= 3, "{name}");
+    }
+}
+
+#[test]
+fn a_schedule_that_is_not_cron_is_refused() {
+    for bad in ["", "every day", "61 * * * *", "* * * *"] {
+        assert!(
+            matches!(
+                Schedule::new("x", bad, NewJob::new("x", json!(null))),
+                Err(JobError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(Schedule::new("digest", "0 9 * * *", NewJob::new("digest", json!(null))).is_ok());
 }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::model::{
     Enqueued, JobError, JobId, JobRecord, JobState, MAX_PAYLOAD_BYTES, NewJob, RunAt, now_ms, to_ms,
 };
+use super::schedule::Schedule;
 use super::store::{Inserted, JobStore, Outcome};
 use super::transport::{Delivery, JobMessage, MessageQueue};
 
@@ -314,6 +315,9 @@ impl JobQueue {
                 abort.clone(),
             ));
         }
+        for schedule in workers.schedules {
+            tasks.spawn(super::schedule::run(self.clone(), schedule, stop.clone()));
+        }
         tasks.spawn(housekeeping(self.clone(), stop.clone()));
         WorkerPool { stop, abort, tasks }
     }
@@ -339,10 +343,11 @@ async fn housekeeping(queue: JobQueue, stop: CancellationToken) {
     }
 }
 
-/// The handlers a process runs, by job kind.
+/// The handlers a process runs, by job kind, and the schedules it fires.
 #[derive(Default)]
 pub struct Workers {
     kinds: HashMap<String, Registered>,
+    schedules: Vec<Schedule>,
 }
 
 struct Registered {
@@ -364,6 +369,13 @@ impl Workers {
         concurrency: usize,
     ) -> Self {
         self.register_with(kind, handler, concurrency, Backoff::default())
+    }
+
+    /// Fires `schedule` from this process (once per firing across every
+    /// replica that fires it too).
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedules.push(schedule);
+        self
     }
 
     pub fn register_with(

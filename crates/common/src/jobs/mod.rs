@@ -23,6 +23,7 @@ mod engine;
 mod model;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
+mod schedule;
 #[cfg(feature = "jobs-sql")]
 mod sql;
 mod store;
@@ -37,6 +38,7 @@ pub use model::{
 };
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{RabbitMqConfig, RabbitMqQueue};
+pub use schedule::Schedule;
 #[cfg(feature = "jobs-sql")]
 pub use sql::SqlJobStore;
 pub use store::{Inserted, JobStore, MEMORY_CAPACITY, MemoryJobStore, Outcome};

@@ -28,6 +28,10 @@ const SCHEMA: &[&str] = &[
     "CREATE UNIQUE INDEX IF NOT EXISTS jobs_pending_unique_key ON jobs (unique_key)
         WHERE unique_key IS NOT NULL AND state IN ('queued', 'running', 'retrying')",
     "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id)",
+    "CREATE TABLE IF NOT EXISTS job_schedules (
+        name TEXT PRIMARY KEY,
+        last_firing_ms BIGINT NOT NULL
+    )",
 ];
 
 const COLUMNS: &str = "id, kind, payload, state, attempts, max_attempts, run_at_ms, unique_key, \
@@ -333,6 +337,21 @@ impl JobStore for SqlJobStore {
         .await
         .map_err(store_error)?;
         rows.iter().map(record).collect()
+    }
+
+    async fn claim_firing(&self, name: &str, firing_ms: i64) -> Result<bool, JobError> {
+        // One statement, so two replicas cannot both advance to a firing.
+        let claimed = sqlx::query(
+            "INSERT INTO job_schedules (name, last_firing_ms) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET last_firing_ms = excluded.last_firing_ms \
+             WHERE job_schedules.last_firing_ms < excluded.last_firing_ms",
+        )
+        .bind(name)
+        .bind(firing_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(claimed.rows_affected() == 1)
     }
 
     async fn prune(&self, before_ms: i64) -> Result<u64, JobError> {

@@ -96,6 +96,11 @@ pub trait JobStore: Send + Sync + 'static {
     async fn pending(&self, after: Option<JobId>, limit: usize)
     -> Result<Vec<JobRecord>, JobError>;
 
+    /// Claims firing `firing_ms` of schedule `name`: true for exactly one
+    /// caller per firing, whichever replica asks first; false for earlier
+    /// or equal firings once a later one is claimed.
+    async fn claim_firing(&self, name: &str, firing_ms: i64) -> Result<bool, JobError>;
+
     /// Deletes succeeded and discarded jobs last changed before
     /// `before_ms`; how many.
     async fn prune(&self, before_ms: i64) -> Result<u64, JobError>;
@@ -114,6 +119,8 @@ struct Jobs {
     by_id: HashMap<JobId, JobRecord>,
     /// Unique keys of pending jobs.
     by_key: HashMap<String, JobId>,
+    /// Each schedule's last claimed firing.
+    firings: HashMap<String, i64>,
 }
 
 /// Jobs a memory store keeps by default.
@@ -341,6 +348,16 @@ impl JobStore for MemoryJobStore {
         limit: usize,
     ) -> Result<Vec<JobRecord>, JobError> {
         Ok(self.jobs().sorted(|j| j.state.is_pending(), after, limit))
+    }
+
+    async fn claim_firing(&self, name: &str, firing_ms: i64) -> Result<bool, JobError> {
+        let mut jobs = self.jobs();
+        let last = jobs.firings.entry(name.to_owned()).or_insert(i64::MIN);
+        if *last >= firing_ms {
+            return Ok(false);
+        }
+        *last = firing_ms;
+        Ok(true)
     }
 
     async fn prune(&self, before_ms: i64) -> Result<u64, JobError> {
