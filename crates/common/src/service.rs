@@ -26,8 +26,7 @@ use crate::server::ServiceHostBuilder;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Backends the services of one process share. Empty for a standalone
-/// service; the job queue and the lock service join these fields when they
-/// exist.
+/// service; the lock service joins these fields when it exists.
 ///
 /// A shared backend stands in for the *embedded* one only: a service whose
 /// own configuration names a real server (Consul, Kafka) connects to it,
@@ -40,6 +39,9 @@ pub struct Shared {
     pub registry: Option<Arc<dyn Registry>>,
     /// Events one service publishes reach consumers in the others.
     pub events: Option<Arc<dyn EventBus>>,
+    /// One in-process job queue for every service (each keeps its own job
+    /// store; kinds are named per service).
+    pub jobs: Option<Arc<dyn crate::jobs::MessageQueue>>,
 }
 
 impl Shared {
@@ -52,6 +54,12 @@ impl Shared {
     /// Every service publishes to and consumes from `events`.
     pub fn with_events(mut self, events: Arc<dyn EventBus>) -> Self {
         self.events = Some(events);
+        self
+    }
+
+    /// Every service's in-process jobs go through `queue`.
+    pub fn with_jobs(mut self, queue: Arc<dyn crate::jobs::MessageQueue>) -> Self {
+        self.jobs = Some(queue);
         self
     }
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::jobs::{
     Backoff, Enqueued, InProcessQueue, JobError, JobFailure, JobQueue, JobRecord, JobState,
-    JobStore, JobsConfig, MemoryJobStore, NewJob, RabbitMqConfig, RabbitMqQueue, RunAt, Schedule,
-    SqlJobStore, Workers, handler_fn,
+    JobStore, JobsConfig, JobsSettings, MemoryJobStore, NewJob, RabbitMqConfig, RabbitMqQueue,
+    RunAt, Schedule, SqlJobStore, Workers, handler_fn,
 };
 use serde_json::json;
 use test_support::TempDir;
@@ -483,4 +483,53 @@ fn a_schedule_that_is_not_cron_is_refused() {
         );
     }
     assert!(Schedule::new("digest", "0 9 * * *", NewJob::new("digest", json!(null))).is_ok());
+}
+
+#[tokio::test]
+async fn an_in_process_queue_on_sqlite_hands_out_its_jobs_again_after_a_crash() {
+    let dir = TempDir::new("jobs-recovery");
+    let url = format!("{}?mode=rwc", dir.sqlite_url("jobs.db"));
+    let settings = JobsSettings::from_env(
+        &common::config::Env::from_map("T", std::iter::empty::<(&str, &str)>()),
+        "t",
+    )
+    .unwrap();
+    let shared = common::service::Shared::default();
+    let first = settings.open(sql_store(&url).await, &shared).await.unwrap();
+    let hanging = handler_fn(|_| {
+        Box::pin(async {
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+    });
+    let pool = first.start(Workers::new().register("crash", hanging, 1));
+    let running = first
+        .enqueue(NewJob::new("crash", json!(1)))
+        .await
+        .unwrap()
+        .id();
+    let waiting = first
+        .enqueue(NewJob::new("crash", json!(2)))
+        .await
+        .unwrap()
+        .id();
+    let later = first
+        .enqueue(NewJob::new("crash", json!(3)).run_at(RunAt::After(Duration::from_millis(300))))
+        .await
+        .unwrap()
+        .id();
+    wait_for_state(&first, running, JobState::Running).await;
+    // The process dies: no drain, the in-process messages are gone.
+    drop(pool);
+    drop(first);
+
+    let second = settings.open(sql_store(&url).await, &shared).await.unwrap();
+    let (runs, handler) = flaky(0);
+    let pool = second.start(Workers::new().register("crash", handler, 2));
+    for id in [running, waiting, later] {
+        let job = wait_for_state(&second, id, JobState::Succeeded).await;
+        assert_eq!(job.attempts, 1, "the crashed run is not counted");
+    }
+    assert_eq!(runs.lock().await.len(), 3);
+    pool.drain(Duration::from_secs(1)).await;
 }

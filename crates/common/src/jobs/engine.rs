@@ -257,6 +257,35 @@ impl JobQueue {
         }
     }
 
+    /// Hands the store's pending jobs to the queue again: for an
+    /// in-process queue over a durable store, whose messages a restart
+    /// lost. A job left running by the crash is queued again with that
+    /// attempt uncounted. Call once, before starting workers.
+    pub async fn recover(&self) -> Result<usize, JobError> {
+        let mut after = None;
+        let mut recovered = 0;
+        loop {
+            let page = self.store.pending(after, 500).await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = Some(last.id);
+            for job in page {
+                if job.state == JobState::Running {
+                    self.store
+                        .finish(job.id, job.attempts, Outcome::Released, now_ms())
+                        .await?;
+                }
+                self.announce(&job).await?;
+                recovered += 1;
+            }
+        }
+        if recovered > 0 {
+            tracing::info!(recovered, "pending jobs handed to the queue again");
+        }
+        Ok(recovered)
+    }
+
     pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>, JobError> {
         self.store.get(id).await
     }

@@ -24,6 +24,7 @@ mod model;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
 mod schedule;
+mod settings;
 #[cfg(feature = "jobs-sql")]
 mod sql;
 mod store;
@@ -39,6 +40,7 @@ pub use model::{
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{RabbitMqConfig, RabbitMqQueue};
 pub use schedule::Schedule;
+pub use settings::{JobsBackend, JobsSettings};
 #[cfg(feature = "jobs-sql")]
 pub use sql::SqlJobStore;
 pub use store::{Inserted, JobStore, MEMORY_CAPACITY, MemoryJobStore, Outcome};

@@ -45,7 +45,7 @@ const STEPS: u32 = 28;
 #[derive(Clone, Debug)]
 pub struct RabbitMqConfig {
     /// `amqp://user:password@host:port/vhost`.
-    pub url: String,
+    pub url: crate::config::SecretUrl,
     /// Names every exchange and queue.
     pub prefix: String,
     pub connect_timeout: Duration,
@@ -58,7 +58,7 @@ pub struct RabbitMqConfig {
 impl RabbitMqConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            url: crate::config::SecretUrl::new(url),
             prefix: "jobs".into(),
             connect_timeout: Duration::from_secs(3),
             queue_expiry: None,
@@ -158,7 +158,8 @@ impl Inner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
-        let connect = Connection::connect(&self.config.url, ConnectionProperties::default());
+        let connect =
+            Connection::connect(self.config.url.expose(), ConnectionProperties::default());
         let connection = tokio::time::timeout(self.config.connect_timeout, connect)
             .await
             .map_err(|_| unavailable("RabbitMQ did not answer in time"))?
