@@ -152,6 +152,26 @@ async fn operators_list_retry_and_discard_dead_jobs_behind_the_admin_token() {
         .await
         .unwrap();
     problem(wrong, 401, "unauthorized").await;
+    // What the workers did, on the admin listener's /metrics.
+    let metrics = client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "jobs_enqueued_total{kind=\"mail\"}",
+        "jobs_dead_lettered_total{kind=\"mail\",reason=\"failed\"}",
+        "jobs_duration_seconds_count{kind=\"mail\",outcome=\"succeeded\"}",
+        "jobs_duration_seconds_count{kind=\"mail\",outcome=\"dead\"}",
+        "jobs_in_flight{kind=\"mail\"}",
+        "jobs_queue_depth{kind=\"mail\"}",
+        "jobs{state=\"dead\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
     // Never on the public port.
     let public = client
         .get(format!("{}/admin/jobs", host.http_url()))

@@ -335,6 +335,7 @@ impl JobQueue {
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let kinds: Vec<String> = workers.kinds.keys().cloned().collect();
         for (kind, registered) in workers.kinds {
             tasks.spawn(consume(
                 self.clone(),
@@ -347,13 +348,14 @@ impl JobQueue {
         for schedule in workers.schedules {
             tasks.spawn(super::schedule::run(self.clone(), schedule, stop.clone()));
         }
-        tasks.spawn(housekeeping(self.clone(), stop.clone()));
+        tasks.spawn(housekeeping(self.clone(), kinds, stop.clone()));
         WorkerPool { stop, abort, tasks }
     }
 }
 
-/// Refreshes the state gauges and prunes finished jobs, until `stop`.
-async fn housekeeping(queue: JobQueue, stop: CancellationToken) {
+/// Refreshes the gauges (jobs by state, ready messages by kind) and prunes
+/// finished jobs, until `stop`.
+async fn housekeeping(queue: JobQueue, kinds: Vec<String>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
@@ -363,6 +365,11 @@ async fn housekeeping(queue: JobQueue, stop: CancellationToken) {
         if let Ok(counts) = queue.store.counts().await {
             for (state, n) in counts {
                 metrics::gauge!("jobs", "state" => state.as_str()).set(n as f64);
+            }
+        }
+        for kind in &kinds {
+            if let Ok(depth) = queue.queue.depth(kind).await {
+                metrics::gauge!("jobs_queue_depth", "kind" => kind.clone()).set(depth as f64);
             }
         }
         let retention = i64::try_from(queue.config.retention.as_millis()).unwrap_or(i64::MAX);
