@@ -6,7 +6,7 @@
 //! | `JOBS_PREFIX` | `jobs.<service>` | names the RabbitMQ exchanges and queues |
 //! | `JOBS_PUBLISH_TIMEOUT` | `5s` | how long an enqueue waits for the broker |
 //! | `JOBS_CONNECT_TIMEOUT` | `3s` | connecting to the broker |
-//! | `JOBS_RETENTION` | `7d` | how long succeeded and discarded jobs are kept |
+//! | `JOBS_RETENTION` | `168h` | how long succeeded and discarded jobs are kept |
 //! | `JOBS_MAX_PAYLOAD_BYTES` | `65536` | largest payload accepted |
 
 use std::sync::Arc;
