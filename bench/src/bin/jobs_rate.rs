@@ -104,7 +104,10 @@ impl Enqueue for Floor {
 
 fn quorum() -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     args
 }
 
@@ -121,7 +124,9 @@ async fn setup(
     if mode == "floor" {
         let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
         let publisher = connection.create_channel().await?;
-        publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         let queue = format!("{prefix}.floor");
         publisher
             .queue_declare(
@@ -135,7 +140,10 @@ async fn setup(
             .await?;
         let consumer_channel = connection.create_channel().await?;
         consumer_channel
-            .basic_qos(u16::try_from(concurrency).unwrap_or(u16::MAX), BasicQosOptions::default())
+            .basic_qos(
+                u16::try_from(concurrency).unwrap_or(u16::MAX),
+                BasicQosOptions::default(),
+            )
             .await?;
         let mut consumer = consumer_channel
             .basic_consume(
@@ -156,7 +164,13 @@ async fn setup(
             }
         });
         let keep = Box::new((connection, consumer_channel));
-        return Ok((Arc::new(Floor { channel: publisher, queue }), keep));
+        return Ok((
+            Arc::new(Floor {
+                channel: publisher,
+                queue,
+            }),
+            keep,
+        ));
     }
     let store: Arc<dyn JobStore> = match mode {
         "memory" => Arc::new(MemoryJobStore::with_capacity(10_000_000)),
@@ -168,7 +182,9 @@ async fn setup(
                 .max_connections(16)
                 .connect(&url)
                 .await?;
-            sqlx::query("DROP TABLE IF EXISTS jobs").execute(&pool).await?;
+            sqlx::query("DROP TABLE IF EXISTS jobs")
+                .execute(&pool)
+                .await?;
             Arc::new(SqlJobStore::new(pool).await?)
         }
         other => return Err(format!("unknown mode {other}").into()),
@@ -274,7 +290,10 @@ async fn cleanup(mode: &str) {
     let names = if mode == "floor" {
         vec![format!("{prefix}.floor")]
     } else {
-        vec![format!("{prefix}.bench.noop"), format!("{prefix}.bench.noop.dead")]
+        vec![
+            format!("{prefix}.bench.noop"),
+            format!("{prefix}.bench.noop.dead"),
+        ]
     };
     for name in names {
         let _ = channel
