@@ -27,6 +27,8 @@ mod schedule;
 mod settings;
 #[cfg(feature = "jobs-sql")]
 mod sql;
+#[cfg(feature = "jobs-sql")]
+mod sql_batch;
 mod store;
 mod transport;
 

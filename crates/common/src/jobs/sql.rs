@@ -4,12 +4,19 @@
 //! unique key holds across replicas (a partial unique index over pending
 //! jobs) and any replica answers for any job.
 
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use super::model::{JobError, JobId, JobRecord, JobState};
+use super::sql_batch::{Batcher, placeholders};
 use super::store::{Inserted, JobStore, Outcome};
+
+type Batch<R> = Pin<Box<dyn Future<Output = Result<Vec<R>, sqlx::Error>> + Send>>;
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS jobs (
@@ -43,6 +50,125 @@ const MAX_ERROR_CHARS: usize = 2000;
 pub struct SqlJobStore {
     pool: AnyPool,
     backend: &'static str,
+    /// The hot statements, group-committed: new jobs, starts (not
+    /// takeovers), successes.
+    inserts: Batcher<JobRecord, bool>,
+    starts: Batcher<(JobId, i64), Option<JobRecord>>,
+    successes: Batcher<(JobId, u32, i64), bool>,
+}
+
+fn shared_error(error: std::sync::Arc<sqlx::Error>) -> JobError {
+    JobError::Store(Box::new(SharedError(error)))
+}
+
+/// One batch's failure, reported to each of its callers.
+#[derive(Debug)]
+struct SharedError(std::sync::Arc<sqlx::Error>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// Inserts `jobs` in one statement; which were stored (the others met a
+/// pending job's unique key).
+fn insert_batch(pool: AnyPool, jobs: Vec<JobRecord>) -> Batch<bool> {
+    Box::pin(async move {
+        let rows = (0..jobs.len())
+            .map(|i| format!("({})", placeholders(i * 11 + 1, 11)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO jobs ({COLUMNS}) VALUES {rows} ON CONFLICT DO NOTHING RETURNING id"
+        );
+        let mut query = sqlx::query(&sql);
+        for job in &jobs {
+            query = query
+                .bind(job.id.to_string())
+                .bind(job.kind.clone())
+                .bind(job.payload.to_string())
+                .bind(job.state.as_str())
+                .bind(i64::from(job.attempts))
+                .bind(i64::from(job.max_attempts))
+                .bind(job.run_at_ms)
+                .bind(job.unique_key.clone())
+                .bind(job.last_error.clone())
+                .bind(job.created_at_ms)
+                .bind(job.updated_at_ms);
+        }
+        let inserted = query
+            .fetch_all(&pool)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String, _>("id"))
+            .collect::<Result<HashSet<_>, _>>()?;
+        Ok(jobs
+            .iter()
+            .map(|job| inserted.contains(&job.id.to_string()))
+            .collect())
+    })
+}
+
+/// Starts runs of `jobs` in one statement. A job asked for twice in one
+/// batch (two deliveries at once) starts once: the first asker gets it.
+fn start_batch(pool: AnyPool, jobs: Vec<(JobId, i64)>) -> Batch<Option<JobRecord>> {
+    Box::pin(async move {
+        let now = jobs.iter().map(|(_, now)| *now).max().unwrap_or(0);
+        let mut ids: Vec<String> = jobs.iter().map(|(id, _)| id.to_string()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at_ms = $1 \
+             WHERE state IN ('queued', 'retrying') AND id IN ({}) RETURNING {COLUMNS}",
+            placeholders(2, ids.len())
+        );
+        let mut query = sqlx::query(&sql).bind(now);
+        for id in ids {
+            query = query.bind(id);
+        }
+        let mut started: HashMap<JobId, JobRecord> = HashMap::new();
+        for row in query.fetch_all(&pool).await? {
+            let job = record(&row).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            started.insert(job.id, job);
+        }
+        Ok(jobs.iter().map(|(id, _)| started.remove(id)).collect())
+    })
+}
+
+/// Marks runs succeeded in one statement; which were still current.
+fn success_batch(pool: AnyPool, runs: Vec<(JobId, u32, i64)>) -> Batch<bool> {
+    Box::pin(async move {
+        let now = runs.iter().map(|(_, _, now)| *now).max().unwrap_or(0);
+        let matches = (0..runs.len())
+            .map(|i| format!("(id = ${} AND attempts = ${})", i * 2 + 2, i * 2 + 3))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql = format!(
+            "UPDATE jobs SET state = 'succeeded', updated_at_ms = $1 \
+             WHERE state = 'running' AND ({matches}) RETURNING id, attempts"
+        );
+        let mut query = sqlx::query(&sql).bind(now);
+        for (id, attempt, _) in &runs {
+            query = query.bind(id.to_string()).bind(i64::from(*attempt));
+        }
+        let mut done = HashSet::new();
+        for row in query.fetch_all(&pool).await? {
+            let id: String = row.try_get("id")?;
+            let attempts: i64 = row.try_get("attempts")?;
+            done.insert((id, attempts));
+        }
+        Ok(runs
+            .iter()
+            .map(|(id, attempt, _)| done.contains(&(id.to_string(), i64::from(*attempt))))
+            .collect())
+    })
 }
 
 fn store_error(error: sqlx::Error) -> JobError {
@@ -97,7 +223,13 @@ impl SqlJobStore {
                 .await
                 .map_err(store_error)?;
         }
-        Ok(Self { pool, backend })
+        Ok(Self {
+            inserts: Batcher::spawn(pool.clone(), insert_batch),
+            starts: Batcher::spawn(pool.clone(), start_batch),
+            successes: Batcher::spawn(pool.clone(), success_batch),
+            pool,
+            backend,
+        })
     }
 
     async fn pending_with_key(&self, key: &str) -> Result<Option<JobRecord>, JobError> {
@@ -123,25 +255,7 @@ impl JobStore for SqlJobStore {
         // Twice at most: a holder of the key found by the insert may have
         // finished before the read that looks for it.
         for _ in 0..2 {
-            let inserted = sqlx::query(&format!(
-                "INSERT INTO jobs ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT DO NOTHING"
-            ))
-            .bind(job.id.to_string())
-            .bind(&job.kind)
-            .bind(job.payload.to_string())
-            .bind(job.state.as_str())
-            .bind(i64::from(job.attempts))
-            .bind(i64::from(job.max_attempts))
-            .bind(job.run_at_ms)
-            .bind(job.unique_key.clone())
-            .bind(job.last_error.clone())
-            .bind(job.created_at_ms)
-            .bind(job.updated_at_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-            if inserted.rows_affected() == 1 {
+            if self.inserts.call(job.clone()).await.map_err(shared_error)? {
                 return Ok(Inserted::New);
             }
             let Some(key) = &job.unique_key else {
@@ -199,6 +313,9 @@ impl JobStore for SqlJobStore {
         takeover: bool,
         now_ms: i64,
     ) -> Result<Option<JobRecord>, JobError> {
+        if !takeover {
+            return self.starts.call((id, now_ms)).await.map_err(shared_error);
+        }
         let row = sqlx::query(&format!(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at_ms = $2 \
              WHERE id = $1 AND (state IN ('queued', 'retrying') OR ($3 AND state = 'running')) \
@@ -220,6 +337,13 @@ impl JobStore for SqlJobStore {
         outcome: Outcome,
         now_ms: i64,
     ) -> Result<bool, JobError> {
+        if outcome == Outcome::Succeeded {
+            return self
+                .successes
+                .call((id, attempt, now_ms))
+                .await
+                .map_err(shared_error);
+        }
         let (sql, run_at, error) = match outcome {
             Outcome::Succeeded => (
                 "UPDATE jobs SET state = 'succeeded', updated_at_ms = $3 \
