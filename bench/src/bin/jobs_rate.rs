@@ -291,8 +291,8 @@ async fn cleanup(mode: &str) {
         vec![format!("{prefix}.floor")]
     } else {
         vec![
-            format!("{prefix}.bench.noop"),
-            format!("{prefix}.bench.noop.dead"),
+            format!("{prefix}.q.bench.noop"),
+            format!("{prefix}.dlq.bench.noop"),
         ]
     };
     for name in names {

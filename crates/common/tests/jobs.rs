@@ -533,3 +533,107 @@ async fn an_in_process_queue_on_sqlite_hands_out_its_jobs_again_after_a_crash() 
     assert_eq!(runs.lock().await.len(), 3);
     pool.drain(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_panicking_handler_counts_as_a_failed_attempt_not_a_loop() {
+    for (name, queue, _dir) in queues().await {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let handler = handler_fn(move |_| {
+            let counted = counted.clone();
+            Box::pin(async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                panic!("a bug in the handler");
+            })
+        });
+        let pool = queue.start(Workers::new().register_with("buggy", handler, 1, FAST));
+        let id = queue
+            .enqueue(NewJob::new("buggy", json!(1)).max_attempts(2))
+            .await
+            .unwrap()
+            .id();
+        let dead = wait_for_state(&queue, id, JobState::Dead).await;
+        assert_eq!(dead.attempts, 2, "{name}");
+        assert_eq!(
+            dead.last_error.as_deref(),
+            Some("the handler panicked"),
+            "{name}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "{name}");
+        pool.drain(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_replica_draining_finishes_its_running_job_without_another_replica_taking_it() {
+    for (name, queue, _dir) in queues().await {
+        let (runs, _) = flaky(0);
+        let seen = runs.clone();
+        let slow = handler_fn(move |_| {
+            let seen = seen.clone();
+            Box::pin(async move {
+                seen.lock().await.push(Instant::now());
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                Ok(())
+            })
+        });
+        let a = queue.start(Workers::new().register("deploy", slow.clone(), 1));
+        let id = queue
+            .enqueue(NewJob::new("deploy", json!(1)))
+            .await
+            .unwrap()
+            .id();
+        wait_for_state(&queue, id, JobState::Running).await;
+        // The new version comes up, the old one drains.
+        let b = queue
+            .clone()
+            .start(Workers::new().register("deploy", slow, 1));
+        a.drain(Duration::from_secs(5)).await;
+        let job = wait_for_state(&queue, id, JobState::Succeeded).await;
+        assert_eq!(job.attempts, 1, "{name}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            runs.lock().await.len(),
+            1,
+            "{name}: run once, by the draining replica"
+        );
+        b.drain(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_error_with_nul_bytes_is_stored_and_an_unreadable_payload_refused() {
+    for (name, queue, _dir) in queues().await {
+        let handler = handler_fn(|_| Box::pin(async { Err(JobFailure::permanent("bad\0byte")) }));
+        let pool = queue.start(Workers::new().register("nul", handler, 1));
+        let id = queue
+            .enqueue(NewJob::new("nul", json!(1)))
+            .await
+            .unwrap()
+            .id();
+        let dead = wait_for_state(&queue, id, JobState::Dead).await;
+        assert!(dead.last_error.unwrap().starts_with("bad"), "{name}");
+        let mut deep = json!(1);
+        for _ in 0..200 {
+            deep = json!([deep]);
+        }
+        assert!(
+            matches!(
+                queue.enqueue(NewJob::new("nul", deep)).await,
+                Err(JobError::Invalid(_))
+            ),
+            "{name}"
+        );
+        assert!(
+            matches!(
+                queue
+                    .enqueue(NewJob::new("nul", json!(1)).unique("a\0b"))
+                    .await,
+                Err(JobError::Invalid(_))
+            ),
+            "{name}"
+        );
+        pool.drain(Duration::from_secs(1)).await;
+    }
+}

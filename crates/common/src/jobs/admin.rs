@@ -30,11 +30,22 @@ struct JobsAdmin {
     token: Option<Secret>,
 }
 
-/// The routes for `queue`, enabled by `token`.
+/// The routes for `queue`, enabled by `token` (at least
+/// [`crate::auth::settings::MIN_SECRET_BYTES`]; a shorter one leaves them disabled).
 pub fn routes(
     queue: JobQueue,
     token: Option<Secret>,
 ) -> impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static {
+    let token = token.filter(|t| {
+        let long_enough = t.expose().len() >= crate::auth::settings::MIN_SECRET_BYTES;
+        if !long_enough {
+            tracing::error!(
+                "the admin token is shorter than {} bytes: the job routes stay disabled",
+                crate::auth::settings::MIN_SECRET_BYTES
+            );
+        }
+        long_enough
+    });
     let admin = web::Data::new(JobsAdmin { queue, token });
     move |cfg| {
         cfg.service(
@@ -113,13 +124,12 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list(
-    req: HttpRequest,
-    admin: web::Data<JobsAdmin>,
-    query: web::Query<ListQuery>,
-) -> Result<HttpResponse, Problem> {
+async fn list(req: HttpRequest, admin: web::Data<JobsAdmin>) -> Result<HttpResponse, Problem> {
+    // The token first: nothing about the route shows without it.
     authorise(&admin, &req)?;
     let bad = |detail: String| Problem::new(StatusCode::BAD_REQUEST, "bad_query", detail);
+    let query =
+        web::Query::<ListQuery>::from_query(req.query_string()).map_err(|e| bad(e.to_string()))?;
     let state = query
         .state
         .as_deref()

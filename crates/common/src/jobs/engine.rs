@@ -7,7 +7,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +19,7 @@ use super::model::{
     Enqueued, JobError, JobId, JobRecord, JobState, MAX_PAYLOAD_BYTES, NewJob, RunAt, now_ms, to_ms,
 };
 use super::schedule::Schedule;
-use super::store::{Inserted, JobStore, Outcome};
+use super::store::{Inserted, JobStore, Outcome, Withdraw};
 use super::transport::{Delivery, JobMessage, MessageQueue};
 
 /// Why a run failed.
@@ -179,12 +182,20 @@ impl JobQueue {
                 job.kind
             )));
         }
-        let size = serde_json::to_vec(&job.payload).map_or(usize::MAX, |b| b.len());
+        let bytes = serde_json::to_vec(&job.payload).unwrap_or_default();
+        let size = bytes.len();
         if size > self.config.max_payload_bytes {
             return Err(JobError::Invalid(format!(
                 "the payload is {size} bytes, more than {}",
                 self.config.max_payload_bytes
             )));
+        }
+        // Stored as text and read back when the job runs: what cannot be
+        // read back (nesting deeper than the reader allows) is refused now.
+        if serde_json::from_slice::<serde_json::Value>(&bytes).is_err() {
+            return Err(JobError::Invalid(
+                "the payload is nested too deeply to be read back".into(),
+            ));
         }
         if job.max_attempts == 0 {
             return Err(JobError::Invalid("max_attempts must be at least 1".into()));
@@ -192,9 +203,11 @@ impl JobQueue {
         if job
             .unique_key
             .as_ref()
-            .is_some_and(|k| k.is_empty() || k.len() > 255)
+            .is_some_and(|k| k.is_empty() || k.len() > 255 || k.contains('\0'))
         {
-            return Err(JobError::Invalid("a unique key is 1 to 255 bytes".into()));
+            return Err(JobError::Invalid(
+                "a unique key is 1 to 255 bytes, without NUL".into(),
+            ));
         }
         let now = now_ms();
         let run_at_ms = match job.run_at {
@@ -217,20 +230,47 @@ impl JobQueue {
             created_at_ms: now,
             updated_at_ms: now,
         };
+        // Stored, announced and (on failure) taken back in a task of its
+        // own: a caller that stops waiting (a client gone) cannot leave a
+        // stored job that was never announced.
+        let queue = self.clone();
+        tokio::spawn(async move { queue.store_and_announce(record).await })
+            .await
+            .map_err(|e| JobError::Unavailable(format!("the enqueue was interrupted: {e}")))?
+    }
+
+    async fn store_and_announce(&self, record: JobRecord) -> Result<Enqueued, JobError> {
         if let Inserted::Existing(existing) = self.store.insert(&record).await? {
             metrics::counter!("jobs_deduplicated_total", "kind" => existing.kind.clone())
                 .increment(1);
             return Ok(Enqueued::Existing(existing.id));
         }
         if let Err(error) = self.announce(&record).await {
-            // Not announced: not enqueued, so no record either.
-            if let Err(e) = self.store.remove(record.id).await {
-                tracing::warn!(error = %e, job = %record.id, "could not remove an unannounced job");
+            // Not announced, so not enqueued: the record goes too — unless
+            // a late confirm let a worker take it already.
+            match self.store.withdraw(record.id, Withdraw::Delete).await {
+                Ok(true) => return Err(error),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, job = %record.id, "could not take back an unannounced job");
+                    return Err(error);
+                }
             }
-            return Err(error);
         }
         metrics::counter!("jobs_enqueued_total", "kind" => record.kind.clone()).increment(1);
         Ok(Enqueued::New(record.id))
+    }
+
+    /// A worker's publish (a retry, an early arrival's rest), bounded like
+    /// an enqueue's, so a broker outage cannot hold a worker slot or a
+    /// drain for ever.
+    async fn publish_bounded(&self, message: &JobMessage, delay: Duration) -> Result<(), JobError> {
+        tokio::time::timeout(
+            self.config.publish_timeout,
+            self.queue.publish(message, delay),
+        )
+        .await
+        .unwrap_or_else(|_| Err(JobError::Unavailable("no confirm in time".into())))
     }
 
     /// Publishes `job`'s message, due at its run time, within the publish
@@ -306,20 +346,14 @@ impl JobQueue {
             return Ok(None);
         };
         if let Err(error) = self.announce(&job).await {
-            // Dead again, so an operator can try once more.
-            let _ = self.store.start(id, false, now_ms()).await;
-            let _ = self
-                .store
-                .finish(
-                    id,
-                    1,
-                    Outcome::Dead {
-                        error: error.to_string(),
-                    },
-                    now_ms(),
-                )
-                .await;
-            return Err(error);
+            // Dead again, so an operator can try once more — unless a late
+            // confirm let a worker take it already.
+            let dead = Withdraw::Dead {
+                error: format!("the retry could not be announced: {error}"),
+            };
+            if self.store.withdraw(id, dead).await? {
+                return Err(error);
+            }
         }
         Ok(Some(job))
     }
@@ -478,10 +512,16 @@ async fn consume(
     };
     let mut running = JoinSet::new();
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
+        // `biased`: once stopped, no further delivery is taken, however
+        // many are ready.
+        let slot = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot,
         };
+        let Ok(slot) = slot else { break };
         let delivery = tokio::select! {
+            biased;
             () = stop.cancelled() => break,
             delivery = deliveries.next() => delivery,
         };
@@ -497,11 +537,26 @@ async fn consume(
             drop(slot);
         });
         // Reap finished runs so the set does not grow.
-        while running.try_join_next().is_some() {}
+        while let Some(done) = running.try_join_next() {
+            log_panic(done);
+        }
     }
-    // No more deliveries taken; the stream's unsettled ones are requeued.
+    // Stop the broker's deliveries first, and keep the channel that the
+    // running jobs will settle on until they have: closing it now would
+    // hand them to another replica while they still run here.
+    deliveries.stop().await;
+    while let Some(done) = running.join_next().await {
+        log_panic(done);
+    }
     drop(deliveries);
-    while running.join_next().await.is_some() {}
+}
+
+fn log_panic(done: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = done
+        && error.is_panic()
+    {
+        tracing::error!(%error, "a job's run panicked outside its handler");
+    }
 }
 
 /// A delivery this early is published again for the rest of its delay
@@ -538,7 +593,7 @@ async fn run_one(
     // rest in the queue, not in a worker.
     if message.run_at_ms > now + EARLY_MS {
         let rest = Duration::from_millis(u64::try_from(message.run_at_ms - now).unwrap_or(0));
-        match queue.queue.publish(&message, rest).await {
+        match queue.publish_bounded(&message, rest).await {
             Ok(()) => settle(acker.ack().await),
             Err(_) => settle(acker.requeue().await),
         }
@@ -562,7 +617,14 @@ async fn run_one(
     let in_flight = metrics::gauge!("jobs_in_flight", &labels);
     in_flight.increment(1.0);
     let started = tokio::time::Instant::now();
-    let result = if job.kind != kind {
+    let result = if job.attempts > job.max_attempts {
+        // Delivered again and again because its runs never end (each
+        // crashes its worker): dead rather than a loop.
+        Some(Err(JobFailure::Permanent(format!(
+            "started {} times without finishing",
+            job.attempts
+        ))))
+    } else if job.kind != kind {
         Some(Err(JobFailure::Permanent(format!(
             "no handler for job kind {:?}",
             job.kind
@@ -576,7 +638,11 @@ async fn run_one(
     } else {
         // `None`: stopped by the drain deadline.
         tokio::select! {
-            result = registered.handler.run(&job) => Some(result),
+            result = AssertUnwindSafe(registered.handler.run(&job)).catch_unwind() => {
+                Some(result.unwrap_or_else(|_| {
+                    Err(JobFailure::Retry("the handler panicked".into()))
+                }))
+            }
             () = abort.cancelled() => None,
         }
     };
@@ -586,7 +652,8 @@ async fn run_one(
         Some(Ok(())) => (Outcome::Succeeded, "succeeded"),
         Some(Err(JobFailure::Retry(error))) if job.attempts < job.max_attempts => {
             let delay = registered.backoff.delay(job.attempts);
-            let run_at_ms = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            let run_at_ms =
+                now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
             (Outcome::Retry { run_at_ms, error }, "retried")
         }
         Some(Err(JobFailure::Retry(error) | JobFailure::Permanent(error))) => {
@@ -628,7 +695,7 @@ async fn run_one(
             run_at_ms,
         };
         let delay = Duration::from_millis(u64::try_from(run_at_ms - now_ms()).unwrap_or(0));
-        match queue.queue.publish(&retry, delay).await {
+        match queue.publish_bounded(&retry, delay).await {
             Ok(()) => settle(acker.ack().await),
             // Delivered again now rather than lost; it runs early.
             Err(_) => settle(acker.requeue().await),

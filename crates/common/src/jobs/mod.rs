@@ -45,7 +45,7 @@ pub use schedule::Schedule;
 pub use settings::{JobsBackend, JobsSettings};
 #[cfg(feature = "jobs-sql")]
 pub use sql::SqlJobStore;
-pub use store::{Inserted, JobStore, MEMORY_CAPACITY, MemoryJobStore, Outcome};
+pub use store::{Inserted, JobStore, MEMORY_CAPACITY, MemoryJobStore, Outcome, Withdraw};
 pub use transport::{
     Acker, Deliveries, Delivery, IN_PROCESS_CAPACITY, InProcessQueue, JobMessage, MessageQueue,
 };

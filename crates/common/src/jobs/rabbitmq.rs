@@ -24,9 +24,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{
@@ -53,6 +53,8 @@ pub struct RabbitMqConfig {
     /// for throwaway topologies such as tests', never for real ones (an
     /// idle delay queue would go with its messages).
     pub queue_expiry: Option<Duration>,
+    /// How long a dead job's message stays in its dead-letter queue.
+    pub dead_letter_ttl: Duration,
 }
 
 impl RabbitMqConfig {
@@ -62,6 +64,7 @@ impl RabbitMqConfig {
             prefix: "jobs".into(),
             connect_timeout: Duration::from_secs(3),
             queue_expiry: None,
+            dead_letter_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -83,6 +86,15 @@ struct Inner {
 struct Link {
     connection: Arc<Connection>,
     publisher: Channel,
+}
+
+async fn confirm_channel(connection: &Connection) -> Result<Channel, JobError> {
+    let channel = connection.create_channel().await.map_err(unavailable)?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(unavailable)?;
+    Ok(channel)
 }
 
 fn unavailable(error: impl std::fmt::Display) -> JobError {
@@ -140,17 +152,28 @@ impl RabbitMqQueue {
 }
 
 impl Inner {
+    /// `<prefix>.q.<kind>`: kinds may hold dots, so each name family has
+    /// a segment of its own (`q`, `dlq`, `delay`) and no kind's queue can
+    /// be another's dead-letter queue or a delay step.
     fn work_queue(&self, kind: &str) -> String {
-        format!("{}.{kind}", self.config.prefix)
+        format!("{}.q.{kind}", self.config.prefix)
     }
 
     /// A live connection and publishing channel, opening them if needed.
     async fn link(&self) -> Result<(Arc<Connection>, Channel), JobError> {
         let mut link = self.link.lock().await;
-        if let Some(current) = link.as_ref()
+        let bound = self.config.connect_timeout;
+        if let Some(current) = link.as_mut()
             && current.connection.status().connected()
-            && current.publisher.status().connected()
         {
+            if !current.publisher.status().connected() {
+                // Only the channel closed (a refused declare, say): a new
+                // one on the same connection, which consumers keep using.
+                current.publisher =
+                    tokio::time::timeout(bound, confirm_channel(&current.connection))
+                        .await
+                        .map_err(|_| unavailable("RabbitMQ did not open a channel in time"))??;
+            }
             return Ok((current.connection.clone(), current.publisher.clone()));
         }
         *link = None;
@@ -158,18 +181,18 @@ impl Inner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
-        let connect =
-            Connection::connect(self.config.url.expose(), ConnectionProperties::default());
-        let connection = tokio::time::timeout(self.config.connect_timeout, connect)
+        let open = async {
+            let connection =
+                Connection::connect(self.config.url.expose(), ConnectionProperties::default())
+                    .await
+                    .map_err(unavailable)?;
+            let connection = Arc::new(connection);
+            let publisher = confirm_channel(&connection).await?;
+            Ok::<_, JobError>((connection, publisher))
+        };
+        let (connection, publisher) = tokio::time::timeout(bound, open)
             .await
-            .map_err(|_| unavailable("RabbitMQ did not answer in time"))?
-            .map_err(unavailable)?;
-        let connection = Arc::new(connection);
-        let publisher = connection.create_channel().await.map_err(unavailable)?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(unavailable)?;
+            .map_err(|_| unavailable("RabbitMQ did not answer in time"))??;
         *link = Some(Link {
             connection: connection.clone(),
             publisher: publisher.clone(),
@@ -178,12 +201,18 @@ impl Inner {
         Ok((connection, publisher))
     }
 
-    /// Forgets the link after an error, so the next call reconnects.
-    async fn broken(&self, error: &lapin::Error) {
-        tracing::warn!(%error, "RabbitMQ link broken; reconnecting");
+    /// After `error` on `connection`: forgets the link if that connection
+    /// is the current one and is gone, so the next call reconnects. A
+    /// channel-level error leaves the connection (and every other consumer
+    /// on it) alone; a newer link is never touched.
+    async fn broken(&self, connection: &Arc<Connection>, error: &lapin::Error) {
         let mut link = self.link.lock().await;
-        if let Some(current) = link.take() {
-            let _ = current.connection.close(320, "reconnecting".into()).await;
+        if let Some(current) = link.as_ref()
+            && Arc::ptr_eq(&current.connection, connection)
+            && !connection.status().connected()
+        {
+            tracing::warn!(%error, "RabbitMQ connection lost; reconnecting");
+            *link = None;
         }
     }
 
@@ -334,17 +363,17 @@ impl Inner {
         Ok(name)
     }
 
-    async fn publish_once(
+    async fn publish_on(
         &self,
+        channel: &Channel,
         message: &JobMessage,
         delay: Duration,
     ) -> Result<(), PublishError> {
-        let (_, channel) = self.link().await.map_err(PublishError::Unavailable)?;
-        self.declare_kind(&channel, &message.kind).await?;
+        self.declare_kind(channel, &message.kind).await?;
         let exchange = if delay.is_zero() {
             self.config.prefix.clone()
         } else {
-            self.declare_step(&channel, step_for(delay)).await?
+            self.declare_step(channel, step_for(delay)).await?
         };
         let body = serde_json::to_vec(message).map_err(|e| PublishError::Refused(e.to_string()))?;
         let properties = BasicProperties::default()
@@ -374,7 +403,6 @@ impl Inner {
 }
 
 enum PublishError {
-    Unavailable(JobError),
     Broker(lapin::Error),
     Refused(String),
 }
@@ -397,18 +425,21 @@ impl MessageQueue for RabbitMqQueue {
     async fn publish(&self, message: &JobMessage, delay: Duration) -> Result<(), JobError> {
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.inner.publish_once(message, delay).await {
-                Ok(()) => return Ok(()),
-                Err(PublishError::Refused(reason)) => {
-                    // A nack or an unroutable message: worth one more try
-                    // on a fresh link, not a loop.
-                    tracing::warn!(reason, "RabbitMQ refused a job message");
-                    self.inner.link.lock().await.take();
+            match self.inner.link().await {
+                Ok((connection, channel)) => {
+                    match self.inner.publish_on(&channel, message, delay).await {
+                        Ok(()) => return Ok(()),
+                        // A nack or an unroutable message: tried again,
+                        // on the same link, until the caller gives up.
+                        Err(PublishError::Refused(reason)) => {
+                            tracing::warn!(reason, "RabbitMQ refused a job message");
+                        }
+                        Err(PublishError::Broker(error)) => {
+                            self.inner.broken(&connection, &error).await;
+                        }
+                    }
                 }
-                Err(PublishError::Broker(error)) => self.inner.broken(&error).await,
-                Err(PublishError::Unavailable(error)) => {
-                    tracing::debug!(%error, "RabbitMQ unavailable; trying again");
-                }
+                Err(error) => tracing::debug!(%error, "RabbitMQ unavailable; trying again"),
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -451,30 +482,47 @@ struct RabbitDeliveries {
     inner: Arc<Inner>,
     kind: String,
     prefetch: u16,
-    consumer: Option<(Channel, lapin::Consumer)>,
+    consumer: Option<Consuming>,
+}
+
+struct Consuming {
+    /// Kept so the connection lives as long as its consumer does.
+    connection: Arc<Connection>,
+    channel: Channel,
+    consumer: lapin::Consumer,
 }
 
 impl RabbitDeliveries {
-    async fn open(&self) -> Result<(Channel, lapin::Consumer), lapin::Error> {
-        let (connection, _) = self
-            .inner
-            .link()
-            .await
-            .map_err(|e| lapin::Error::from(std::io::Error::other(e.to_string())))?;
-        let channel = connection.create_channel().await?;
-        channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
-            .await?;
-        self.inner.declare_kind(&channel, &self.kind).await?;
-        let consumer = channel
-            .basic_consume(
-                self.inner.work_queue(&self.kind).as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        Ok((channel, consumer))
+    async fn open(&self) -> Result<Consuming, String> {
+        let (connection, _) = self.inner.link().await.map_err(|e| e.to_string())?;
+        let opened = async {
+            let channel = connection.create_channel().await?;
+            channel
+                .basic_qos(self.prefetch, BasicQosOptions::default())
+                .await?;
+            self.inner.declare_kind(&channel, &self.kind).await?;
+            let consumer = channel
+                .basic_consume(
+                    self.inner.work_queue(&self.kind).as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, lapin::Error>((channel, consumer))
+        };
+        match tokio::time::timeout(self.inner.config.connect_timeout, opened).await {
+            Ok(Ok((channel, consumer))) => Ok(Consuming {
+                connection,
+                channel,
+                consumer,
+            }),
+            Ok(Err(error)) => {
+                self.inner.broken(&connection, &error).await;
+                Err(error.to_string())
+            }
+            Err(_) => Err("RabbitMQ did not open a consumer in time".into()),
+        }
     }
 }
 
@@ -483,7 +531,7 @@ impl Deliveries for RabbitDeliveries {
     async fn next(&mut self) -> Option<Delivery> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let Some((_, consumer)) = self.consumer.as_mut() else {
+            let Some(consuming) = self.consumer.as_mut() else {
                 match self.open().await {
                     Ok(opened) => {
                         self.consumer = Some(opened);
@@ -491,14 +539,13 @@ impl Deliveries for RabbitDeliveries {
                     }
                     Err(error) => {
                         tracing::warn!(%error, kind = self.kind, "cannot consume; trying again");
-                        self.inner.link.lock().await.take();
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
                 }
                 continue;
             };
-            match consumer.next().await {
+            match consuming.consumer.next().await {
                 Some(Ok(delivery)) => {
                     let message = serde_json::from_slice::<JobMessage>(&delivery.data)
                         .map_err(|e| format!("not a job message: {e}"))
@@ -517,8 +564,9 @@ impl Deliveries for RabbitDeliveries {
                 }
                 Some(Err(error)) => {
                     tracing::warn!(%error, kind = self.kind, "consumer broken; reopening");
-                    self.consumer = None;
-                    self.inner.broken(&error).await;
+                    if let Some(gone) = self.consumer.take() {
+                        self.inner.broken(&gone.connection, &error).await;
+                    }
                 }
                 None => {
                     tracing::warn!(kind = self.kind, "consumer cancelled; reopening");
@@ -526,6 +574,31 @@ impl Deliveries for RabbitDeliveries {
                 }
             }
         }
+    }
+
+    /// Cancels the consumer; its channel stays open (until this is
+    /// dropped) for the deliveries in hand to be settled on.
+    async fn stop(&mut self) {
+        if let Some(consuming) = self.consumer.as_ref() {
+            let tag = consuming.consumer.tag();
+            if let Err(error) = consuming
+                .channel
+                .basic_cancel(tag, BasicCancelOptions::default())
+                .await
+            {
+                tracing::debug!(%error, kind = self.kind, "could not cancel a consumer");
+            }
+        }
+    }
+}
+
+/// lapin answers `Ok(false)` when the delivery's channel is gone (the
+/// broker requeues it then): not settled.
+fn settled(result: Result<bool, lapin::Error>) -> Result<(), JobError> {
+    match result {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(unavailable("the delivery's channel is gone")),
+        Err(error) => Err(unavailable(error)),
     }
 }
 
@@ -537,36 +610,28 @@ struct RabbitAcker(Option<lapin::Acker>);
 impl Acker for RabbitAcker {
     async fn ack(mut self: Box<Self>) -> Result<(), JobError> {
         match self.0.take() {
-            Some(acker) => acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map(drop)
-                .map_err(unavailable),
+            Some(acker) => settled(acker.ack(BasicAckOptions::default()).await),
             None => Ok(()),
         }
     }
 
     async fn requeue(mut self: Box<Self>) -> Result<(), JobError> {
         match self.0.take() {
-            Some(acker) => acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await
-                .map(drop)
-                .map_err(unavailable),
+            Some(acker) => settled(
+                acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await,
+            ),
             None => Ok(()),
         }
     }
 
     async fn reject(mut self: Box<Self>) -> Result<(), JobError> {
         match self.0.take() {
-            Some(acker) => acker
-                .reject(BasicRejectOptions { requeue: false })
-                .await
-                .map(drop)
-                .map_err(unavailable),
+            Some(acker) => settled(acker.reject(BasicRejectOptions { requeue: false }).await),
             None => Ok(()),
         }
     }

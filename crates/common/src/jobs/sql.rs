@@ -14,7 +14,7 @@ use sqlx::{AnyPool, Row};
 
 use super::model::{JobError, JobId, JobRecord, JobState};
 use super::sql_batch::{Batcher, placeholders};
-use super::store::{Inserted, JobStore, Outcome};
+use super::store::{Inserted, JobStore, Outcome, Withdraw};
 
 type Batch<R> = Pin<Box<dyn Future<Output = Result<Vec<R>, sqlx::Error>> + Send>>;
 
@@ -81,6 +81,10 @@ impl std::error::Error for SharedError {
 /// pending job's unique key).
 fn insert_batch(pool: AnyPool, jobs: Vec<JobRecord>) -> Batch<bool> {
     Box::pin(async move {
+        // In key order, so two replicas' batches that share keys wait on
+        // each other in one direction, never in a cycle (a deadlock).
+        let mut order: Vec<&JobRecord> = jobs.iter().collect();
+        order.sort_by(|a, b| a.unique_key.cmp(&b.unique_key));
         let rows = (0..jobs.len())
             .map(|i| format!("({})", placeholders(i * 11 + 1, 11)))
             .collect::<Vec<_>>()
@@ -89,7 +93,7 @@ fn insert_batch(pool: AnyPool, jobs: Vec<JobRecord>) -> Batch<bool> {
             "INSERT INTO jobs ({COLUMNS}) VALUES {rows} ON CONFLICT DO NOTHING RETURNING id"
         );
         let mut query = sqlx::query(&sql);
-        for job in &jobs {
+        for job in order {
             query = query
                 .bind(job.id.to_string())
                 .bind(job.kind.clone())
@@ -179,7 +183,14 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
 
+/// `error`, short enough to keep and without NUL (which PostgreSQL's text
+/// refuses, and which would make the outcome unstorable).
 fn cut(error: String) -> String {
+    let error = if error.contains('\0') {
+        error.replace('\0', "\u{fffd}")
+    } else {
+        error
+    };
     match error.char_indices().nth(MAX_ERROR_CHARS) {
         Some((at, _)) => error[..at].to_owned(),
         None => error,
@@ -270,13 +281,29 @@ impl JobStore for SqlJobStore {
         ))
     }
 
-    async fn remove(&self, id: JobId) -> Result<(), JobError> {
-        sqlx::query("DELETE FROM jobs WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(())
+    async fn withdraw(&self, id: JobId, to: Withdraw) -> Result<bool, JobError> {
+        let untouched = "id = $1 AND state = 'queued' AND attempts = 0";
+        let done = match to {
+            Withdraw::Delete => {
+                sqlx::query(&format!("DELETE FROM jobs WHERE {untouched}"))
+                    .bind(id.to_string())
+                    .execute(&self.pool)
+                    .await
+            }
+            Withdraw::Dead { error } => {
+                sqlx::query(&format!(
+                    "UPDATE jobs SET state = 'dead', last_error = $2, updated_at_ms = $3 \
+                 WHERE {untouched}"
+                ))
+                .bind(id.to_string())
+                .bind(cut(error))
+                .bind(super::model::now_ms())
+                .execute(&self.pool)
+                .await
+            }
+        }
+        .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>, JobError> {
@@ -480,7 +507,8 @@ impl JobStore for SqlJobStore {
 
     async fn prune(&self, before_ms: i64) -> Result<u64, JobError> {
         let done = sqlx::query(
-            "DELETE FROM jobs WHERE state IN ('succeeded', 'discarded') AND updated_at_ms < $1",
+            "DELETE FROM jobs WHERE state IN ('succeeded', 'discarded', 'dead') \
+             AND updated_at_ms < $1",
         )
         .bind(before_ms)
         .execute(&self.pool)

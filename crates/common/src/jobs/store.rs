@@ -19,6 +19,13 @@ pub enum Inserted {
     Existing(JobRecord),
 }
 
+/// What [`JobStore::withdraw`] makes of a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Withdraw {
+    Delete,
+    Dead { error: String },
+}
+
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -45,8 +52,12 @@ pub trait JobStore: Send + Sync + 'static {
     /// is returned instead and nothing is stored.
     async fn insert(&self, job: &JobRecord) -> Result<Inserted, JobError>;
 
-    /// Removes a job that was never announced (its enqueue failed).
-    async fn remove(&self, id: JobId) -> Result<(), JobError>;
+    /// Takes back a job whose announcement failed, as long as it is still
+    /// queued and has never started (the broker may have confirmed late,
+    /// and a worker already taken it): deleted, or made dead with `error`
+    /// (an operator's retry that could not be announced). False when the
+    /// job had moved on, which means it was announced after all.
+    async fn withdraw(&self, id: JobId, to: Withdraw) -> Result<bool, JobError>;
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>, JobError>;
 
@@ -101,8 +112,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// or equal firings once a later one is claimed.
     async fn claim_firing(&self, name: &str, firing_ms: i64) -> Result<bool, JobError>;
 
-    /// Deletes succeeded and discarded jobs last changed before
-    /// `before_ms`; how many.
+    /// Deletes finished jobs (succeeded, discarded, dead) last changed
+    /// before `before_ms`; how many.
     async fn prune(&self, before_ms: i64) -> Result<u64, JobError>;
 }
 
@@ -203,15 +214,32 @@ impl JobStore for MemoryJobStore {
         Ok(Inserted::New)
     }
 
-    async fn remove(&self, id: JobId) -> Result<(), JobError> {
+    async fn withdraw(&self, id: JobId, to: Withdraw) -> Result<bool, JobError> {
         let mut jobs = self.jobs();
-        if let Some(job) = jobs.by_id.remove(&id)
-            && let Some(key) = job.unique_key
-            && jobs.by_key.get(&key) == Some(&id)
-        {
-            jobs.by_key.remove(&key);
+        let untouched = jobs
+            .by_id
+            .get(&id)
+            .is_some_and(|j| j.state == JobState::Queued && j.attempts == 0);
+        if !untouched {
+            return Ok(false);
         }
-        Ok(())
+        match to {
+            Withdraw::Delete => {
+                if let Some(job) = jobs.by_id.remove(&id)
+                    && let Some(key) = job.unique_key
+                    && jobs.by_key.get(&key) == Some(&id)
+                {
+                    jobs.by_key.remove(&key);
+                }
+            }
+            Withdraw::Dead { error } => {
+                if let Some(job) = jobs.by_id.get_mut(&id) {
+                    job.last_error = Some(error);
+                }
+                jobs.set_state(id, JobState::Dead, super::model::now_ms());
+            }
+        }
+        Ok(true)
     }
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>, JobError> {
@@ -364,8 +392,10 @@ impl JobStore for MemoryJobStore {
         let mut jobs = self.jobs();
         let before = jobs.by_id.len();
         jobs.by_id.retain(|_, j| {
-            !(matches!(j.state, JobState::Succeeded | JobState::Discarded)
-                && j.updated_at_ms < before_ms)
+            !(matches!(
+                j.state,
+                JobState::Succeeded | JobState::Discarded | JobState::Dead
+            ) && j.updated_at_ms < before_ms)
         });
         Ok((before - jobs.by_id.len()) as u64)
     }

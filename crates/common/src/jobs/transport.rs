@@ -50,6 +50,10 @@ pub trait Deliveries: Send {
     /// The next delivery; waits for one. Recovers from broker outages on
     /// its own; `None` only once the queue is closed for good.
     async fn next(&mut self) -> Option<Delivery>;
+
+    /// Asks for no more deliveries; those already handed out can still be
+    /// settled, until the stream is dropped.
+    async fn stop(&mut self) {}
 }
 
 #[async_trait]
