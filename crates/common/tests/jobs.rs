@@ -637,3 +637,49 @@ async fn an_error_with_nul_bytes_is_stored_and_an_unreadable_payload_refused() {
         pool.drain(Duration::from_secs(1)).await;
     }
 }
+
+#[tokio::test]
+async fn services_sharing_one_in_process_queue_never_take_each_others_jobs() {
+    let shared = common::service::Shared::default().with_jobs(Arc::new(InProcessQueue::default()));
+    let empty = std::iter::empty::<(&str, &str)>;
+    let mut pools = Vec::new();
+    let mut counts = Vec::new();
+    let mut queues = Vec::new();
+    for service in ["mail", "chat"] {
+        let env = common::config::Env::from_map(&service.to_uppercase(), empty());
+        let settings = JobsSettings::from_env(&env, service).unwrap();
+        let queue = settings
+            .open(Arc::new(MemoryJobStore::default()), &shared)
+            .await
+            .unwrap();
+        let (runs, handler) = flaky(0);
+        pools.push(queue.start(Workers::new().register("digest", handler, 2)));
+        counts.push(runs);
+        queues.push(queue);
+    }
+    let mut ids = Vec::new();
+    for queue in &queues {
+        let mut mine = Vec::new();
+        for i in 0..10 {
+            mine.push(
+                queue
+                    .enqueue(NewJob::new("digest", json!(i)))
+                    .await
+                    .unwrap()
+                    .id(),
+            );
+        }
+        ids.push(mine);
+    }
+    for (queue, mine) in queues.iter().zip(&ids) {
+        for id in mine {
+            wait_for_state(queue, *id, JobState::Succeeded).await;
+        }
+    }
+    for runs in &counts {
+        assert_eq!(runs.lock().await.len(), 10, "each service ran its own ten");
+    }
+    for pool in pools {
+        pool.drain(Duration::from_secs(1)).await;
+    }
+}

@@ -48,4 +48,5 @@ pub use sql::SqlJobStore;
 pub use store::{Inserted, JobStore, MEMORY_CAPACITY, MemoryJobStore, Outcome, Withdraw};
 pub use transport::{
     Acker, Deliveries, Delivery, IN_PROCESS_CAPACITY, InProcessQueue, JobMessage, MessageQueue,
+    Namespaced,
 };

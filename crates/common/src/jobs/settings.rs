@@ -15,7 +15,7 @@ use std::time::Duration;
 use super::engine::{JobQueue, JobsConfig};
 use super::model::{JobError, MAX_PAYLOAD_BYTES};
 use super::store::JobStore;
-use super::transport::{InProcessQueue, MessageQueue};
+use super::transport::{InProcessQueue, MessageQueue, Namespaced};
 use crate::config::{ConfigError, Env, SecretUrl};
 use crate::service::Shared;
 
@@ -30,6 +30,8 @@ pub enum JobsBackend {
 pub struct JobsSettings {
     pub backend: JobsBackend,
     pub config: JobsConfig,
+    /// `JOBS_PREFIX`: the service's kinds' names in a shared queue.
+    pub namespace: String,
 }
 
 impl JobsSettings {
@@ -63,13 +65,13 @@ impl JobsSettings {
                     raw.parse::<lapin::uri::AMQPUri>()
                         .map_err(|e| invalid(&format!("not an AMQP URL: {e}")))?;
                     let mut rabbit = super::rabbitmq::RabbitMqConfig::new(raw);
-                    rabbit.prefix = prefix;
+                    rabbit.prefix = prefix.clone();
                     rabbit.connect_timeout = connect_timeout;
                     JobsBackend::RabbitMq(rabbit)
                 }
                 #[cfg(not(feature = "rabbitmq"))]
                 {
-                    let _ = (prefix, connect_timeout);
+                    let _ = connect_timeout;
                 }
                 #[cfg(not(feature = "rabbitmq"))]
                 return Err(invalid(
@@ -78,7 +80,11 @@ impl JobsSettings {
             }
             _ => return Err(invalid("expected in-process or amqp://host:port/vhost")),
         };
-        Ok(Self { backend, config })
+        Ok(Self {
+            backend,
+            config,
+            namespace: prefix,
+        })
     }
 
     /// The queue over `store`. In process, the shared queue of the
@@ -92,7 +98,9 @@ impl JobsSettings {
         match &self.backend {
             JobsBackend::InProcess => {
                 let transport: Arc<dyn MessageQueue> = match &shared.jobs {
-                    Some(transport) => transport.clone(),
+                    Some(transport) => {
+                        Arc::new(Namespaced::new(transport.clone(), self.namespace.clone()))
+                    }
                     None => Arc::new(InProcessQueue::default()),
                 };
                 let queue = JobQueue::new(store, transport, self.config);

@@ -308,3 +308,70 @@ impl Drop for InProcessAcker {
         }
     }
 }
+
+/// A queue shared by several services (the all-in-one runner's in-process
+/// queue) as one of them sees it: its kinds are `<namespace>.<kind>`
+/// underneath, so two services that both run a `digest` job cannot take
+/// each other's (the other's store would not know the job, and the
+/// delivery would be dropped as a duplicate).
+pub struct Namespaced {
+    inner: Arc<dyn MessageQueue>,
+    namespace: String,
+}
+
+impl Namespaced {
+    pub fn new(inner: Arc<dyn MessageQueue>, namespace: impl Into<String>) -> Self {
+        Self {
+            inner,
+            namespace: namespace.into(),
+        }
+    }
+
+    fn outer(&self, kind: &str) -> String {
+        format!("{}.{kind}", self.namespace)
+    }
+}
+
+#[async_trait]
+impl MessageQueue for Namespaced {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn publish(&self, message: &JobMessage, delay: Duration) -> Result<(), JobError> {
+        let mut outer = message.clone();
+        outer.kind = self.outer(&message.kind);
+        self.inner.publish(&outer, delay).await
+    }
+
+    async fn consume(&self, kind: &str, prefetch: usize) -> Result<Box<dyn Deliveries>, JobError> {
+        Ok(Box::new(NamespacedDeliveries {
+            inner: self.inner.consume(&self.outer(kind), prefetch).await?,
+            kind: kind.to_owned(),
+        }))
+    }
+
+    async fn depth(&self, kind: &str) -> Result<u64, JobError> {
+        self.inner.depth(&self.outer(kind)).await
+    }
+}
+
+struct NamespacedDeliveries {
+    inner: Box<dyn Deliveries>,
+    kind: String,
+}
+
+#[async_trait]
+impl Deliveries for NamespacedDeliveries {
+    async fn next(&mut self) -> Option<Delivery> {
+        let mut delivery = self.inner.next().await?;
+        if let Ok(message) = &mut delivery.message {
+            message.kind.clone_from(&self.kind);
+        }
+        Some(delivery)
+    }
+
+    async fn stop(&mut self) {
+        self.inner.stop().await;
+    }
+}
