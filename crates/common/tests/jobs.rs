@@ -80,6 +80,10 @@ async fn fresh_postgres_url() -> String {
 }
 
 async fn rabbitmq(store: Arc<dyn JobStore>) -> JobQueue {
+    rabbitmq_with(store, JobsConfig::default()).await
+}
+
+async fn rabbitmq_with(store: Arc<dyn JobStore>, jobs: JobsConfig) -> JobQueue {
     let url = test_support::backends::amqp_url();
     let mut config = RabbitMqConfig::new(url.clone());
     config.prefix = test_support::backends::unique("jobs-test");
@@ -90,7 +94,7 @@ async fn rabbitmq(store: Arc<dyn JobStore>) -> JobQueue {
         .connect()
         .await
         .unwrap_or_else(|e| panic!("{}", test_support::backends::missing("RabbitMQ", &url, &e)));
-    JobQueue::new(store, Arc::new(broker), JobsConfig::default())
+    JobQueue::new(store, Arc::new(broker), jobs)
 }
 
 const FAST: Backoff = Backoff {
@@ -680,6 +684,44 @@ async fn services_sharing_one_in_process_queue_never_take_each_others_jobs() {
         assert_eq!(runs.lock().await.len(), 10, "each service ran its own ten");
     }
     for pool in pools {
+        pool.drain(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_message_was_lost_is_announced_again_by_the_sweeper() {
+    let postgres = sql_store(&fresh_postgres_url().await).await;
+    let stores: Vec<(&str, Arc<dyn JobStore>)> = vec![
+        ("rabbitmq+memory", Arc::new(MemoryJobStore::default())),
+        ("rabbitmq+postgres", postgres),
+    ];
+    for (name, store) in stores {
+        let config = JobsConfig {
+            sweep_after: Duration::from_millis(500),
+            ..JobsConfig::default()
+        };
+        let queue = rabbitmq_with(store.clone(), config).await;
+        // Stored, but its message never reached the broker (or the broker
+        // lost it) a while ago.
+        let long_ago = common::jobs::now_ms() - 5_000;
+        let lost = JobRecord {
+            id: uuid::Uuid::now_v7(),
+            kind: "swept".into(),
+            payload: json!(1),
+            state: JobState::Queued,
+            attempts: 0,
+            max_attempts: 3,
+            run_at_ms: long_ago,
+            unique_key: None,
+            last_error: None,
+            created_at_ms: long_ago,
+            updated_at_ms: long_ago,
+        };
+        store.insert(&lost).await.unwrap();
+        let (runs, handler) = flaky(0);
+        let pool = queue.start(Workers::new().register("swept", handler, 1));
+        wait_for_state(&queue, lost.id, JobState::Succeeded).await;
+        assert_eq!(runs.lock().await.len(), 1, "{name}");
         pool.drain(Duration::from_secs(1)).await;
     }
 }

@@ -116,8 +116,13 @@ pub struct JobsConfig {
     /// How long an enqueue waits for the broker's confirm (through an
     /// outage, reconnects included) before failing.
     pub publish_timeout: Duration,
-    /// Succeeded and discarded jobs are kept this long.
+    /// Finished jobs (succeeded, discarded, dead) are kept this long.
     pub retention: Duration,
+    /// A queued or retrying job due this long ago and untouched since is
+    /// taken for one whose message was lost, and announced again (a
+    /// duplicate is harmless: the store decides what runs). Not for the
+    /// in-process queue, whose messages only a crash loses.
+    pub sweep_after: Duration,
 }
 
 impl Default for JobsConfig {
@@ -126,6 +131,7 @@ impl Default for JobsConfig {
             max_payload_bytes: MAX_PAYLOAD_BYTES,
             publish_timeout: Duration::from_secs(5),
             retention: Duration::from_secs(7 * 24 * 3600),
+            sweep_after: Duration::from_secs(600),
         }
     }
 }
@@ -326,6 +332,28 @@ impl JobQueue {
         Ok(recovered)
     }
 
+    /// Announces again the jobs whose messages seem lost (see
+    /// [`JobsConfig::sweep_after`]).
+    async fn sweep(&self) {
+        let wait = i64::try_from(self.config.sweep_after.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        let overdue = match self.store.overdue(now.saturating_sub(wait), now, 500).await {
+            Ok(overdue) => overdue,
+            Err(error) => {
+                tracing::warn!(%error, "cannot look for overdue jobs");
+                return;
+            }
+        };
+        for job in overdue {
+            tracing::warn!(job = %job.id, kind = job.kind, "job overdue, its message lost: announcing it again");
+            metrics::counter!("jobs_swept_total", "kind" => job.kind.clone()).increment(1);
+            if let Err(error) = self.announce(&job).await {
+                tracing::warn!(%error, job = %job.id, "could not announce an overdue job");
+                return;
+            }
+        }
+    }
+
     pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>, JobError> {
         self.store.get(id).await
     }
@@ -405,6 +433,9 @@ async fn housekeeping(queue: JobQueue, kinds: Vec<String>, stop: CancellationTok
             if let Ok(depth) = queue.queue.depth(kind).await {
                 metrics::gauge!("jobs_queue_depth", "kind" => kind.clone()).set(depth as f64);
             }
+        }
+        if queue.queue.backend() != "in_process" {
+            queue.sweep().await;
         }
         let retention = i64::try_from(queue.config.retention.as_millis()).unwrap_or(i64::MAX);
         if let Err(error) = queue.store.prune(now_ms().saturating_sub(retention)).await {

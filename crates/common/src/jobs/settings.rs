@@ -8,6 +8,7 @@
 //! | `JOBS_CONNECT_TIMEOUT` | `3s` | connecting to the broker |
 //! | `JOBS_RETENTION` | `168h` | how long succeeded and discarded jobs are kept |
 //! | `JOBS_MAX_PAYLOAD_BYTES` | `65536` | largest payload accepted |
+//! | `JOBS_SWEEP_AFTER` | `10m` | a due job untouched this long is announced again |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,7 @@ impl JobsSettings {
             max_payload_bytes: env.shared("JOBS_MAX_PAYLOAD_BYTES", MAX_PAYLOAD_BYTES)?,
             publish_timeout: env.shared("JOBS_PUBLISH_TIMEOUT", defaults.publish_timeout)?,
             retention: env.shared("JOBS_RETENTION", defaults.retention)?,
+            sweep_after: env.shared("JOBS_SWEEP_AFTER", defaults.sweep_after)?,
         };
         if config.publish_timeout.is_zero() {
             return Err(ConfigError::Invalid {

@@ -490,6 +490,30 @@ impl JobStore for SqlJobStore {
         rows.iter().map(record).collect()
     }
 
+    async fn overdue(
+        &self,
+        before_ms: i64,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, JobError> {
+        // One statement: replicas sweeping at once split the jobs instead
+        // of each announcing all of them.
+        let rows = sqlx::query(&format!(
+            "UPDATE jobs SET updated_at_ms = $2 WHERE id IN ( \
+                 SELECT id FROM jobs WHERE state IN ('queued', 'retrying') \
+                 AND run_at_ms < $1 AND updated_at_ms < $1 ORDER BY id LIMIT $3) \
+             AND state IN ('queued', 'retrying') AND updated_at_ms < $1 \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(before_ms)
+        .bind(now_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(record).collect()
+    }
+
     async fn claim_firing(&self, name: &str, firing_ms: i64) -> Result<bool, JobError> {
         // One statement, so two replicas cannot both advance to a firing.
         let claimed = sqlx::query(

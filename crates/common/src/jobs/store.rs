@@ -107,6 +107,19 @@ pub trait JobStore: Send + Sync + 'static {
     async fn pending(&self, after: Option<JobId>, limit: usize)
     -> Result<Vec<JobRecord>, JobError>;
 
+    /// Queued or retrying jobs due before `before_ms` and untouched since
+    /// then, oldest first: what a lost message (a queue deleted, a broker
+    /// failover that lost it, a crash between store and publish) left
+    /// behind, for the sweeper to announce again. Each one returned is
+    /// marked touched at `now_ms`, so it comes back only after another
+    /// such wait.
+    async fn overdue(
+        &self,
+        before_ms: i64,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, JobError>;
+
     /// Claims firing `firing_ms` of schedule `name`: true for exactly one
     /// caller per firing, whichever replica asks first; false for earlier
     /// or equal firings once a later one is claimed.
@@ -376,6 +389,30 @@ impl JobStore for MemoryJobStore {
         limit: usize,
     ) -> Result<Vec<JobRecord>, JobError> {
         Ok(self.jobs().sorted(|j| j.state.is_pending(), after, limit))
+    }
+
+    async fn overdue(
+        &self,
+        before_ms: i64,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, JobError> {
+        let mut jobs = self.jobs();
+        let found = jobs.sorted(
+            |j| {
+                matches!(j.state, JobState::Queued | JobState::Retrying)
+                    && j.run_at_ms < before_ms
+                    && j.updated_at_ms < before_ms
+            },
+            None,
+            limit,
+        );
+        for job in &found {
+            if let Some(stored) = jobs.by_id.get_mut(&job.id) {
+                stored.updated_at_ms = now_ms;
+            }
+        }
+        Ok(found)
     }
 
     async fn claim_firing(&self, name: &str, firing_ms: i64) -> Result<bool, JobError> {
