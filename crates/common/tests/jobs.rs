@@ -10,10 +10,14 @@ use std::time::{Duration, Instant};
 use common::jobs::{
     Backoff, Enqueued, InProcessQueue, JobError, JobFailure, JobQueue, JobRecord, JobState,
     JobStore, JobsConfig, JobsSettings, MemoryJobStore, NewJob, RabbitMqConfig, RabbitMqQueue,
-    RunAt, Schedule, SqlJobStore, Workers, handler_fn,
+    RunAt, Schedule, Workers, handler_fn,
 };
 use serde_json::json;
 use test_support::TempDir;
+
+#[path = "support/jobs_db.rs"]
+mod jobs_db;
+use jobs_db::{fresh_postgres_url, sql_store};
 use tokio::sync::Mutex;
 
 /// Every pairing under test, fresh for each test: RabbitMQ under a prefix
@@ -41,42 +45,6 @@ async fn queues() -> Vec<(&'static str, JobQueue, Option<TempDir>)> {
         ),
         ("rabbitmq+postgres", rabbitmq(postgres).await, None),
     ]
-}
-
-async fn sql_store(url: &str) -> Arc<dyn JobStore> {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(8)
-        .connect(url)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}",
-                test_support::backends::missing("the database", url, &e)
-            )
-        });
-    Arc::new(SqlJobStore::new(pool).await.unwrap())
-}
-
-/// A new, empty PostgreSQL database on the machine's server.
-async fn fresh_postgres_url() -> String {
-    use sqlx::Connection;
-    let admin = test_support::backends::postgres_url();
-    let name = format!("jobs_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}",
-                test_support::backends::missing("PostgreSQL", &admin, &e)
-            )
-        });
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
 }
 
 async fn rabbitmq(store: Arc<dyn JobStore>) -> JobQueue {
@@ -724,4 +692,75 @@ async fn a_job_whose_message_was_lost_is_announced_again_by_the_sweeper() {
         assert_eq!(runs.lock().await.len(), 1, "{name}");
         pool.drain(Duration::from_secs(1)).await;
     }
+}
+
+#[tokio::test]
+async fn a_message_that_is_not_a_job_is_dead_lettered_and_the_worker_goes_on() {
+    use lapin::options::{BasicGetOptions, BasicPublishOptions};
+    let url = test_support::backends::amqp_url();
+    let mut config = RabbitMqConfig::new(url.clone());
+    config.prefix = test_support::backends::unique("jobs-test");
+    config.queue_expiry = Some(Duration::from_secs(120));
+    let prefix = config.prefix.clone();
+    let broker = RabbitMqQueue::new(config);
+    broker.connect().await.unwrap();
+    let queue = JobQueue::new(
+        Arc::new(MemoryJobStore::default()),
+        Arc::new(broker),
+        JobsConfig::default(),
+    );
+    let (runs, handler) = flaky(0);
+    let pool = queue.start(Workers::new().register("mail", handler, 1));
+    // A job first, so the queues exist; then garbage and another kind's job
+    // straight into mail's queue, as a foreign publisher might.
+    let good = queue
+        .enqueue(NewJob::new("mail", json!(1)))
+        .await
+        .unwrap()
+        .id();
+    wait_for_state(&queue, good, JobState::Succeeded).await;
+    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let foreign = format!(
+        r#"{{"id":"{}","kind":"billing","run_at_ms":0}}"#,
+        uuid::Uuid::now_v7()
+    );
+    for body in [b"not json at all".as_slice(), foreign.as_bytes()] {
+        channel
+            .basic_publish(
+                prefix.as_str().into(),
+                "mail".into(),
+                BasicPublishOptions::default(),
+                body,
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let after = queue
+        .enqueue(NewJob::new("mail", json!(2)))
+        .await
+        .unwrap()
+        .id();
+    wait_for_state(&queue, after, JobState::Succeeded).await;
+    assert_eq!(runs.lock().await.len(), 2, "only the real jobs ran");
+    let dead_queue = format!("{prefix}.dlq.mail");
+    let mut dead = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dead < 2 && Instant::now() < deadline {
+        match channel
+            .basic_get(dead_queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            Some(_) => dead += 1,
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert_eq!(dead, 2, "both are in the dead-letter queue");
+    pool.drain(Duration::from_secs(1)).await;
 }

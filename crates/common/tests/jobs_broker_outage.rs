@@ -3,29 +3,41 @@
 //! run and its effect is applied once, with no restart of the workers;
 //! enqueues during the outage fail clearly and leave nothing behind.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::jobs::{
-    JobError, JobId, JobQueue, JobRecord, JobState, JobsConfig, MemoryJobStore, NewJob,
+    JobError, JobId, JobQueue, JobRecord, JobState, JobStore, JobsConfig, MemoryJobStore, NewJob,
     RabbitMqConfig, RabbitMqQueue, Workers, handler_fn,
 };
 use serde_json::json;
 use test_support::{PrivateRabbit, eventually};
 use tokio::sync::Mutex;
 
+#[path = "support/jobs_db.rs"]
+mod jobs_db;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_broker_restarts_every_confirmed_job_runs_once_without_restarting_workers() {
+async fn after_broker_restarts_every_confirmed_job_runs_once_with_records_in_memory() {
+    outage_with(Arc::new(MemoryJobStore::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_broker_restarts_every_confirmed_job_runs_once_with_records_in_postgres() {
+    outage_with(jobs_db::sql_store(&jobs_db::fresh_postgres_url().await).await).await;
+}
+
+async fn outage_with(store: Arc<dyn JobStore>) {
     let mut broker = PrivateRabbit::start();
     let mut config = RabbitMqConfig::new(broker.url());
     config.connect_timeout = Duration::from_secs(1);
     let rabbit = RabbitMqQueue::new(config);
     rabbit.connect().await.unwrap();
     let queue = JobQueue::new(
-        Arc::new(MemoryJobStore::default()),
+        store,
         Arc::new(rabbit),
         JobsConfig {
             publish_timeout: Duration::from_secs(2),

@@ -263,14 +263,20 @@ impl Inner {
             durable: true,
             ..QueueDeclareOptions::default()
         };
-        let dead_queue = format!("{queue}.dead");
+        let dead_queue = format!("{prefix}.dlq.{kind}");
+        let kept = i64::try_from(self.config.dead_letter_ttl.as_millis()).unwrap_or(i64::MAX);
         channel
             .queue_declare(
                 dead_queue.as_str().into(),
                 quorum,
+                // The store keeps the dead job; this copy is for tools, and
+                // goes after a while rather than piling up.
                 table(
                     self.config.queue_expiry,
-                    &[("x-queue-type", text("quorum"))],
+                    &[
+                        ("x-queue-type", text("quorum")),
+                        ("x-message-ttl", AMQPValue::LongLongInt(kept)),
+                    ],
                 ),
             )
             .await?;
