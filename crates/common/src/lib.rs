@@ -18,6 +18,8 @@
 //! - [`auth`]: the access tokens the gateway signs and services verify;
 //! - [`clients`]: the constructors of every outbound client, each with
 //!   the timeouts it requires;
+//! - [`lock`]: distributed locks with fencing tokens (Redis with feature
+//!   `redis`, or in process);
 //! - [`json`]: whole numbers in request bodies, as JSON Schema reads them;
 //! - [`redis`] (feature `redis`): connecting a command client and a subscriber to Redis;
 //! - [`server`]: the host that serves one service's HTTP and gRPC APIs with
@@ -34,6 +36,7 @@ pub mod exit;
 pub mod health;
 pub mod jobs;
 pub mod json;
+pub mod lock;
 pub mod metrics;
 pub mod problem;
 #[cfg(feature = "redis")]
