@@ -18,6 +18,8 @@
 //! - [`auth`]: the access tokens the gateway signs and services verify;
 //! - [`clients`]: the constructors of every outbound client, each with
 //!   the timeouts it requires;
+//! - [`counters`]: atomic counters with TTLs and fixed windows (Redis with
+//!   feature `redis`, or in process);
 //! - [`lock`]: distributed locks with fencing tokens (Redis with feature
 //!   `redis`, or in process);
 //! - [`json`]: whole numbers in request bodies, as JSON Schema reads them;
@@ -30,6 +32,7 @@ pub mod auth;
 pub mod cache;
 pub mod clients;
 pub mod config;
+pub mod counters;
 pub mod discovery;
 pub mod events;
 pub mod exit;

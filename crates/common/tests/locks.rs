@@ -194,3 +194,109 @@ async fn bad_names_and_leases_are_refused() {
         Err(LockError::Invalid(_))
     ));
 }
+
+mod counters {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use common::counters::{CounterBackend, CounterError, Counters, MemoryCounters, RedisCounters};
+
+    async fn backends() -> Vec<(&'static str, Counters)> {
+        let url = test_support::backends::redis_url();
+        let (client, _) = common::redis::connect(&url, &common::redis::RedisOptions::default())
+            .await
+            .unwrap();
+        let prefix = format!("{}:", test_support::backends::unique("counters-test"));
+        let redis: Arc<dyn CounterBackend> = Arc::new(RedisCounters::new(client, prefix));
+        vec![
+            ("memory", Counters::new(Arc::new(MemoryCounters::default()))),
+            ("redis", Counters::new(redis)),
+        ]
+    }
+
+    #[tokio::test]
+    async fn concurrent_increments_all_count_and_a_counter_expires_after_its_ttl() {
+        for (name, counters) in backends().await {
+            let mut adds = tokio::task::JoinSet::new();
+            for _ in 0..50 {
+                let counters = counters.clone();
+                adds.spawn(async move {
+                    counters
+                        .add("views", 2, Duration::from_millis(400))
+                        .await
+                        .unwrap()
+                });
+            }
+            let mut seen = adds.join_all().await;
+            seen.sort_unstable();
+            assert_eq!(
+                seen,
+                (1..=50).map(|n| n * 2).collect::<Vec<_>>(),
+                "{name}: atomic"
+            );
+            assert_eq!(counters.value("views").await.unwrap(), 100, "{name}");
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            assert_eq!(counters.value("views").await.unwrap(), 0, "{name}: expired");
+            assert_eq!(
+                counters
+                    .add("views", 1, Duration::from_secs(1))
+                    .await
+                    .unwrap(),
+                1,
+                "{name}: a new life"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_windowed_count_starts_again_in_the_next_window() {
+        for (name, counters) in backends().await {
+            let window = Duration::from_millis(300);
+            // Start just after a window opens, so three adds share it.
+            let width = 300u128;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis();
+            let wait = u64::try_from(width - now % width).unwrap() + 5;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            for expected in 1..=3 {
+                let n = counters
+                    .add_in_window("uploads:7", 1, window)
+                    .await
+                    .unwrap();
+                assert_eq!(n, expected, "{name}");
+            }
+            assert_eq!(
+                counters.in_window("uploads:7", window).await.unwrap(),
+                3,
+                "{name}"
+            );
+            tokio::time::sleep(window).await;
+            assert_eq!(
+                counters.in_window("uploads:7", window).await.unwrap(),
+                0,
+                "{name}"
+            );
+            assert_eq!(
+                counters
+                    .add_in_window("uploads:7", 1, window)
+                    .await
+                    .unwrap(),
+                1,
+                "{name}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_counter_names_are_refused() {
+        let counters = Counters::in_process();
+        for bad in ["", &"x".repeat(201)] {
+            assert!(matches!(
+                counters.add(bad, 1, Duration::from_secs(1)).await,
+                Err(CounterError::Invalid(_))
+            ));
+        }
+    }
+}
