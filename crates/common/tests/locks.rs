@@ -9,8 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::lock::{Fence, LockBackend, LockError, Locks, MemoryLocks, RedisLocks};
 
-async fn redis_backend() -> Arc<dyn LockBackend> {
-    let url = test_support::backends::redis_url();
+async fn redis_backend(url: String) -> Arc<dyn LockBackend> {
     let (client, _) = common::redis::connect(&url, &common::redis::RedisOptions::default())
         .await
         .unwrap_or_else(|e| panic!("{}", test_support::backends::missing("Redis", &url, &e)));
@@ -23,7 +22,14 @@ async fn redis_backend() -> Arc<dyn LockBackend> {
 async fn backends() -> Vec<(&'static str, Arc<dyn LockBackend>)> {
     vec![
         ("memory", Arc::new(MemoryLocks::default())),
-        ("redis", redis_backend().await),
+        (
+            "redis",
+            redis_backend(test_support::backends::redis_url()).await,
+        ),
+        (
+            "redis-cluster",
+            redis_backend(test_support::backends::redis_cluster_url()).await,
+        ),
     ]
 }
 
@@ -201,16 +207,23 @@ mod counters {
 
     use common::counters::{CounterBackend, CounterError, Counters, MemoryCounters, RedisCounters};
 
-    async fn backends() -> Vec<(&'static str, Counters)> {
-        let url = test_support::backends::redis_url();
+    async fn on(url: String) -> Counters {
         let (client, _) = common::redis::connect(&url, &common::redis::RedisOptions::default())
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{}", test_support::backends::missing("Redis", &url, &e)));
         let prefix = format!("{}:", test_support::backends::unique("counters-test"));
         let redis: Arc<dyn CounterBackend> = Arc::new(RedisCounters::new(client, prefix));
+        Counters::new(redis)
+    }
+
+    async fn backends() -> Vec<(&'static str, Counters)> {
         vec![
             ("memory", Counters::new(Arc::new(MemoryCounters::default()))),
-            ("redis", Counters::new(redis)),
+            ("redis", on(test_support::backends::redis_url()).await),
+            (
+                "redis-cluster",
+                on(test_support::backends::redis_cluster_url()).await,
+            ),
         ]
     }
 

@@ -9,6 +9,16 @@ pub fn redis_url() -> String {
     var_or("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 }
 
+/// `TEST_REDIS_CLUSTER_URL`, default the six-node cluster that
+/// `scripts/redis-cluster.sh` starts (`make test` does) on ports 7101–7106:
+/// three seeds named, the rest found through them.
+pub fn redis_cluster_url() -> String {
+    var_or(
+        "TEST_REDIS_CLUSTER_URL",
+        "redis-cluster://127.0.0.1:7101?node=127.0.0.1:7102&node=127.0.0.1:7103",
+    )
+}
+
 /// `TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`:
 /// an administrative connection that may create databases. (The older
 /// name `TEST_POSTGRES_URL` is still read.)
