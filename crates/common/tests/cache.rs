@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::cache::{CacheConfig, MultilevelCache, RedisLevel};
 
-use test_support::backends::{missing, redis_url};
+use test_support::backends::{missing, redis_cluster_url, redis_url};
 use test_support::{TempDir, eventually};
 
 /// A name no other test (or earlier run) uses, for keys and channels.
@@ -31,7 +31,10 @@ fn config(name: &'static str, dir: &TempDir) -> CacheConfig {
 }
 
 async fn redis() -> RedisLevel {
-    let url = redis_url();
+    redis_at(redis_url()).await
+}
+
+async fn redis_at(url: String) -> RedisLevel {
     RedisLevel::connect(&url, &Default::default())
         .await
         .unwrap_or_else(|e| panic!("{}", missing("Redis", &url, &e)))
@@ -41,8 +44,12 @@ type Backends = Vec<(&'static str, MultilevelCache)>;
 
 /// Both configurations of the contract, (label, cache), and the disk
 /// levels' directories, removed when the test drops them.
-async fn caches(name: &'static str) -> ([TempDir; 2], Backends) {
-    let dirs = [TempDir::new("cache-test"), TempDir::new("cache-test")];
+async fn caches(name: &'static str) -> ([TempDir; 3], Backends) {
+    let dirs = [
+        TempDir::new("cache-test"),
+        TempDir::new("cache-test"),
+        TempDir::new("cache-test"),
+    ];
     let backends = vec![
         (
             "l1+disk",
@@ -51,6 +58,14 @@ async fn caches(name: &'static str) -> ([TempDir; 2], Backends) {
         (
             "l1+redis+disk",
             MultilevelCache::new(config(unique_name(), &dirs[1]), Some(redis().await)).await,
+        ),
+        (
+            "l1+redis-cluster+disk",
+            MultilevelCache::new(
+                config(unique_name(), &dirs[2]),
+                Some(redis_at(redis_cluster_url()).await),
+            )
+            .await,
         ),
     ];
     (dirs, backends)
@@ -175,6 +190,17 @@ async fn the_disk_level_survives_a_restart() {
 #[tokio::test]
 async fn an_update_on_one_replica_is_not_served_stale_by_another() {
     common::metrics::install().unwrap();
+    replicas_agree(redis_url()).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_an_update_on_one_replica_is_not_served_stale_by_another() {
+    common::metrics::install().unwrap();
+    replicas_agree(redis_cluster_url()).await;
+}
+
+async fn replicas_agree(url: String) {
+    let redis = || redis_at(url.clone());
     let name = unique_name();
     let (dir_a, dir_b) = (TempDir::new("cache-test"), TempDir::new("cache-test"));
     let a = MultilevelCache::new(config(name, &dir_a), Some(redis().await)).await;
@@ -260,6 +286,16 @@ async fn a_load_overtaken_by_an_invalidation_fills_nothing() {
 /// an entry another replica has in Redis is not read again.
 #[tokio::test]
 async fn invalidate_all_retires_every_shared_entry() {
+    generations_agree(redis_url()).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_invalidate_all_retires_every_shared_entry() {
+    generations_agree(redis_cluster_url()).await;
+}
+
+async fn generations_agree(url: String) {
+    let redis = || redis_at(url.clone());
     let name = unique_name();
     let (dir_a, dir_b) = (TempDir::new("cache-test"), TempDir::new("cache-test"));
     let a = MultilevelCache::new(config(name, &dir_a), Some(redis().await)).await;

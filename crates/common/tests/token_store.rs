@@ -9,20 +9,24 @@ use std::time::Duration;
 
 use common::auth::store::RedisTokenStore;
 use common::auth::{MemoryTokenStore, Rotation, TokenStore};
-use test_support::backends::{missing, redis_url, unique};
+use test_support::backends::{missing, redis_cluster_url, redis_url, unique};
 use test_support::contract;
 
-async fn backends() -> Vec<(&'static str, Arc<dyn TokenStore>)> {
-    let url = redis_url();
+async fn on(url: String) -> Arc<dyn TokenStore> {
     let (client, _subscriber) = common::redis::connect(&url, &Default::default())
         .await
         .unwrap_or_else(|e| panic!("{}", missing("Redis", &url, &e)));
+    Arc::new(RedisTokenStore::new(client))
+}
+
+async fn backends() -> Vec<(&'static str, Arc<dyn TokenStore>)> {
     vec![
         (
             "memory",
             Arc::new(MemoryTokenStore::default()) as Arc<dyn TokenStore>,
         ),
-        ("redis", Arc::new(RedisTokenStore::new(client))),
+        ("redis", on(redis_url()).await),
+        ("redis-cluster", on(redis_cluster_url()).await),
     ]
 }
 
