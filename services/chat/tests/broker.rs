@@ -24,9 +24,18 @@ async fn redis_replica(
     history: HistoryLimits,
     presence_ttl: Duration,
 ) -> (Arc<Hub>, Arc<RedisBroker>) {
+    replica_at(redis_url(), prefix, history, presence_ttl).await
+}
+
+async fn replica_at(
+    url: String,
+    prefix: &str,
+    history: HistoryLimits,
+    presence_ttl: Duration,
+) -> (Arc<Hub>, Arc<RedisBroker>) {
     let hub = Arc::new(Hub::default());
     let config = RedisBrokerConfig {
-        url: redis_url(),
+        url: url.clone(),
         prefix: prefix.to_owned(),
         history,
         presence_ttl,
@@ -35,10 +44,7 @@ async fn redis_replica(
     let broker = RedisBroker::connect(config, hub.clone())
         .await
         .unwrap_or_else(|e| {
-            panic!(
-                "Redis at {} must be running for this test (make test starts it): {e:?}",
-                redis_url()
-            )
+            panic!("Redis at {url} must be running for this test (make test starts it): {e:?}")
         });
     (hub, broker)
 }
@@ -47,7 +53,18 @@ async fn backends(history: HistoryLimits) -> Vec<(&'static str, Arc<Hub>, Arc<dy
     let memory_hub = Arc::new(Hub::default());
     let memory = Arc::new(MemoryBroker::new(memory_hub.clone(), history));
     let (redis_hub, redis) = redis_replica(&prefix(), history, Duration::from_secs(30)).await;
-    vec![("memory", memory_hub, memory), ("redis", redis_hub, redis)]
+    let (cluster_hub, cluster) = replica_at(
+        test_support::backends::redis_cluster_url(),
+        &prefix(),
+        history,
+        Duration::from_secs(30),
+    )
+    .await;
+    vec![
+        ("memory", memory_hub, memory),
+        ("redis", redis_hub, redis),
+        ("redis-cluster", cluster_hub, cluster),
+    ]
 }
 
 fn limits(size: usize) -> HistoryLimits {
