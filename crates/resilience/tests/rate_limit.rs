@@ -13,15 +13,21 @@ use fred::prelude::*;
 use resilience::clock::SystemClock;
 use resilience::rate_limit::{Coalescing, MemoryLimiter, Quota, RateLimiter, RedisLimiter};
 
-async fn limiters() -> Vec<(&'static str, Arc<dyn RateLimiter>)> {
-    let url = test_support::backends::redis_url();
-    let client = Builder::from_config(Config::from_url(&url).unwrap())
+async fn connected(url: &str) -> Client {
+    let client = Builder::from_config(Config::from_url(url).unwrap())
         .build()
         .unwrap();
     client
         .init()
         .await
-        .unwrap_or_else(|e| panic!("{}", test_support::backends::missing("Redis", &url, &e)));
+        .unwrap_or_else(|e| panic!("{}", test_support::backends::missing("Redis", url, &e)));
+    client
+}
+
+async fn limiters() -> Vec<(&'static str, Arc<dyn RateLimiter>)> {
+    let url = test_support::backends::redis_url();
+    let client = connected(&url).await;
+    let cluster = connected(&test_support::backends::redis_cluster_url()).await;
     let prefix = format!("ratelimit-test:{}:", uuid::Uuid::new_v4().simple());
     vec![
         (
@@ -31,6 +37,10 @@ async fn limiters() -> Vec<(&'static str, Arc<dyn RateLimiter>)> {
         (
             "redis",
             Arc::new(RedisLimiter::new(client.clone(), prefix.clone())),
+        ),
+        (
+            "redis-cluster",
+            Arc::new(RedisLimiter::new(cluster, format!("{prefix}cluster:"))),
         ),
         (
             "coalesced redis",
