@@ -624,9 +624,17 @@ async fn a_client_that_stops_reading_its_own_replies_is_closed_within_the_send_t
 
 #[tokio::test]
 async fn two_replicas_on_one_redis_share_rooms_presence_and_history() {
+    replicas_share_rooms(test_support::backends::redis_url()).await;
+}
+
+#[tokio::test]
+async fn two_replicas_on_a_redis_cluster_share_rooms_presence_and_history() {
+    replicas_share_rooms(test_support::backends::redis_cluster_url()).await;
+}
+
+async fn replicas_share_rooms(redis: String) {
     run(async {
         let prefix = format!("chat-ws-test:{}:", uuid::Uuid::new_v4().simple());
-        let redis = test_support::backends::redis_url();
         let vars = [
             ("CHAT_REDIS_URL", redis.as_str()),
             ("CHAT_REDIS_PREFIX", prefix.as_str()),
