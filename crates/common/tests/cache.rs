@@ -329,3 +329,94 @@ async fn generations_agree(url: String) {
         .unwrap();
     assert_ne!(seen, "old");
 }
+
+/// Refresh-ahead: a hundred readers on each of two replicas of a key in its
+/// last stretch are all answered from the cache at once, and one reload —
+/// on one replica, under the shared lock — brings the new value.
+#[tokio::test]
+async fn a_hundred_readers_of_a_key_about_to_expire_cause_one_background_load() {
+    use common::cache::RefreshAhead;
+    use common::lock::{Locks, RedisLocks};
+    let name = unique_name();
+    let (client, _) = common::redis::connect(&redis_url(), &Default::default())
+        .await
+        .unwrap();
+    let locks = Locks::new(Arc::new(RedisLocks::new(client, format!("{name}-locks:"))));
+    let dirs = [TempDir::new("cache-test"), TempDir::new("cache-test")];
+    let mut replicas = Vec::new();
+    for dir in &dirs {
+        let mut config = config(name, dir);
+        config.l1_ttl = Duration::from_millis(1000);
+        let cache = MultilevelCache::new(config, Some(redis().await))
+            .await
+            .with_refresh_ahead(RefreshAhead {
+                window: Duration::from_millis(600),
+                locks: Some(locks.clone()),
+            });
+        replicas.push(cache);
+    }
+    let loads = Arc::new(AtomicUsize::new(0));
+    let loader = |loads: Arc<AtomicUsize>| {
+        move || {
+            let loads = loads.clone();
+            async move {
+                let n = loads.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok::<_, Down>(format!("v{n}"))
+            }
+        }
+    };
+    for cache in &replicas {
+        let first: String = cache
+            .get_or_load_refreshing("hot", loader(loads.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            first, "v1",
+            "the second replica finds the first's value in Redis"
+        );
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    // Into the last stretch of the entries' life.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut readers = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let (cache, loads) = (replicas[i % 2].clone(), loads.clone());
+        readers.spawn(async move {
+            let started = tokio::time::Instant::now();
+            let value: String = cache
+                .get_or_load_refreshing("hot", loader(loads))
+                .await
+                .unwrap();
+            (value, started.elapsed())
+        });
+    }
+    for (value, waited) in readers.join_all().await {
+        assert_eq!(value, "v1", "answered from the cache");
+        assert!(
+            waited < Duration::from_millis(150),
+            "no reader waits for the load: {waited:?}"
+        );
+    }
+    eventually(Duration::from_secs(3), "the background reload", || async {
+        loads.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        2,
+        "one reload across both replicas"
+    );
+    // Whichever replica reloaded, both serve the new value once their own
+    // entries go: from L1 there, from Redis here.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for cache in &replicas {
+        let refreshed: String = cache
+            .get_or_load("hot", loader(loads.clone()))
+            .await
+            .unwrap();
+        assert_eq!(refreshed, "v2");
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+}

@@ -16,6 +16,13 @@
 //!
 //! Hits and misses are counted per level in `cache_hits_total` and
 //! `cache_misses_total` (labels `cache`, `level`).
+//!
+//! **Refresh-ahead** (the seed's GetWithPrefetch,
+//! [`MultilevelCache::get_or_load_refreshing`]): a read of an entry in the
+//! last stretch of its L1 life is answered from the cache at once and
+//! starts one background reload — one per key in this process, and, with
+//! a [`crate::lock::Locks`], one across replicas — so a popular key never
+//! expires into a herd of loads. Counted in `cache_refresh_ahead_total`.
 
 mod disk;
 mod redis;
@@ -54,11 +61,30 @@ pub struct MultilevelCache {
 
 struct Inner {
     config: CacheConfig,
-    l1: moka::future::Cache<String, Arc<Vec<u8>>>,
+    l1: moka::future::Cache<String, Arc<Cached>>,
+    /// Set once, after the invalidation follower holds a reference.
+    refresh: std::sync::OnceLock<RefreshAhead>,
+    /// Keys this process is refreshing now.
+    refreshing: std::sync::Mutex<std::collections::HashSet<String>>,
     l2: Option<RedisLevel>,
     l3: Option<DiskLevel>,
     /// Local invalidations so far.
     epoch: std::sync::atomic::AtomicU64,
+}
+
+/// An L1 entry and when L1 drops it.
+struct Cached {
+    bytes: Vec<u8>,
+    expires: tokio::time::Instant,
+}
+
+/// When and under what lock entries are refreshed ahead of expiry.
+#[derive(Clone)]
+pub struct RefreshAhead {
+    /// A read this close to an entry's L1 expiry refreshes it.
+    pub window: Duration,
+    /// Makes the refresh once across replicas; per process without.
+    pub locks: Option<crate::lock::Locks>,
 }
 
 fn hit(cache: &'static str, level: &'static str) {
@@ -85,6 +111,8 @@ impl MultilevelCache {
             inner: Arc::new(Inner {
                 config,
                 l1,
+                refresh: std::sync::OnceLock::new(),
+                refreshing: Default::default(),
                 l2,
                 l3,
                 epoch: Default::default(),
@@ -99,8 +127,108 @@ impl MultilevelCache {
         cache
     }
 
+    /// Refreshes entries read within `refresh.window` of their L1 expiry
+    /// (for [`Self::get_or_load_refreshing`]). Call before sharing the
+    /// cache.
+    pub fn with_refresh_ahead(self, refresh: RefreshAhead) -> Self {
+        if self.inner.refresh.set(refresh).is_err() {
+            tracing::warn!(
+                cache = self.name(),
+                "refresh-ahead was set already; kept the first"
+            );
+        }
+        self
+    }
+
     fn name(&self) -> &'static str {
         self.inner.config.name
+    }
+
+    /// As [`Self::get_or_load`], and an entry read close to its expiry is
+    /// reloaded in the background (see the module's refresh-ahead), its
+    /// reader answered from the cache meanwhile.
+    pub async fn get_or_load_refreshing<T, E, F, Fut>(
+        &self,
+        key: &str,
+        load: F,
+    ) -> Result<T, Arc<E>>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        E: Send + Sync + 'static,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let load = Arc::new(load);
+        if let Some(refresh) = self.inner.refresh.get()
+            && let Some(cached) = self.inner.l1.get(key).await
+            && cached
+                .expires
+                .saturating_duration_since(tokio::time::Instant::now())
+                < refresh.window
+        {
+            self.refresh_in_background(key, refresh.clone(), load.clone());
+        }
+        self.get_or_load(key, move || load()).await
+    }
+
+    fn refresh_in_background<T, E, F, Fut>(&self, key: &str, refresh: RefreshAhead, load: Arc<F>)
+    where
+        T: Serialize + Send + 'static,
+        E: Send + Sync + 'static,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<T, E>> + Send + 'static,
+    {
+        {
+            let mut refreshing = self
+                .inner
+                .refreshing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !refreshing.insert(key.to_owned()) {
+                return;
+            }
+        }
+        let inner = self.inner.clone();
+        let key = key.to_owned();
+        tokio::spawn(async move {
+            let name = inner.config.name;
+            let lock_name = format!("cache-refresh:{}:{key}", inner.config.namespace);
+            // Held for the reload only: another replica that asks meanwhile
+            // leaves it to this one.
+            let guard = match &refresh.locks {
+                Some(locks) => match locks.try_acquire(&lock_name, Duration::from_secs(30)).await {
+                    Ok(Some(guard)) => Some(guard),
+                    Ok(None) => {
+                        inner.done_refreshing(&key);
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, cache = name, "no refresh-ahead lock; refreshing here");
+                        None
+                    }
+                },
+                None => None,
+            };
+            let epoch = inner.epoch();
+            if let Ok(value) = load().await {
+                let bytes = serialise(&value);
+                if inner.epoch() == epoch {
+                    if let Some(l2) = &inner.l2 {
+                        l2.refresh(&inner.config.namespace, &key, &bytes, inner.config.l2_ttl)
+                            .await;
+                    }
+                    if let Some(l3) = &inner.l3 {
+                        l3.set(&key, &bytes).await;
+                    }
+                    inner.l1.insert(key.clone(), inner.cached(bytes)).await;
+                    metrics::counter!("cache_refresh_ahead_total", "cache" => name).increment(1);
+                }
+            }
+            if let Some(guard) = guard {
+                let _ = guard.release().await;
+            }
+            inner.done_refreshing(&key);
+        });
     }
 
     /// The value for `key`: from the first level that has it, else from
@@ -114,8 +242,8 @@ impl MultilevelCache {
         Fut: std::future::Future<Output = Result<T, E>>,
     {
         let name = self.name();
-        if let Some(bytes) = self.inner.l1.get(key).await
-            && let Ok(value) = serde_json::from_slice(&bytes)
+        if let Some(cached) = self.inner.l1.get(key).await
+            && let Ok(value) = serde_json::from_slice(&cached.bytes)
         {
             hit(name, "l1");
             return Ok(value);
@@ -126,19 +254,19 @@ impl MultilevelCache {
         let epoch = self.inner.epoch();
         // Coalesced: one caller runs this block per key at a time; the
         // others wait for its result.
-        let bytes = self
+        let cached = self
             .inner
             .l1
             .try_get_with(owned_key.clone(), async {
                 if let Some(bytes) = inner.lower_levels(name, &owned_key).await {
-                    return Ok(Arc::new(bytes));
+                    return Ok(inner.cached(bytes));
                 }
                 let value = load().await?;
                 let bytes = serialise(&value);
                 if inner.epoch() == epoch {
                     inner.fill_lower_levels(&owned_key, &bytes).await;
                 }
-                Ok::<_, E>(Arc::new(bytes))
+                Ok::<_, E>(inner.cached(bytes))
             })
             .await?;
         if self.inner.epoch() != epoch {
@@ -146,7 +274,7 @@ impl MultilevelCache {
             // predate it, so it is served once but not kept.
             self.inner.l1.invalidate(key).await;
         }
-        match serde_json::from_slice(&bytes) {
+        match serde_json::from_slice(&cached.bytes) {
             Ok(value) => Ok(value),
             Err(error) => {
                 // Written by an older version with another shape: drop it
@@ -178,6 +306,20 @@ impl MultilevelCache {
 }
 
 impl Inner {
+    fn cached(&self, bytes: Vec<u8>) -> Arc<Cached> {
+        Arc::new(Cached {
+            bytes,
+            expires: tokio::time::Instant::now() + self.config.l1_ttl,
+        })
+    }
+
+    fn done_refreshing(&self, key: &str) {
+        self.refreshing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
     fn epoch(&self) -> u64 {
         self.epoch.load(std::sync::atomic::Ordering::Acquire)
     }

@@ -35,6 +35,13 @@ pub(super) const EVERYTHING: &str = "*";
 const TOMBSTONE: Duration = Duration::from_secs(5);
 const TOMBSTONE_VALUE: &[u8] = b"\0tombstone";
 
+const REFRESH: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+return 0
+";
+
 #[derive(Clone)]
 pub struct RedisLevel {
     client: Client,
@@ -45,6 +52,7 @@ pub struct RedisLevel {
     /// An invalidation was dropped while Redis was down: the other
     /// replicas must be told "everything" when it returns.
     missed: Arc<AtomicBool>,
+    refresh: fred::types::scripts::Script,
 }
 
 fn value_key(name: &str, generation: u64, key: &str) -> String {
@@ -85,6 +93,7 @@ impl RedisLevel {
             guard,
             generation: Arc::new(AtomicU64::new(0)),
             missed: Arc::new(AtomicBool::new(false)),
+            refresh: fred::types::scripts::Script::from_lua(REFRESH),
         })
     }
 
@@ -159,6 +168,29 @@ impl RedisLevel {
             )
             .await;
         self.outcome(result, "set");
+    }
+
+    /// Replaces `key`'s value with a refreshed one — unless an
+    /// invalidation's tombstone is there, which a reload that started
+    /// before it must not overwrite.
+    pub(super) async fn refresh(&self, name: &str, key: &str, value: &[u8], ttl: Duration) {
+        if !self.guard.allow() {
+            return;
+        }
+        let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let result: Result<(), _> = self
+            .refresh
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.key(name, key)],
+                vec![
+                    fred::types::Value::Bytes(value.to_vec().into()),
+                    fred::types::Value::Integer(seconds),
+                    fred::types::Value::Bytes(TOMBSTONE_VALUE.to_vec().into()),
+                ],
+            )
+            .await;
+        self.outcome(result, "refresh");
     }
 
     pub(super) async fn delete_and_announce(&self, name: &str, key: &str) {
