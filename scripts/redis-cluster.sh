@@ -4,10 +4,11 @@
 #   bash scripts/redis-cluster.sh start   # idempotent; waits for cluster_state:ok
 #   bash scripts/redis-cluster.sh stop
 # Ports REDIS_CLUSTER_PORT .. +5 (default 7101..7106); data under
-# ${TMPDIR:-/tmp}/platform-redis-cluster (nothing is kept across restarts).
+# REDIS_CLUSTER_DIR (default ${TMPDIR:-/tmp}/platform-redis-cluster; nothing is
+# kept across restarts).
 set -euo pipefail
 FIRST=${REDIS_CLUSTER_PORT:-7101}
-DIR=${TMPDIR:-/tmp}/platform-redis-cluster
+DIR=${REDIS_CLUSTER_DIR:-${TMPDIR:-/tmp}/platform-redis-cluster}
 ports=$(seq "$FIRST" $((FIRST + 5)))
 
 answers() { redis-cli -p "$1" ping >/dev/null 2>&1; }
@@ -23,7 +24,8 @@ start() {
     mkdir -p "$DIR/$port"
     redis-server --daemonize yes --bind 127.0.0.1 --port "$port" \
       --cluster-enabled yes --cluster-config-file "$DIR/$port/nodes.conf" \
-      --cluster-node-timeout 1000 --save "" --appendonly no \
+      --cluster-node-timeout 1000 --cluster-replica-validity-factor 0 \
+      --save "" --appendonly no \
       --dir "$DIR/$port" --logfile "$DIR/$port/redis.log"
   done
   for port in $ports; do
@@ -42,7 +44,7 @@ start() {
 
 stop() {
   for port in $ports; do
-    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    timeout 3 redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
   done
 }
 

@@ -145,6 +145,15 @@ fn builder(mut config: Config, options: &RedisOptions) -> Builder {
         .with_connection_config(|c| {
             c.connection_timeout = options.connect_timeout;
             c.internal_command_timeout = options.connect_timeout;
+            // A node that stops answering (paused, partitioned) keeps its
+            // TCP connection open: without this the client would wait on it
+            // for ever, and a cluster would never learn that its replica
+            // took over. Such a connection is closed and made again (and a
+            // cluster's topology read afresh).
+            c.unresponsive = fred::types::config::UnresponsiveConfig {
+                max_timeout: Some((options.command_timeout * 5).max(Duration::from_secs(1))),
+                interval: Duration::from_millis(250),
+            };
         })
         .with_performance_config(|p| {
             p.default_command_timeout = options.command_timeout;

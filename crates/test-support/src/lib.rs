@@ -24,6 +24,7 @@ mod eventually;
 mod host;
 pub mod http;
 mod rabbitmq_server;
+mod redis_cluster;
 mod redis_server;
 mod temp_dir;
 
@@ -31,5 +32,6 @@ pub use contract::contract;
 pub use eventually::{eventually, eventually_some};
 pub use host::TestHost;
 pub use rabbitmq_server::PrivateRabbit;
+pub use redis_cluster::{Paused, PrivateRedisCluster};
 pub use redis_server::PrivateRedis;
 pub use temp_dir::TempDir;

@@ -50,8 +50,12 @@ impl LockBackend for MemoryLocks {
         state
             .held
             .insert(name.to_owned(), (token.to_owned(), now + lease));
+        // As the Redis backend: a clock in µs, never below the last + 1.
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         let fence = state.fences.entry(name.to_owned()).or_default();
-        *fence += 1;
+        *fence = micros.max(*fence + 1);
         Ok(Some(*fence))
     }
 

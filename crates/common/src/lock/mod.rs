@@ -3,7 +3,9 @@
 //!
 //! A [`LockGuard`] holds a lease that is extended in the background while
 //! the guard lives, and a **fencing token**: a number that grows with every
-//! acquisition of the lock. A holder passes its token along with every
+//! acquisition of the lock (a hybrid clock: the larger of the deciding
+//! server's clock in µs and the last token + 1, so it keeps growing across
+//! a failover that lost the last one). A holder passes its token along with every
 //! write to the guarded resource, and the resource refuses a token lower
 //! than one it has seen ([`Fence`]). That, not the lock alone, is what
 //! keeps the resource safe.
@@ -123,13 +125,24 @@ impl Locks {
         let deadline = started + wait;
         let mut pause = Duration::from_millis(5);
         loop {
-            if let Some(guard) = self.try_acquire(name, lease).await? {
-                metrics::histogram!("locks_wait_seconds", "backend" => self.backend())
-                    .record(started.elapsed().as_secs_f64());
-                return Ok(Some(guard));
-            }
+            // A backend that fails (a failover in progress) is asked again
+            // within the wait; its error is the answer only if it never
+            // came back.
+            let failure = match self.try_acquire(name, lease).await {
+                Ok(Some(guard)) => {
+                    metrics::histogram!("locks_wait_seconds", "backend" => self.backend())
+                        .record(started.elapsed().as_secs_f64());
+                    return Ok(Some(guard));
+                }
+                Ok(None) => None,
+                Err(LockError::Invalid(reason)) => return Err(LockError::Invalid(reason)),
+                Err(error) => Some(error),
+            };
             let now = tokio::time::Instant::now();
             if now >= deadline {
+                if let Some(error) = failure {
+                    return Err(error);
+                }
                 metrics::counter!("locks_wait_timeouts_total", "backend" => self.backend())
                     .increment(1);
                 return Ok(None);

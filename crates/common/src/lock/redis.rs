@@ -1,5 +1,5 @@
-//! Locks in Redis: `SET lock:{name} <token> NX PX <lease>` and a fencing
-//! counter `INCR lock:{name}:fence`, taken together by one script; extend
+//! Locks in Redis: `SET lock:{name} <token> NX PX <lease>` and the next
+//! fencing token in `lock:{name}:fence`, taken together by one script; extend
 //! and release compare the token first (compare-and-extend,
 //! compare-and-delete), so only the holder can. Both keys carry the name
 //! as their hash tag: one slot, so the scripts run on a Redis Cluster too.
@@ -12,9 +12,18 @@ use fred::types::scripts::Script;
 
 use super::{LockBackend, LockError};
 
+/// The fencing token is the larger of the primary's clock (µs) and the
+/// last token + 1: a failover that lost the last token (replication is
+/// asynchronous) still hands out a larger one, as long as the new primary's
+/// clock is not behind the old one's by more than the failover took.
 const ACQUIRE: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('INCR', KEYS[2])
+  local now = redis.call('TIME')
+  local micros = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local token = math.max(micros, last + 1)
+  redis.call('SET', KEYS[2], string.format('%.0f', token))
+  return token
 end
 return false
 ";
