@@ -130,7 +130,7 @@ impl PrivateRedisCluster {
             .status()
             .expect("kill runs");
         let other = self.ports().find(|p| *p != port).unwrap_or(self.first);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let nodes = cli(other, &["cluster", "nodes"]);
             // Marked failed for good (`fail`, not the suspicion `fail?`).

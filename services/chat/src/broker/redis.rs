@@ -22,7 +22,7 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use serde::{Deserialize, Serialize};
 
-use super::redis_scripts::{ABSENT, COUNT, MEMBERS, PRESENT, PUBLISH, READ};
+use super::redis_scripts::{ABSENT, BROADCAST, COUNT, MEMBERS, PRESENT, PUBLISH, READ};
 use super::{
     Broker, BrokerError, Draft, HistoryLimits, Recovery, RoomAccess, new_epoch, now_ms,
     recover_from,
@@ -90,6 +90,7 @@ struct Scripts {
     absent: Script,
     members: Script,
     count: Script,
+    broadcast: Script,
 }
 
 fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> BrokerError {
@@ -130,6 +131,7 @@ impl RedisBroker {
                 absent: Script::from_lua(ABSENT),
                 members: Script::from_lua(MEMBERS),
                 count: Script::from_lua(COUNT),
+                broadcast: Script::from_lua(BROADCAST),
             },
             config,
         });
@@ -400,8 +402,13 @@ impl Broker for RedisBroker {
     }
 
     async fn broadcast(&self, room: &str, frame: Frame) -> Result<(), BrokerError> {
-        self.client
-            .publish::<(), _, _>(self.channel(room), format!("e {frame}"))
+        self.scripts
+            .broadcast
+            .evalsha_with_reload::<(), _, _>(
+                &self.client,
+                vec![self.key(room, "log")],
+                vec![self.channel(room), format!("e {frame}")],
+            )
             .await
             .map_err(unavailable)
     }

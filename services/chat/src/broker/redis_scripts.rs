@@ -90,3 +90,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 ";
+
+/// A frame for the room's members, published from the node that holds the
+/// room's keys (KEYS[1] names one of them): on a Redis Cluster, that is
+/// where the room's messages are published too, so frames and messages
+/// reach subscribers in the order they were sent.
+pub(super) const BROADCAST: &str = r"
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
+";
