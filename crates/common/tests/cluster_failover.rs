@@ -92,7 +92,7 @@ async fn a_paused_master_fails_over_and_the_cache_and_locks_stay_safe() {
     // The cache works through the new masters: what one replica writes now,
     // the other reads from Redis.
     eventually(
-        Duration::from_secs(20),
+        Duration::from_secs(45),
         "the cache to use Redis again",
         || async {
             let key = format!("after-{}", uuid::Uuid::new_v4().simple());
