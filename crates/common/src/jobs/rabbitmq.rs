@@ -169,10 +169,19 @@ impl Inner {
             if !current.publisher.status().connected() {
                 // Only the channel closed (a refused declare, say): a new
                 // one on the same connection, which consumers keep using.
-                current.publisher =
-                    tokio::time::timeout(bound, confirm_channel(&current.connection))
-                        .await
-                        .map_err(|_| unavailable("RabbitMQ did not open a channel in time"))??;
+                // If even that fails, the connection is gone whatever its
+                // status says.
+                match tokio::time::timeout(bound, confirm_channel(&current.connection)).await {
+                    Ok(Ok(channel)) => current.publisher = channel,
+                    Ok(Err(error)) => {
+                        *link = None;
+                        return Err(error);
+                    }
+                    Err(_) => {
+                        *link = None;
+                        return Err(unavailable("RabbitMQ did not open a channel in time"));
+                    }
+                }
             }
             return Ok((current.connection.clone(), current.publisher.clone()));
         }
@@ -206,12 +215,23 @@ impl Inner {
     /// channel-level error leaves the connection (and every other consumer
     /// on it) alone; a newer link is never touched.
     async fn broken(&self, connection: &Arc<Connection>, error: &lapin::Error) {
+        let gone = !connection.status().connected()
+            || matches!(
+                error.kind(),
+                lapin::ErrorKind::IOError(_) | lapin::ErrorKind::InvalidConnectionState(_)
+            );
+        if gone {
+            tracing::warn!(%error, "RabbitMQ connection lost; reconnecting");
+            self.forget(connection).await;
+        }
+    }
+
+    /// Drops `connection` if it is still the current link's.
+    async fn forget(&self, connection: &Arc<Connection>) {
         let mut link = self.link.lock().await;
         if let Some(current) = link.as_ref()
             && Arc::ptr_eq(&current.connection, connection)
-            && !connection.status().connected()
         {
-            tracing::warn!(%error, "RabbitMQ connection lost; reconnecting");
             *link = None;
         }
     }
@@ -527,7 +547,13 @@ impl RabbitDeliveries {
                 self.inner.broken(&connection, &error).await;
                 Err(error.to_string())
             }
-            Err(_) => Err("RabbitMQ did not open a consumer in time".into()),
+            // A connection that cannot open a consumer in time is taken
+            // for gone, whatever its status says (a broker that stopped
+            // without closing it).
+            Err(_) => {
+                self.inner.forget(&connection).await;
+                Err("RabbitMQ did not open a consumer in time".into())
+            }
         }
     }
 }
