@@ -22,6 +22,18 @@ pub use token::{
     Claims, DEFAULT_KEY_ID, Issued, TokenError, TokenKeys, TokenPolicy, TokenSigner, TokenUse,
 };
 
+/// Whether `given` is `expected`, compared over SHA-256 digests in
+/// constant time: the time taken tells neither where the first difference
+/// is nor how long the secret is (admin tokens and the like).
+pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
 /// The token in an `Authorization` header value, when its scheme is
 /// `Bearer`.
 pub fn bearer(authorization: &str) -> Option<&str> {

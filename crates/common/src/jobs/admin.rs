@@ -59,17 +59,6 @@ pub fn routes(
     }
 }
 
-/// Compares SHA-256 digests in constant time: the time taken tells
-/// neither where the first difference is nor how long the token is.
-fn same(given: &[u8], expected: &[u8]) -> bool {
-    use sha2::{Digest, Sha256};
-    let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
 fn authorise(admin: &JobsAdmin, req: &HttpRequest) -> Result<(), Problem> {
     let Some(expected) = &admin.token else {
         return Err(Problem::no_route(req.method().as_str(), req.path()));
@@ -78,7 +67,7 @@ fn authorise(admin: &JobsAdmin, req: &HttpRequest) -> Result<(), Problem> {
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(crate::auth::bearer)
         .ok_or_else(|| {
             Problem::new(
                 StatusCode::UNAUTHORIZED,
@@ -86,7 +75,7 @@ fn authorise(admin: &JobsAdmin, req: &HttpRequest) -> Result<(), Problem> {
                 "the admin token is required",
             )
         })?;
-    if same(given.trim().as_bytes(), expected.expose().as_bytes()) {
+    if crate::auth::same_secret(given.as_bytes(), expected.expose().as_bytes()) {
         Ok(())
     } else {
         Err(Problem::new(
