@@ -56,20 +56,7 @@ async fn a_paused_master_fails_over_and_the_cache_and_locks_stay_safe() {
     eventually(
         Duration::from_secs(10),
         "the cache to reach the cluster",
-        || async {
-            let key = format!("before-{}", uuid::Uuid::new_v4().simple());
-            let _: Result<String, _> = writer
-                .get_or_load(&key, || async {
-                    Ok::<_, std::io::Error>("written".to_owned())
-                })
-                .await;
-            let seen: Result<String, _> = reader
-                .get_or_load(&key, || async {
-                    Ok::<_, std::io::Error>("not from redis".to_owned())
-                })
-                .await;
-            seen.is_ok_and(|seen| seen == "written")
-        },
+        || shared_through_redis(&writer, &reader),
     )
     .await;
     let old = locks
@@ -94,20 +81,7 @@ async fn a_paused_master_fails_over_and_the_cache_and_locks_stay_safe() {
     eventually(
         Duration::from_secs(45),
         "the cache to use Redis again",
-        || async {
-            let key = format!("after-{}", uuid::Uuid::new_v4().simple());
-            let _: Result<String, _> = writer
-                .get_or_load(&key, || async {
-                    Ok::<_, std::io::Error>("written".to_owned())
-                })
-                .await;
-            let seen: Result<String, _> = reader
-                .get_or_load(&key, || async {
-                    Ok::<_, std::io::Error>("not from redis".to_owned())
-                })
-                .await;
-            seen.is_ok_and(|seen| seen == "written")
-        },
+        || shared_through_redis(&writer, &reader),
     )
     .await;
 
@@ -137,4 +111,21 @@ async fn a_paused_master_fails_over_and_the_cache_and_locks_stay_safe() {
         ),
     }
     drop(paused);
+}
+
+/// Whether what `writer` loads now, `reader` finds in Redis (a fresh key
+/// each time, so no tombstone or earlier entry stands in the way).
+async fn shared_through_redis(writer: &MultilevelCache, reader: &MultilevelCache) -> bool {
+    let key = format!("probe-{}", uuid::Uuid::new_v4().simple());
+    let _: Result<String, _> = writer
+        .get_or_load(&key, || async {
+            Ok::<_, std::io::Error>("written".to_owned())
+        })
+        .await;
+    let seen: Result<String, _> = reader
+        .get_or_load(&key, || async {
+            Ok::<_, std::io::Error>("not from redis".to_owned())
+        })
+        .await;
+    seen.is_ok_and(|seen| seen == "written")
 }
