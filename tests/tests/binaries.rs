@@ -224,6 +224,43 @@ async fn unreachable_consul_exits_nonzero_with_one_line_naming_it() {
 }
 
 #[tokio::test]
+async fn a_redis_cluster_seed_list_nobody_answers_exits_nonzero_with_one_line_naming_it() {
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let url = format!(
+        "redis-cluster://127.0.0.1:{}?node=127.0.0.1:{}",
+        ports[0], ports[1]
+    );
+    // The services whose Redis users are started by configuration.
+    for (name, prefix) in [("users", "USERS"), ("gateway", "GATEWAY"), ("chat", "CHAT")] {
+        let mut env = random_ports(prefix);
+        env.push(("PLATFORM_REDIS_URL".into(), url.clone()));
+        env.push(("PLATFORM_REDIS_CONNECT_TIMEOUT".into(), "500ms".into()));
+        env.push((
+            "PLATFORM_JWT_SECRET".into(),
+            "an e2e signing key, 32 bytes long".into(),
+        ));
+        let (status, stderr) = run_to_failure(name, &env_of(&env)).await;
+        assert_eq!(status.code(), Some(1), "{name}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{name}: {stderr:?}");
+        for port in &ports {
+            assert!(
+                stderr.contains(&format!("127.0.0.1:{port}")),
+                "{name} names every seed: {stderr}"
+            );
+        }
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
+}
+
+#[tokio::test]
 async fn unreachable_or_unsupported_database_exits_nonzero_with_one_line() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

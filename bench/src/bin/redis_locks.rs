@@ -5,8 +5,8 @@
 //!   `DEL key` through fred, in a plain loop per worker;
 //! `redis-locks locks <url> <ops> <workers>`: `Locks::try_acquire` then
 //!   `release` (the script, the fencing token, the guard);
-//! `redis-locks l2 <url> <ops> <workers>`: `MultilevelCache::get_or_load`
-//!   with no L1 and no disk, so every read is a Redis read (1,000 keys).
+//! `redis-locks l2 <url> <ops> <workers>`: reads of the cache's Redis
+//!   level (`RedisLevel::get`, 1,000 keys), each one GET on Redis.
 //! Each prints `mode=<m> ops=<n> seconds=<s> rate=<ops/s>`.
 
 #![allow(clippy::disallowed_methods)] // a benchmark builds its own clients
@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cache::{CacheConfig, MultilevelCache, RedisLevel};
+use common::cache::RedisLevel;
 use common::lock::{Locks, RedisLocks};
 use fred::prelude::*;
 use tokio::time::Instant;
@@ -76,33 +76,33 @@ async fn run(mode: String, url: String, ops: usize, workers: usize) -> Result<()
             }
         }
         "l2" => {
+            // The level itself: every read is one GET on Redis, with the
+            // cache's key scheme and fail-fast guard, and nothing (L1,
+            // coalescing) answering in its place.
             let level = RedisLevel::connect(&url, &options).await?;
-            let config = CacheConfig {
-                name: "bench",
-                namespace: format!("bench-l2-{run_id}"),
-                l1_capacity: 0,
-                l1_ttl: Duration::from_millis(1),
-                l2_ttl: Duration::from_secs(300),
-                l3_ttl: Duration::from_secs(300),
-                disk_dir: None,
-            };
-            let cache = MultilevelCache::new(config, Some(level)).await;
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            let namespace = format!("bench-l2-{run_id}");
             for k in 0..1000 {
-                let _: Result<String, Arc<std::io::Error>> = cache
-                    .get_or_load(&format!("k{k}"), || async { Ok(format!("value {k}")) })
+                let value = format!("{{\"id\":{k},\"username\":\"user{k}\"}}");
+                level
+                    .set(
+                        &namespace,
+                        &format!("k{k}"),
+                        value.as_bytes(),
+                        Duration::from_secs(300),
+                    )
                     .await;
             }
+            let namespace: &'static str = Box::leak(namespace.into_boxed_str());
             started = Instant::now();
             for w in 0..workers {
-                let cache = cache.clone();
+                let level = level.clone();
                 tasks.spawn(async move {
                     for i in 0..per_worker {
                         let key = format!("k{}", (i * 7 + w) % 1000);
-                        let _: String = cache
-                            .get_or_load(&key, || async { Ok::<_, std::io::Error>(String::new()) })
+                        level
+                            .get(namespace, &key)
                             .await
-                            .map_err(|e| e.to_string())?;
+                            .ok_or_else(|| format!("{key} was not read from Redis"))?;
                     }
                     Ok::<(), Error>(())
                 });

@@ -18,6 +18,9 @@ fn unique_name() -> &'static str {
     Box::leak(format!("t{}", uuid::Uuid::new_v4().simple()).into_boxed_str())
 }
 
+/// Small, so a test can go over it cheaply.
+const MAX_VALUE_BYTES: usize = 64 * 1024;
+
 fn config(name: &'static str, dir: &TempDir) -> CacheConfig {
     CacheConfig {
         name,
@@ -27,6 +30,7 @@ fn config(name: &'static str, dir: &TempDir) -> CacheConfig {
         l2_ttl: Duration::from_secs(60),
         l3_ttl: Duration::from_secs(60),
         disk_dir: Some(dir.path().to_owned()),
+        max_value_bytes: MAX_VALUE_BYTES,
     }
 }
 
@@ -97,6 +101,42 @@ async fn a_value_is_loaded_once_then_served_from_cache() {
                 .await
                 .unwrap();
             assert_eq!(v, "ann", "{label}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{label}");
+    }
+}
+
+#[tokio::test]
+async fn values_and_keys_over_the_limits_are_served_but_kept_at_no_level() {
+    let (_dirs, caches) = caches(unique_name()).await;
+    let large: &'static str = Box::leak("x".repeat(MAX_VALUE_BYTES + 1).into_boxed_str());
+    let long_key = "k".repeat(common::cache::MAX_KEY_BYTES + 1);
+    for (label, cache) in caches {
+        for (key, value) in [("big:1", large), (long_key.as_str(), "small")] {
+            let calls = Arc::new(AtomicUsize::new(0));
+            for _ in 0..3 {
+                let v: String = cache
+                    .get_or_load(key, counting_loader(&calls, value))
+                    .await
+                    .unwrap();
+                assert_eq!(v.len(), value.len(), "{label}");
+            }
+            assert_eq!(
+                calls.load(Ordering::SeqCst),
+                3,
+                "{label}: key of {} bytes, value of {} bytes loaded every time",
+                key.len(),
+                value.len()
+            );
+        }
+        // A value just under the limit is cached as usual.
+        let fits: &'static str = Box::leak("y".repeat(MAX_VALUE_BYTES - 2).into_boxed_str());
+        let calls = Arc::new(AtomicUsize::new(0));
+        for _ in 0..2 {
+            let _: String = cache
+                .get_or_load("fits:1", counting_loader(&calls, fits))
+                .await
+                .unwrap();
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1, "{label}");
     }

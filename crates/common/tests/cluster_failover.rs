@@ -21,11 +21,13 @@ fn cache_config() -> CacheConfig {
         l2_ttl: Duration::from_secs(60),
         l3_ttl: Duration::from_secs(60),
         disk_dir: None,
+        max_value_bytes: CacheConfig::DEFAULT_MAX_VALUE_BYTES,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_master_fails_over_and_the_cache_and_locks_stay_safe() {
+    let metrics = common::metrics::install().unwrap();
     let cluster = PrivateRedisCluster::start();
     let url = cluster.url();
     let (client, _) = common::redis::connect(&url, &Default::default())
@@ -82,6 +84,14 @@ async fn a_paused_master_fails_over_and_the_cache_and_locks_stay_safe() {
         Duration::from_secs(45),
         "the cache to use Redis again",
         || shared_through_redis(&writer, &reader),
+    )
+    .await;
+
+    // The clients followed the new topology, and counted it.
+    eventually(
+        Duration::from_secs(10),
+        "the topology change to be counted",
+        || async { metrics.render().contains("redis_cluster_changes_total{") },
     )
     .await;
 

@@ -186,6 +186,65 @@ async fn a_holder_paused_past_its_lease_loses_the_lock_and_its_late_write_is_ref
     }
 }
 
+/// The value of `name{backend="memory"}` in the Prometheus page.
+fn memory_metric(page: &str, name: &str) -> f64 {
+    let prefix = format!("{name}{{backend=\"memory\"}} ");
+    page.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn acquisitions_waits_timeouts_extensions_and_losses_are_counted() {
+    let handle = common::metrics::install().unwrap();
+    let names = [
+        "locks_acquired_total",
+        "locks_wait_seconds_count",
+        "locks_wait_timeouts_total",
+        "locks_extended_total",
+        "locks_lost_total",
+    ];
+    let before: Vec<f64> = names
+        .iter()
+        .map(|n| memory_metric(&handle.render(), n))
+        .collect();
+    let paused = Arc::new(Pausable {
+        inner: Arc::new(MemoryLocks::default()),
+        paused: AtomicBool::new(false),
+    });
+    let locks = Locks::new(paused.clone());
+    let lease = Duration::from_millis(60);
+    let held = locks
+        .acquire("counted", lease, Duration::from_secs(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        locks
+            .acquire("counted", lease, Duration::from_millis(30))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Two extensions at least, then a failing one past the lease: lost.
+    tokio::time::sleep(lease).await;
+    paused.paused.store(true, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(2), held.lost())
+        .await
+        .expect("lost once extensions fail past the lease");
+    let page = handle.render();
+    let grew: Vec<f64> = names
+        .iter()
+        .zip(&before)
+        .map(|(n, b)| memory_metric(&page, n) - b)
+        .collect();
+    assert!(grew[0] >= 1.0, "acquired: {grew:?}");
+    assert!(grew[1] >= 1.0, "waits: {grew:?}");
+    assert!(grew[2] >= 1.0, "timeouts: {grew:?}");
+    assert!(grew[3] >= 1.0, "extended: {grew:?}");
+    assert!(grew[4] >= 1.0, "lost: {grew:?}");
+}
+
 #[tokio::test]
 async fn bad_names_and_leases_are_refused() {
     let locks = Locks::in_process();

@@ -121,6 +121,35 @@ impl PrivateRedisCluster {
             .expect("the node's process id")
     }
 
+    /// Waits until the master on `port` has a replica online that has
+    /// everything it wrote (replication is asynchronous: a failover right
+    /// after a write may lose it, which a test may not want to depend on).
+    pub fn wait_replicated(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let info = cli(port, &["info", "replication"]);
+            let written = info
+                .lines()
+                .find_map(|l| l.strip_prefix("master_repl_offset:"))
+                .and_then(|o| o.trim().parse::<u64>().ok());
+            let caught_up = info.lines().filter(|l| l.starts_with("slave")).any(|l| {
+                l.contains("state=online")
+                    && l.split(',')
+                        .find_map(|f| f.strip_prefix("offset="))
+                        .and_then(|o| o.trim().parse::<u64>().ok())
+                        == written
+            });
+            if caught_up {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica of {port} never caught up: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Stops the node on `port` (SIGSTOP) and waits until the cluster has
     /// promoted its replica.
     pub fn pause_until_failover(&self, port: u16) -> Paused {

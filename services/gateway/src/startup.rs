@@ -25,7 +25,7 @@ const OVERRIDE_REFRESH: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("invalid Redis configuration")]
+    #[error(transparent)]
     Redis(#[from] RedisConnectError),
 }
 
@@ -49,8 +49,12 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
     let registry = shared.registry_or(&config.service.discovery);
     let clock = Arc::new(SystemClock);
     let signer = config.tokens.signer();
-    // Parsed here so a bad URL stops the start; each worker then makes its
-    // own rate-limit client from it.
+    // Parsed here so a bad URL (or a cluster none of whose seeds answers)
+    // stops the start; each worker then makes its own rate-limit client
+    // from it.
+    if let Some(url) = &config.redis_url {
+        common::redis::check_cluster_seeds(url.expose(), &config.redis).await?;
+    }
     let redis = config
         .redis_url
         .as_ref()

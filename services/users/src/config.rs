@@ -78,6 +78,10 @@ impl Config {
                 l2_ttl: env.get("CACHE_L2_TTL", Duration::from_secs(300))?,
                 l3_ttl: env.get("CACHE_L3_TTL", Duration::from_secs(3600))?,
                 disk_dir: Some(env.get("CACHE_DIR", PathBuf::from("data/cache/users"))?),
+                max_value_bytes: env.get(
+                    "CACHE_MAX_VALUE_BYTES",
+                    CacheConfig::DEFAULT_MAX_VALUE_BYTES,
+                )?,
             },
             hashing: {
                 let default = HashLimits::default();

@@ -15,7 +15,10 @@
 //! [`RedisLevel`] for the same promise across replicas and outages.
 //!
 //! Hits and misses are counted per level in `cache_hits_total` and
-//! `cache_misses_total` (labels `cache`, `level`).
+//! `cache_misses_total` (labels `cache`, `level`). A key over
+//! [`MAX_KEY_BYTES`] or a value over [`CacheConfig::max_value_bytes`] is
+//! loaded and served but not kept, counted in `cache_oversized_total`
+//! (label `what`: `key` or `value`).
 //!
 //! **Refresh-ahead** (the seed's GetWithPrefetch,
 //! [`MultilevelCache::get_or_load_refreshing`]): a read of an entry in the
@@ -52,7 +55,20 @@ pub struct CacheConfig {
     pub l3_ttl: Duration,
     /// Directory of the disk level; `None` disables it.
     pub disk_dir: Option<PathBuf>,
+    /// A value larger than this (serialised) is served but kept at no
+    /// level: one huge entry would evict thousands from L1 and stall
+    /// Redis for everyone while it crosses the wire.
+    pub max_value_bytes: usize,
 }
+
+impl CacheConfig {
+    /// The default of [`CacheConfig::max_value_bytes`].
+    pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
+}
+
+/// Keys longer than this are not cached (their values are loaded every
+/// time): a key is copied into every level and every invalidation.
+pub const MAX_KEY_BYTES: usize = 512;
 
 #[derive(Clone)]
 pub struct MultilevelCache {
@@ -93,6 +109,11 @@ fn hit(cache: &'static str, level: &'static str) {
 
 fn miss(cache: &'static str, level: &'static str) {
     metrics::counter!("cache_misses_total", "cache" => cache, "level" => level).increment(1);
+}
+
+fn oversized(cache: &'static str, what: &'static str, bytes: usize) {
+    tracing::debug!(cache, what, bytes, "too large to cache; served uncached");
+    metrics::counter!("cache_oversized_total", "cache" => cache, "what" => what).increment(1);
 }
 
 impl MultilevelCache {
@@ -192,7 +213,7 @@ impl MultilevelCache {
         let key = key.to_owned();
         tokio::spawn(async move {
             let name = inner.config.name;
-            let lock_name = format!("cache-refresh:{}:{key}", inner.config.namespace);
+            let lock_name = refresh_lock_name(&inner.config.namespace, &key);
             // Held for the reload only: another replica that asks meanwhile
             // leaves it to this one.
             let guard = match &refresh.locks {
@@ -212,7 +233,16 @@ impl MultilevelCache {
             let epoch = inner.epoch();
             if let Ok(value) = load().await {
                 let bytes = serialise(&value);
-                if inner.epoch() == epoch {
+                if bytes.len() > inner.config.max_value_bytes {
+                    // What the levels hold is out of date and the new value
+                    // is not kept: gone everywhere, so readers load it.
+                    oversized(name, "value", bytes.len());
+                    MultilevelCache {
+                        inner: inner.clone(),
+                    }
+                    .invalidate(&key)
+                    .await;
+                } else if inner.epoch() == epoch {
                     if let Some(l2) = &inner.l2 {
                         l2.refresh(&inner.config.namespace, &key, &bytes, inner.config.l2_ttl)
                             .await;
@@ -242,6 +272,10 @@ impl MultilevelCache {
         Fut: std::future::Future<Output = Result<T, E>>,
     {
         let name = self.name();
+        if key.len() > MAX_KEY_BYTES {
+            oversized(name, "key", key.len());
+            return load().await.map_err(Arc::new);
+        }
         if let Some(cached) = self.inner.l1.get(key).await
             && let Ok(value) = serde_json::from_slice(&cached.bytes)
         {
@@ -263,15 +297,18 @@ impl MultilevelCache {
                 }
                 let value = load().await?;
                 let bytes = serialise(&value);
-                if inner.epoch() == epoch {
+                if bytes.len() > inner.config.max_value_bytes {
+                    oversized(name, "value", bytes.len());
+                } else if inner.epoch() == epoch {
                     inner.fill_lower_levels(&owned_key, &bytes).await;
                 }
                 Ok::<_, E>(inner.cached(bytes))
             })
             .await?;
-        if self.inner.epoch() != epoch {
+        if self.inner.epoch() != epoch || cached.bytes.len() > self.inner.config.max_value_bytes {
             // An invalidation ran while this was loaded: the answer may
-            // predate it, so it is served once but not kept.
+            // predate it, so it is served once but not kept. (Or it is
+            // too large to keep: the callers that waited for it share it.)
             self.inner.l1.invalidate(key).await;
         }
         match serde_json::from_slice(&cached.bytes) {
@@ -375,6 +412,19 @@ impl Inner {
             l3.clear().await;
         }
     }
+}
+
+/// The lock that makes a refresh once across replicas: named by a digest
+/// when the key would make the name longer than a lock's name may be.
+fn refresh_lock_name(namespace: &str, key: &str) -> String {
+    let name = format!("cache-refresh:{namespace}:{key}");
+    if name.len() <= crate::lock::MAX_NAME_BYTES {
+        return name;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("cache-refresh:#{hex}")
 }
 
 fn serialise<T: Serialize>(value: &T) -> Vec<u8> {

@@ -70,11 +70,13 @@ fn channel(name: &str) -> String {
 impl RedisLevel {
     /// A command client and a subscriber that connect in the background:
     /// a service with a cache starts while Redis is down (only a malformed
-    /// URL fails), and the level counts as down until a probe finds Redis.
+    /// URL, or a cluster none of whose seeds answers, fails), and the level
+    /// counts as down until a probe finds Redis.
     pub async fn connect(
         url: &str,
         options: &crate::redis::RedisOptions,
     ) -> Result<Self, RedisConnectError> {
+        crate::redis::check_cluster_seeds(url, options).await?;
         let (client, subscriber) = crate::redis::connect_in_background(url, options)?;
         let guard = crate::redis::guard(&client, "cache");
         // A Redis that is up is used from the first request; one that does
@@ -138,7 +140,10 @@ impl RedisLevel {
         value_key(name, self.generation.load(Ordering::Acquire), key)
     }
 
-    pub(super) async fn get(&self, name: &str, key: &str) -> Option<Vec<u8>> {
+    /// One shared-level read as the cache makes it (this generation's key,
+    /// through the fail-fast guard; a tombstone reads as nothing): for
+    /// whoever reads the level alone, such as the benchmarks.
+    pub async fn get(&self, name: &str, key: &str) -> Option<Vec<u8>> {
         if !self.guard.allow() {
             return None;
         }
@@ -152,7 +157,7 @@ impl RedisLevel {
     }
 
     /// Stores `value` unless the key holds a value or a tombstone already.
-    pub(super) async fn set(&self, name: &str, key: &str, value: &[u8], ttl: Duration) {
+    pub async fn set(&self, name: &str, key: &str, value: &[u8], ttl: Duration) {
         if !self.guard.allow() {
             return;
         }
@@ -262,7 +267,7 @@ impl RedisLevel {
         let mut reconnects = subscriber.reconnect_rx();
         tokio::spawn(async move {
             // Resubscribes after a reconnect.
-            let _resubscribe = subscriber.manage_subscriptions();
+            let _resubscribe = crate::redis::keep_subscribed(&subscriber);
             // Until the subscription holds, invalidations from the others
             // would be missed: keep trying (the level stays usable, and the
             // reconnect handling below clears what may be stale).

@@ -70,6 +70,42 @@ pub trait LockBackend: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Locks {
     backend: Arc<dyn LockBackend>,
+    shared: Arc<Shared>,
+}
+
+/// What every guard of one [`Locks`] uses: metric handles built once
+/// (building a labelled key on every call costs more than the rest of the
+/// client-side work), and where holder tokens come from.
+struct Shared {
+    acquired: metrics::Counter,
+    waited: metrics::Histogram,
+    wait_timeouts: metrics::Counter,
+    extended: metrics::Counter,
+    lost: metrics::Counter,
+    /// Random per `Locks`, so tokens differ across processes...
+    token_prefix: String,
+    /// ...and counted within one, so they never repeat here.
+    tokens: AtomicU64,
+}
+
+impl Shared {
+    fn new(backend: &'static str) -> Self {
+        Self {
+            acquired: metrics::counter!("locks_acquired_total", "backend" => backend),
+            waited: metrics::histogram!("locks_wait_seconds", "backend" => backend),
+            wait_timeouts: metrics::counter!("locks_wait_timeouts_total", "backend" => backend),
+            extended: metrics::counter!("locks_extended_total", "backend" => backend),
+            lost: metrics::counter!("locks_lost_total", "backend" => backend),
+            token_prefix: uuid::Uuid::new_v4().simple().to_string(),
+            tokens: AtomicU64::new(0),
+        }
+    }
+
+    /// A holder token no other acquisition anywhere uses.
+    fn token(&self) -> String {
+        let n = self.tokens.fetch_add(1, Ordering::Relaxed);
+        format!("{}.{n:x}", self.token_prefix)
+    }
 }
 
 fn check_name(name: &str) -> Result<(), LockError> {
@@ -83,7 +119,8 @@ fn check_name(name: &str) -> Result<(), LockError> {
 
 impl Locks {
     pub fn new(backend: Arc<dyn LockBackend>) -> Self {
-        Self { backend }
+        let shared = Arc::new(Shared::new(backend.backend()));
+        Self { backend, shared }
     }
 
     /// In this process only: the embedded default.
@@ -105,11 +142,11 @@ impl Locks {
         if lease < Duration::from_millis(10) {
             return Err(LockError::Invalid("a lease is at least 10 ms".into()));
         }
-        let token = uuid::Uuid::new_v4().simple().to_string();
+        let token = self.shared.token();
         let taken = self.backend.try_lock(name, &token, lease).await?;
         Ok(taken.map(|fencing| {
-            metrics::counter!("locks_acquired_total", "backend" => self.backend()).increment(1);
-            LockGuard::start(self.backend.clone(), name.to_owned(), token, fencing, lease)
+            self.shared.acquired.increment(1);
+            LockGuard::start(self, name.to_owned(), token, fencing, lease)
         }))
     }
 
@@ -130,8 +167,7 @@ impl Locks {
             // came back.
             let failure = match self.try_acquire(name, lease).await {
                 Ok(Some(guard)) => {
-                    metrics::histogram!("locks_wait_seconds", "backend" => self.backend())
-                        .record(started.elapsed().as_secs_f64());
+                    self.shared.waited.record(started.elapsed().as_secs_f64());
                     return Ok(Some(guard));
                 }
                 Ok(None) => None,
@@ -143,8 +179,7 @@ impl Locks {
                 if let Some(error) = failure {
                     return Err(error);
                 }
-                metrics::counter!("locks_wait_timeouts_total", "backend" => self.backend())
-                    .increment(1);
+                self.shared.wait_timeouts.increment(1);
                 return Ok(None);
             }
             // Jittered, so waiters do not all ask at once.
@@ -174,17 +209,11 @@ struct Held {
 }
 
 impl LockGuard {
-    fn start(
-        backend: Arc<dyn LockBackend>,
-        name: String,
-        token: String,
-        fencing: u64,
-        lease: Duration,
-    ) -> Self {
+    fn start(locks: &Locks, name: String, token: String, fencing: u64, lease: Duration) -> Self {
         let lost = CancellationToken::new();
         let stop = CancellationToken::new();
         tokio::spawn(extend_while_held(
-            backend.clone(),
+            locks.clone(),
             name.clone(),
             token.clone(),
             lease,
@@ -196,7 +225,7 @@ impl LockGuard {
             fencing,
             lost,
             held: Some(Held {
-                backend,
+                backend: locks.backend.clone(),
                 token,
                 stop,
             }),
@@ -251,7 +280,7 @@ impl Drop for LockGuard {
 /// Extends the lease every third of it until `stop`; cancels `lost` when an
 /// extension is refused, or keeps failing until the lease it had ran out.
 async fn extend_while_held(
-    backend: Arc<dyn LockBackend>,
+    locks: Locks,
     name: String,
     token: String,
     lease: Duration,
@@ -266,11 +295,10 @@ async fn extend_while_held(
             () = tokio::time::sleep(every) => {}
         }
         let asked = tokio::time::Instant::now();
-        match backend.extend(&name, &token, lease).await {
+        match locks.backend.extend(&name, &token, lease).await {
             Ok(true) => {
                 held_until = asked + lease;
-                metrics::counter!("locks_extended_total", "backend" => backend.backend())
-                    .increment(1);
+                locks.shared.extended.increment(1);
             }
             Ok(false) => break,
             Err(error) if tokio::time::Instant::now() + every < held_until => {
@@ -280,7 +308,7 @@ async fn extend_while_held(
         }
     }
     tracing::warn!(lock = name, "lock lost");
-    metrics::counter!("locks_lost_total", "backend" => backend.backend()).increment(1);
+    locks.shared.lost.increment(1);
     lost.cancel();
 }
 

@@ -165,7 +165,7 @@ impl RedisBroker {
     fn follow(self: &Arc<Self>) {
         let mut messages = self.subscriber.message_rx();
         let broker = Arc::downgrade(self);
-        let _resubscribe = self.subscriber.manage_subscriptions();
+        let _resubscribe = common::redis::keep_subscribed(&self.subscriber);
         let prefix = self.channel("");
         tokio::spawn(async move {
             loop {
