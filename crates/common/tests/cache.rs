@@ -377,6 +377,7 @@ async fn generations_agree(url: String) {
 async fn a_hundred_readers_of_a_key_about_to_expire_cause_one_background_load() {
     use common::cache::RefreshAhead;
     use common::lock::{Locks, RedisLocks};
+    common::metrics::install().unwrap();
     let name = unique_name();
     let (client, _) = common::redis::connect(&redis_url(), &Default::default())
         .await
@@ -447,6 +448,11 @@ async fn a_hundred_readers_of_a_key_about_to_expire_cause_one_background_load() 
         loads.load(Ordering::SeqCst),
         2,
         "one reload across both replicas"
+    );
+    let counted = format!("cache_refresh_ahead_total{{cache=\"{name}\"}} 1");
+    assert!(
+        common::metrics::render().lines().any(|l| l == counted),
+        "the refresh is counted once: {counted}"
     );
     // Whichever replica reloaded, both serve the new value once their own
     // entries go: from L1 there, from Redis here.
