@@ -33,6 +33,8 @@ pub mod cache;
 pub mod clients;
 pub mod config;
 pub mod counters;
+#[cfg(feature = "sql")]
+pub mod db;
 pub mod discovery;
 pub mod events;
 pub mod exit;

@@ -1,18 +1,5 @@
 //! Migrations compiled into the binary, one set per backend.
 
-use std::borrow::Cow;
-
-use std::future::Future;
-use std::pin::Pin;
-
-use sqlx::AnyPool;
-use sqlx::error::BoxDynError;
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
-
-use super::Backend;
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
 const POSTGRES: &[(i64, &str, &str)] = &[
     (
         1,
@@ -59,36 +46,7 @@ const SQLITE: &[(i64, &str, &str)] = &[
     ),
 ];
 
-#[derive(Debug)]
-struct Embedded(&'static [(i64, &'static str, &'static str)]);
-
-impl MigrationSource<'static> for Embedded {
-    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
-        Box::pin(async move {
-            Ok(self
-                .0
-                .iter()
-                .map(|(version, description, sql)| {
-                    Migration::new(
-                        *version,
-                        Cow::Borrowed(*description),
-                        MigrationType::Simple,
-                        Cow::Borrowed(*sql),
-                        false,
-                    )
-                })
-                .collect())
-        })
-    }
-}
-
-pub(super) async fn run(
-    pool: &AnyPool,
-    backend: Backend,
-) -> Result<(), sqlx::migrate::MigrateError> {
-    let source = match backend {
-        Backend::Postgres => Embedded(POSTGRES),
-        Backend::Sqlite => Embedded(SQLITE),
-    };
-    Migrator::new(source).await?.run(pool).await
-}
+pub(super) const ALL: common::db::Migrations = common::db::Migrations {
+    postgres: POSTGRES,
+    sqlite: SQLITE,
+};

@@ -13,9 +13,6 @@ mod migrations;
 mod posts;
 mod users;
 
-use std::str::FromStr;
-
-use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
 pub use idempotency::{Idempotency, Replay};
@@ -25,23 +22,7 @@ pub use users::{Credentials, NewUser, User, UserChanges};
 
 use crate::events::DecodeError;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
-
-impl Backend {
-    fn of(url: &str) -> Result<Self, StoreError> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Self::Postgres)
-        } else if url.starts_with("sqlite:") {
-            Ok(Self::Sqlite)
-        } else {
-            Err(StoreError::UnsupportedUrl)
-        }
-    }
-}
+pub use common::db::{Backend, DatabaseTimeouts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -86,21 +67,12 @@ pub struct Store {
     queued: std::sync::Arc<tokio::sync::Notify>,
 }
 
-/// How long the store waits on its database (`USERS_DATABASE_ACQUIRE_TIMEOUT`,
-/// `USERS_DATABASE_STATEMENT_TIMEOUT`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DatabaseTimeouts {
-    /// For a connection from the pool (or a new one).
-    pub acquire: std::time::Duration,
-    /// For one statement, enforced by PostgreSQL.
-    pub statement: std::time::Duration,
-}
-
-impl Default for DatabaseTimeouts {
-    fn default() -> Self {
-        Self {
-            acquire: std::time::Duration::from_secs(5),
-            statement: std::time::Duration::from_secs(30),
+impl From<common::db::DbError> for StoreError {
+    fn from(error: common::db::DbError) -> Self {
+        match error {
+            common::db::DbError::UnsupportedUrl => Self::UnsupportedUrl,
+            common::db::DbError::Database(e) => Self::Database(e),
+            common::db::DbError::Migrate(e) => Self::Migrate(e),
         }
     }
 }
@@ -115,51 +87,13 @@ impl Store {
     /// As [`Store::connect`]: waiting for a pooled (or new) connection gives
     /// up after `timeouts.acquire`; on PostgreSQL each statement is
     /// cancelled by the server after `timeouts.statement`.
-    #[allow(clippy::disallowed_methods)] // the one place pools are made
     pub async fn connect_with(
         url: &str,
         max_connections: u32,
         timeouts: DatabaseTimeouts,
     ) -> Result<Self, StoreError> {
-        sqlx::any::install_default_drivers();
-        let backend = Backend::of(url)?;
-        let options = match backend {
-            // One writer at a time is SQLite's model; a single connection
-            // serialises transactions instead of failing them with BUSY.
-            Backend::Sqlite => AnyPoolOptions::new().max_connections(1),
-            Backend::Postgres => {
-                let statement_timeout = format!(
-                    "SET statement_timeout = {}",
-                    timeouts.statement.as_millis().max(1)
-                );
-                AnyPoolOptions::new()
-                    .max_connections(max_connections)
-                    .after_connect(move |conn, _| {
-                        let statement_timeout = statement_timeout.clone();
-                        Box::pin(async move {
-                            sqlx::Executor::execute(conn, statement_timeout.as_str()).await?;
-                            Ok(())
-                        })
-                    })
-            }
-        };
-        let url = match backend {
-            Backend::Sqlite => sqlite_url(url)?,
-            Backend::Postgres => url.to_owned(),
-        };
-        let pool = options
-            .acquire_timeout(timeouts.acquire)
-            .connect(&url)
-            .await?;
-        if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await?;
-            sqlx::query("PRAGMA foreign_keys = ON")
-                .execute(&pool)
-                .await?;
-        }
-        migrations::run(&pool, backend).await?;
+        let (pool, backend) =
+            common::db::connect(url, max_connections, timeouts, migrations::ALL).await?;
         Ok(Self {
             pool,
             backend,
@@ -203,28 +137,6 @@ impl Store {
 }
 
 /// `sqlite:path` with the file (and its directory) created when missing.
-fn sqlite_url(url: &str) -> Result<String, StoreError> {
-    let path = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
-    let file = path.split('?').next().unwrap_or_default();
-    if file.is_empty() || file == ":memory:" {
-        return Ok(url.to_owned());
-    }
-    if let Some(dir) = std::path::Path::new(file).parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
-    }
-    // Validate through the driver's own parser before adding options.
-    sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
-    Ok(if url.contains('?') {
-        url.to_owned()
-    } else {
-        format!("{url}?mode=rwc")
-    })
-}
-
 /// Which unique constraint a database error violated, if any.
 fn unique_violation(error: &sqlx::Error) -> Option<String> {
     match error {
