@@ -28,6 +28,31 @@ pub fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
+/// A new, empty PostgreSQL database on [`postgres_url`]'s server, named
+/// `<label>_test_<uuid>` (`scripts/drop-test-databases.sh` drops those
+/// left by earlier runs); its URL. Each test gets its own, so tests run in
+/// parallel without seeing each other's rows.
+///
+/// # Panics
+/// When PostgreSQL does not answer: the test fails, it never skips.
+#[cfg(feature = "postgres")]
+pub async fn fresh_postgres_url(label: &str) -> String {
+    use sqlx::Connection;
+    let admin = postgres_url();
+    let name = format!("{label}_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("{}", missing("PostgreSQL", &admin, &e)));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+    let (base, _) = admin
+        .rsplit_once('/')
+        .expect("the PostgreSQL URL names a database");
+    format!("{base}/{name}")
+}
+
 /// `TEST_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
 pub fn amqp_url() -> String {
     var_or("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")

@@ -1,7 +1,14 @@
 //! `NOTIFICATIONS_*` settings; every one has a default (README,
 //! "Configuration").
 
-use common::config::{ConfigError, Env, ServiceConfig, ServiceDefaults};
+use std::time::Duration;
+
+use common::auth::{KeyRole, TokenSettings, WhenUnset};
+use common::config::{ConfigError, Env, SecretUrl, ServiceConfig, ServiceDefaults};
+use common::db::DatabaseTimeouts;
+use common::events::EventBusConfig;
+
+use crate::sse::StreamSettings;
 
 /// Prefix of this service's environment variables.
 pub const ENV_PREFIX: &str = "NOTIFICATIONS";
@@ -15,13 +22,52 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub service: ServiceConfig,
+    /// Verifies the gateway's access tokens (`JWT_SECRET`, shared).
+    pub tokens: TokenSettings,
+    /// `postgres://…` in production; a SQLite file by default.
+    pub database_url: SecretUrl,
+    pub database_max_connections: u32,
+    pub database_timeouts: DatabaseTimeouts,
+    /// Kafka when `KAFKA_BROKERS` is set, otherwise the in-process bus.
+    pub events: EventBusConfig,
+    /// The consumer group reading the users' events.
+    pub consumer_group: String,
+    pub streams: StreamSettings,
 }
 
 impl Config {
     /// Reads `env`, which carries this service's prefix.
     pub fn from_source(env: &Env) -> Result<Self, ConfigError> {
+        let timeouts = DatabaseTimeouts::default();
+        let streams = StreamSettings::default();
+        let streams = StreamSettings {
+            queue: env.get("STREAM_QUEUE", streams.queue)?,
+            heartbeat: env.get("STREAM_HEARTBEAT", streams.heartbeat)?,
+            retry: env.get("STREAM_RETRY", streams.retry)?,
+        };
+        if streams.queue == 0 || streams.heartbeat < Duration::from_millis(10) {
+            return Err(ConfigError::Invalid {
+                var: env.var_name("STREAM_QUEUE"),
+                value: streams.queue.to_string(),
+                reason: "a stream needs a queue of at least 1 and a heartbeat of at least 10ms"
+                    .into(),
+            });
+        }
         Ok(Self {
             service: ServiceConfig::from_env(env, DEFAULTS)?,
+            tokens: TokenSettings::from_env(env, KeyRole::Verifier, WhenUnset::Refuse)?,
+            database_url: env.get(
+                "DATABASE_URL",
+                SecretUrl::new("sqlite://data/notifications.db"),
+            )?,
+            database_max_connections: env.get("DATABASE_MAX_CONNECTIONS", 10)?,
+            database_timeouts: DatabaseTimeouts {
+                acquire: env.get("DATABASE_ACQUIRE_TIMEOUT", timeouts.acquire)?,
+                statement: env.get("DATABASE_STATEMENT_TIMEOUT", timeouts.statement)?,
+            },
+            events: EventBusConfig::from_env(env)?,
+            consumer_group: env.get("CONSUMER_GROUP", "notifications".to_owned())?,
+            streams,
         })
     }
 }

@@ -1,20 +1,58 @@
-//! The notifications service: stored and live notifications. (Coming: only
-//! the host — health, metrics, discovery — exists today.)
+//! The notifications service: the seed's notifications, stored per user
+//! and delivered live over server-sent events, made from the platform's
+//! domain events.
 //!
-//! Every service has this shape: [`config`] reads its settings,
-//! [`startup::build`] connects its backends and puts its API on a host,
-//! and [`Notifications`] ties them together for the binary and the
-//! all-in-one runner; the rest of the crate is one module per concern.
+//! [`config`] reads its settings, [`startup::build`] connects its backends
+//! and puts its API on a host, [`store`] keeps notifications, [`live`]
+//! hands new ones to the open streams, [`sse`] and [`routes`] are the
+//! API, and [`consumer`] turns Kafka events into notifications.
 
 pub mod config;
+pub mod consumer;
+pub mod live;
+pub mod routes;
+pub mod sse;
 pub mod startup;
+pub mod store;
 #[cfg(feature = "test-util")]
 pub mod test_util;
+
+use std::sync::Arc;
 
 pub use config::Config;
 pub use startup::{StartError, build};
 
+use store::{NewNotification, Notification, Store, StoreError};
+
 common::service! {
     /// The service, for its binary and the all-in-one runner.
     pub struct Notifications;
+}
+
+/// What the handlers and the consumer share.
+pub struct App {
+    pub store: Store,
+    pub live: Arc<live::Live>,
+    pub signer: Arc<common::auth::TokenSigner>,
+    pub streams: sse::StreamSettings,
+    /// Cancelled when the host drains: open streams end.
+    pub closing: tokio_util::sync::CancellationToken,
+}
+
+impl App {
+    /// Stores `new` and hands it to its user's open streams.
+    pub async fn notify(&self, new: &NewNotification) -> Result<Notification, StoreError> {
+        let stored = self.store.create(new).await?;
+        self.delivered(std::slice::from_ref(&stored));
+        Ok(stored)
+    }
+
+    /// Counts stored notifications and hands them to the open streams.
+    pub fn delivered(&self, stored: &[Notification]) {
+        for notification in stored {
+            metrics::counter!("notifications_created_total", "type" => notification.kind.as_str())
+                .increment(1);
+            self.live.deliver(Arc::new(notification.clone()));
+        }
+    }
 }

@@ -1,17 +1,72 @@
 //! Connects the service's backends and puts its API on a host.
 
+use std::sync::Arc;
+
+use actix_web::web;
+use async_trait::async_trait;
+use common::events::EventBusError;
+use common::health::ReadinessCheck;
 use common::server::ServiceHostBuilder;
 use common::service::Shared;
 
 use crate::config::Config;
+use crate::store::{Store, StoreError};
+use crate::{App, consumer, routes};
 
-/// Why the service could not start. Each backend the service connects to
-/// adds a variant naming it (see the users service).
+/// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {}
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot reach the event bus")]
+    Bus(#[source] EventBusError),
+}
 
-/// The service's routes, gRPC services, readiness checks and background
-/// tasks on a host, not yet bound.
+struct DatabaseCheck(Store);
+
+#[async_trait]
+impl ReadinessCheck for DatabaseCheck {
+    fn name(&self) -> &str {
+        match self.0.backend() {
+            common::db::Backend::Postgres => "postgres",
+            common::db::Backend::Sqlite => "sqlite",
+        }
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| common::exit::chain(&e))
+    }
+}
+
+/// The service's routes, readiness checks and consumer on a host, not yet
+/// bound.
 pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder, StartError> {
-    Ok(shared.host(config.service))
+    let store = Store::connect(
+        config.database_url.expose(),
+        config.database_max_connections,
+        config.database_timeouts,
+    )
+    .await?;
+    let bus = shared
+        .event_bus_or(&config.events)
+        .map_err(StartError::Bus)?;
+    let closing = tokio_util::sync::CancellationToken::new();
+    let app = Arc::new(App {
+        store: store.clone(),
+        live: Arc::default(),
+        signer: config.tokens.signer(),
+        streams: config.streams,
+        closing: closing.clone(),
+    });
+    let data = web::Data::from(app.clone());
+    let group = config.consumer_group;
+    Ok(shared
+        .host(config.service)
+        .on_drain(closing)
+        .readiness_check(Arc::new(DatabaseCheck(store)))
+        .task("consumer", move |stop| consumer::run(app, bus, group, stop))
+        .http(move |cfg| {
+            cfg.app_data(data.clone());
+            routes::configure(cfg);
+        }))
 }

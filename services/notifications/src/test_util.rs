@@ -1,18 +1,79 @@
 //! Typed helpers for tests that run this service (feature `test-util`).
 
-use common::config::ServiceConfig;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::auth::{TokenPolicy, TokenSigner, TokenUse};
+use common::config::{Env, ServiceConfig};
+use common::events::{EventBus, MemoryBus};
 use common::service::Shared;
-use test_support::TestHost;
+use test_support::{TempDir, TestHost};
 
 use crate::Config;
 
-/// The service on random loopback ports with its embedded backends.
-pub async fn spawn_app(shared: &Shared) -> TestHost {
-    let config = Config {
-        service: ServiceConfig::ephemeral(crate::config::DEFAULTS.name, true),
+/// The key test tokens are signed with (the service only verifies them).
+pub const SIGNING_KEY: &str = "a notifications test signing key!";
+
+/// The service on random loopback ports, on a SQLite file of its own and
+/// an in-process bus the test can publish to.
+pub struct TestApp {
+    pub host: TestHost,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    pub bus: Arc<MemoryBus>,
+    _dir: Option<TempDir>,
+}
+
+impl TestApp {
+    /// Stops the service, asserting a clean exit.
+    pub async fn stop(self) {
+        self.host.stop().await;
+    }
+}
+
+/// An access token for user `id`, as the gateway would issue it.
+pub fn token(id: u64) -> String {
+    let policy = TokenPolicy {
+        access_ttl: Duration::from_secs(600),
+        ..TokenPolicy::default()
     };
-    let builder = crate::build(config, shared)
+    TokenSigner::hs256(SIGNING_KEY.as_bytes(), policy)
+        .and_then(|signer| signer.issue(id, &format!("user{id}"), TokenUse::Access, None))
+        .map(|issued| issued.token)
+        .expect("a test token can be signed")
+}
+
+/// Starts the service with `vars` (`NOTIFICATIONS_*`) over the defaults,
+/// [`SIGNING_KEY`] and, unless `vars` names one, a database file of its
+/// own; on `bus` if given, else on a new in-process one.
+pub async fn spawn_app(
+    vars: &[(&str, &str)],
+    shared: &Shared,
+    bus: Option<Arc<MemoryBus>>,
+) -> TestApp {
+    let dir = TempDir::new("notifications-test");
+    let database = format!("sqlite://{}/notifications.db", dir.path().display());
+    let mut all = vec![("NOTIFICATIONS_JWT_SECRET", SIGNING_KEY)];
+    if !vars.iter().any(|(k, _)| *k == "NOTIFICATIONS_DATABASE_URL") {
+        all.push(("NOTIFICATIONS_DATABASE_URL", database.as_str()));
+    }
+    all.extend_from_slice(vars);
+    let mut config = Config::from_source(&Env::from_map(
+        crate::config::ENV_PREFIX,
+        all.iter().copied(),
+    ))
+    .expect("the test configuration is valid");
+    config.service = ServiceConfig::ephemeral(crate::config::DEFAULTS.name, true);
+    let bus = bus.unwrap_or_default();
+    let shared = shared.clone().with_events(bus.clone() as Arc<dyn EventBus>);
+    let builder = crate::build(config, &shared)
         .await
         .unwrap_or_else(|e| panic!("notifications must start: {}", common::exit::chain(&e)));
-    TestHost::spawn(builder)
+    let host = TestHost::spawn(builder);
+    TestApp {
+        base: host.http_url(),
+        host,
+        bus,
+        _dir: Some(dir),
+    }
 }

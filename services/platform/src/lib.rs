@@ -76,38 +76,44 @@ impl PlatformConfig {
     }
 }
 
-/// The gateway signs access tokens and chat verifies them, so in one
-/// process chat gets the gateway's key unless it has its own; and when
-/// neither has one in development (where the gateway would make one up),
-/// the platform makes one up for both.
+/// The services that verify the gateway's access tokens.
+const VERIFIERS: [&str; 2] = [chat::config::ENV_PREFIX, notifications::config::ENV_PREFIX];
+
+/// The gateway signs access tokens and chat and notifications verify them,
+/// so in one process each verifier gets the gateway's key unless it has
+/// its own; and when the gateway has none in development (where it would
+/// make one up), the platform makes one up for all of them.
 fn with_shared_signing_key(env: &Env) -> Result<Env, ConfigError> {
-    let key = |prefix: &str| -> Result<Option<String>, ConfigError> {
+    let key = |env: &Env, prefix: &str| -> Result<Option<String>, ConfigError> {
         Ok(env
             .with_prefix(prefix)
             .shared_optional::<String>("JWT_SECRET")?
             .filter(|key| !key.is_empty()))
     };
-    let chat_var = format!("{}_JWT_SECRET", chat::config::ENV_PREFIX);
-    match (
-        key(gateway::config::ENV_PREFIX)?,
-        key(chat::config::ENV_PREFIX)?,
-    ) {
-        (_, Some(_)) => Ok(env.clone()),
-        (Some(gateway_key), None) => Ok(env.with_var(&chat_var, gateway_key)),
-        (None, None) => {
+    let mut env = env.clone();
+    let gateway_key = match key(&env, gateway::config::ENV_PREFIX)? {
+        Some(key) => key,
+        None => {
             let gateway = env.with_prefix(gateway::config::ENV_PREFIX);
             if gateway.shared("ENVIRONMENT", String::new())? == "production" {
                 // The gateway refuses to start without a key; let it say so.
-                return Ok(env.clone());
+                return Ok(env);
             }
             let made_up = format!(
                 "{}{}",
                 uuid::Uuid::new_v4().simple(),
                 uuid::Uuid::new_v4().simple()
             );
-            Ok(env.with_var("PLATFORM_JWT_SECRET", made_up))
+            env = env.with_var("PLATFORM_JWT_SECRET", made_up.clone());
+            made_up
+        }
+    };
+    for verifier in VERIFIERS {
+        if key(&env, verifier)?.is_none() {
+            env = env.with_var(&format!("{verifier}_JWT_SECRET"), gateway_key.clone());
         }
     }
+    Ok(env)
 }
 
 /// All services, bound and ready to serve.
@@ -207,10 +213,42 @@ mod tests {
     }
 
     #[test]
-    fn without_any_key_development_makes_one_for_both_and_production_does_not() {
-        let (gateway, chat) = keys(&[]);
+    fn notifications_verifies_with_the_gateways_key_unless_it_has_its_own() {
+        let gateway_key = "g".repeat(32);
+        let own = "n".repeat(32);
+        let env = with_shared_signing_key(&Env::from_map(
+            "PLATFORM",
+            [
+                ("GATEWAY_JWT_SECRET", gateway_key.as_str()),
+                ("NOTIFICATIONS_JWT_SECRET", own.as_str()),
+            ],
+        ))
+        .expect("valid");
+        let key = |prefix: &str| {
+            env.with_prefix(prefix)
+                .shared_optional::<String>("JWT_SECRET")
+                .expect("valid")
+        };
+        assert_eq!(key("NOTIFICATIONS"), Some(own));
+        assert_eq!(key("CHAT"), Some(gateway_key));
+    }
+
+    #[test]
+    fn without_any_key_development_makes_one_for_all_and_production_does_not() {
+        let env = with_shared_signing_key(&Env::from_map(
+            "PLATFORM",
+            std::iter::empty::<(&str, &str)>(),
+        ))
+        .expect("valid");
+        let key = |prefix: &str| {
+            env.with_prefix(prefix)
+                .shared_optional::<String>("JWT_SECRET")
+                .expect("valid")
+        };
+        let gateway = key("GATEWAY");
         assert!(gateway.as_ref().is_some_and(|k| k.len() >= 32));
-        assert_eq!(gateway, chat);
+        assert_eq!(gateway, key("CHAT"));
+        assert_eq!(gateway, key("NOTIFICATIONS"));
         assert_eq!(
             keys(&[("PLATFORM_ENVIRONMENT", "production")]),
             (None, None)

@@ -6,7 +6,6 @@ use common::service::Shared;
 use platform_proto::posts::v1::comment_service_client::CommentServiceClient;
 use platform_proto::posts::v1::post_service_client::PostServiceClient;
 use platform_proto::users::v1::user_service_client::UserServiceClient;
-use sqlx::Connection;
 use test_support::{TempDir, TestHost, backends};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -119,26 +118,10 @@ pub async fn spawn_app(options: Options, shared: &Shared) -> TestApp {
 }
 
 /// A new, empty PostgreSQL database on the machine's server
-/// ([`backends::postgres_url`]); returns its URL. Each test gets its own,
-/// so tests run in parallel without seeing each other's rows.
-///
-/// # Panics
-/// When PostgreSQL does not answer: the test fails, it never skips.
+/// ([`backends::postgres_url`]); returns its URL.
 pub async fn fresh_postgres_url() -> String {
     sqlx::any::install_default_drivers();
-    let admin = backends::postgres_url();
-    let name = format!("users_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("{}", backends::missing("PostgreSQL", &admin, &e)));
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
-    let (base, _) = admin
-        .rsplit_once('/')
-        .expect("the PostgreSQL URL names a database");
-    format!("{base}/{name}")
+    backends::fresh_postgres_url("users").await
 }
 
 /// One store per backend, named for assertion messages: a SQLite file in

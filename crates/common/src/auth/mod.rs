@@ -39,3 +39,33 @@ pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 pub fn bearer(authorization: &str) -> Option<&str> {
     authorization.strip_prefix("Bearer ").map(str::trim)
 }
+
+/// The claims of the valid access token in `headers`' `Authorization:
+/// Bearer`, for a service behind the gateway that verifies its tokens;
+/// otherwise the `401` problem to answer with (one answer for every
+/// refusal: the reason goes to the debug log, not to the caller).
+pub fn access_claims(
+    headers: &actix_web::http::header::HeaderMap,
+    signer: &TokenSigner,
+) -> Result<Claims, crate::problem::Problem> {
+    let unauthorized = |why: &str| {
+        crate::problem::Problem::new(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            why,
+        )
+    };
+    let token = headers
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .ok_or_else(|| unauthorized("an Authorization: Bearer access token is required"))?;
+    let claims = signer.verify(token).map_err(|why| {
+        tracing::debug!(reason = %why, "refused an access token");
+        unauthorized("the access token is invalid or expired")
+    })?;
+    if claims.user_id().is_none() {
+        return Err(unauthorized("the access token is invalid or expired"));
+    }
+    Ok(claims)
+}

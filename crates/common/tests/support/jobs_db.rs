@@ -22,21 +22,5 @@ pub async fn sql_store(url: &str) -> Arc<dyn JobStore> {
 
 /// A new, empty PostgreSQL database on the machine's server.
 pub async fn fresh_postgres_url() -> String {
-    use sqlx::Connection;
-    let admin = test_support::backends::postgres_url();
-    let name = format!("jobs_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}",
-                test_support::backends::missing("PostgreSQL", &admin, &e)
-            )
-        });
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
+    test_support::backends::fresh_postgres_url("jobs").await
 }

@@ -1,0 +1,152 @@
+//! Notifications from the users service's events (`users.events`), read
+//! with a consumer group.
+//!
+//! - `UserCreated` → a welcome notification for the new user;
+//! - `UserDeleted` → the user's notifications are forgotten.
+//!
+//! Each event is applied once: its id is recorded in the transaction that
+//! stores its effect, so a redelivery changes nothing, and its offset is
+//! committed only after that transaction. An event of a type this service
+//! does not use, or whose payload does not decode, is counted in
+//! `notifications_events_skipped_total{reason}` and committed: it never
+//! stops the consumer or holds up its partition. A store that fails is
+//! retried, with backoff, without committing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use common::events::{Delivery, EventBus, Subscription};
+
+use crate::App;
+use crate::store::{Kind, NewNotification};
+
+pub const USERS_TOPIC: &str = "users.events";
+
+#[derive(Deserialize)]
+struct UserCreated {
+    id: i64,
+    username: String,
+}
+
+#[derive(Deserialize)]
+struct UserDeleted {
+    id: i64,
+}
+
+/// What one event asks for.
+enum Effect {
+    Notify(Vec<NewNotification>),
+    Forget(i64),
+    Skip(&'static str),
+}
+
+fn effect(delivery: &Delivery) -> Effect {
+    let event = &delivery.event;
+    match event.event_type.as_str() {
+        "UserCreated" => match serde_json::from_slice::<UserCreated>(&event.data) {
+            Ok(user) => Effect::Notify(vec![NewNotification {
+                user_id: user.id,
+                kind: Kind::Info,
+                title: "Welcome".into(),
+                message: format!("Welcome, {}! Your account is ready.", user.username),
+            }]),
+            Err(_) => Effect::Skip("malformed"),
+        },
+        "UserDeleted" => match serde_json::from_slice::<UserDeleted>(&event.data) {
+            Ok(user) => Effect::Forget(user.id),
+            Err(_) => Effect::Skip("malformed"),
+        },
+        _ => Effect::Skip("unknown_type"),
+    }
+}
+
+/// Consumes until `stop`.
+pub async fn run(app: Arc<App>, bus: Arc<dyn EventBus>, group: String, stop: CancellationToken) {
+    let mut subscription = loop {
+        match bus.subscribe(USERS_TOPIC, &group).await {
+            Ok(subscription) => break subscription,
+            Err(error) => {
+                tracing::warn!(error = %common::exit::chain(&error), "cannot subscribe to {USERS_TOPIC} yet");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    loop {
+        let delivery = tokio::select! {
+            () = stop.cancelled() => return,
+            next = subscription.next() => next,
+        };
+        let delivery = match delivery {
+            Ok(delivery) => delivery,
+            Err(error) => {
+                // A message that is not a CloudEvent was skipped by the bus.
+                metrics::counter!("notifications_events_skipped_total", "reason" => "not_an_event")
+                    .increment(1);
+                tracing::warn!(error = %common::exit::chain(&error), "skipped a message");
+                continue;
+            }
+        };
+        if !apply(&app, &delivery, &stop).await {
+            return;
+        }
+        commit(&mut *subscription, &delivery, &stop).await;
+    }
+}
+
+/// Applies `delivery`, retrying the store until it works; false if told to
+/// stop first (the event is then redelivered to whoever consumes next).
+async fn apply(app: &App, delivery: &Delivery, stop: &CancellationToken) -> bool {
+    let event = &delivery.event;
+    let effect = effect(delivery);
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let applied = match &effect {
+            Effect::Skip(reason) => {
+                metrics::counter!("notifications_events_skipped_total", "reason" => *reason)
+                    .increment(1);
+                tracing::debug!(event_type = event.event_type, reason, "skipped an event");
+                return true;
+            }
+            Effect::Notify(new) => app.store.apply_event(&event.id, new).await.map(|stored| {
+                if let Some(stored) = stored {
+                    app.delivered(&stored);
+                }
+            }),
+            Effect::Forget(user) => app.store.forget_user(&event.id, *user).await.map(|_| ()),
+        };
+        match applied {
+            Ok(()) => {
+                metrics::counter!("notifications_events_consumed_total", "type" => event.event_type.clone())
+                    .increment(1);
+                return true;
+            }
+            Err(error) => {
+                tracing::warn!(error = %common::exit::chain(&error), event = event.id, "cannot apply an event yet");
+                tokio::select! {
+                    () = stop.cancelled() => return false,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn commit(
+    subscription: &mut dyn Subscription,
+    delivery: &Delivery,
+    stop: &CancellationToken,
+) {
+    // A failed commit only means a redelivery later, which changes nothing.
+    if let Err(error) = subscription.commit(delivery).await
+        && !stop.is_cancelled()
+    {
+        tracing::warn!(error = %common::exit::chain(&error), "cannot commit an offset");
+    }
+}
