@@ -79,6 +79,19 @@ impl Platform {
         app
     }
 
+    /// A notifications instance registered where the gateway looks,
+    /// verifying the gateway's tokens; events for it go to its `bus`.
+    pub async fn start_notifications(&self) -> notifications::test_util::TestApp {
+        let app = notifications::test_util::spawn_app(
+            &[("NOTIFICATIONS_JWT_SECRET", gateway::test_util::SIGNING_KEY)],
+            &Shared::default().with_registry(self.registry.clone()),
+            None,
+        )
+        .await;
+        wait_registered(&self.registry, "notifications").await;
+        app
+    }
+
     /// A new users instance on the same database, replacing the registry's
     /// entries for the old one.
     pub async fn restart_users(&mut self) {

@@ -177,3 +177,55 @@ impl FromRequest for Viewer {
         Box::pin(async move { Ok(Self(Some(session.await?.user_id))) })
     }
 }
+
+#[derive(serde::Deserialize)]
+struct TicketQuery {
+    ticket: Option<String>,
+    access_token: Option<String>,
+}
+
+/// The checked access token of a request browsers make without headers
+/// (a WebSocket upgrade, an `EventSource`): from `Authorization: Bearer`,
+/// or from a single-use `?ticket=`. A token in the URL is refused: URLs
+/// end up in logs, proxies' histories and `Referer`s.
+pub async fn token_or_ticket(req: &HttpRequest) -> Result<String, ApiError> {
+    let auth = req
+        .app_data::<web::Data<Authenticator>>()
+        .ok_or_else(|| ApiError::Unauthorized("authentication is not configured".into()))?;
+    if let Some(header) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(common::auth::bearer)
+            .ok_or_else(|| {
+                ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into())
+            })?;
+        auth.check(token).await?;
+        return Ok(token.to_owned());
+    }
+    let query = web::Query::<TicketQuery>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or(TicketQuery {
+            ticket: None,
+            access_token: None,
+        });
+    match query {
+        TicketQuery {
+            ticket: Some(ticket),
+            ..
+        } => Ok(auth.redeem(&ticket).await?.0),
+        TicketQuery {
+            access_token: Some(_),
+            ..
+        } => Err(ApiError::Unauthorized(
+            "access tokens are not accepted in URLs: exchange one for a ticket \
+             (POST /api/v1/auth/ticket) and pass ?ticket="
+                .into(),
+        )),
+        _ => Err(ApiError::Unauthorized(
+            "an access token is required (Authorization: Bearer, or ?ticket= from \
+             POST /api/v1/auth/ticket)"
+                .into(),
+        )),
+    }
+}

@@ -12,8 +12,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::chat;
 use crate::routes::{auth, posts, users, v2};
+use crate::{chat, notifications};
 
 /// An access token in `Authorization`, or, where a browser cannot set
 /// that header (the WebSocket upgrade), a single-use ticket in the query.
@@ -52,6 +52,9 @@ impl Modify for SecuritySchemes {
         v2::list_users, v2::get_user,
         v2::posts_of_user, v2::comments_of_post, v2::comments_of_user, v2::get_post, v2::get_comment,
         chat::ws, chat::rooms, chat::create_room, chat::room, chat::presence, chat::history,
+        notifications::list_notifications, notifications::unread_count, notifications::read_all,
+        notifications::get_notification, notifications::delete_notification,
+        notifications::read_notification, notifications::stream,
     ),
     modifiers(&SecuritySchemes, &Problems)
 )]

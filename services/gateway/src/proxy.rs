@@ -202,6 +202,20 @@ pub async fn forward_to(
     pass: &Passthrough,
     upstream: &Upstream,
 ) -> Result<HttpResponse, ApiError> {
+    forward_as(req, path_and_query, body, ctx, pass, upstream, None).await
+}
+
+/// As [`forward_to`], with `authorization` in place of the client's
+/// `Authorization` header when given (a redeemed ticket's token).
+pub async fn forward_as(
+    req: &HttpRequest,
+    path_and_query: &str,
+    body: web::Bytes,
+    ctx: &CallContext,
+    pass: &Passthrough,
+    upstream: &Upstream,
+    authorization: Option<HeaderValue>,
+) -> Result<HttpResponse, ApiError> {
     let class = RouteClass::of_method(req.method().is_safe());
     // Held until the upstream's answer starts: the class's cap bounds the
     // calls waiting on that upstream, as for gRPC calls.
@@ -232,6 +246,9 @@ pub async fn forward_to(
     hop_headers(req, ctx, |name, value| {
         headers.insert(name, value);
     });
+    if let Some(authorization) = authorization {
+        headers.insert(header::AUTHORIZATION, authorization);
+    }
 
     let started = tokio::time::Instant::now();
     let sent = outgoing.send_body(body).await;

@@ -137,6 +137,13 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         Arc::new(SystemClock),
         config.upstream_timeout,
     ));
+    let notifications_upstream = Arc::new(Upstream::new(
+        "notifications",
+        registry.as_ref(),
+        config.breaker.clone(),
+        Arc::new(SystemClock),
+        config.upstream_timeout,
+    ));
     let closing = chat::Closing(common::shutdown::CancellationToken::new());
     // One cap for the whole process, whichever worker the upgrade lands on.
     let ws_limits = chat::WsLimits::new(
@@ -195,6 +202,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
                 closing.clone(),
                 ws_limits.clone(),
             );
+            crate::notifications::configure(cfg, notifications_upstream.clone());
             routes::extractor_config(cfg, max_body);
             routes::configure(cfg);
         }))

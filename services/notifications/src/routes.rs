@@ -14,6 +14,10 @@ use crate::sse;
 use crate::store::StoreError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // A query that does not parse is a problem like any other.
+    cfg.app_data(web::QueryConfig::default().error_handler(|error, _| {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid_query", error.to_string()).into()
+    }));
     cfg.service(
         web::scope("/api/v1/notifications")
             .route("", web::get().to(list))

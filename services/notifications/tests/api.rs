@@ -337,6 +337,11 @@ async fn bad_input_gets_a_clear_4xx() {
         let problem: Value = res.json().await.unwrap();
         assert_eq!(problem["code"], "invalid_field", "{path}");
     }
+    let res = get(&app, 1, "/api/v1/notifications?unread=maybe").await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["code"], "invalid_query");
     app.stop().await;
 }
 

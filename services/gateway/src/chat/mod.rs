@@ -19,7 +19,7 @@ use awc::ws::{CloseCode, CloseReason, Codec, Frame, Message};
 use common::shutdown::CancellationToken;
 use futures_util::{SinkExt, StreamExt};
 
-use crate::auth::{Authenticator, Session};
+use crate::auth::Session;
 use crate::problem::{ApiError, ProblemBody};
 use crate::proxy::{self, Passthrough};
 use crate::routes::not_allowed;
@@ -209,7 +209,7 @@ pub async fn ws(
     closing: web::Data<Closing>,
     limits: web::Data<WsLimits>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = ws_token(&req).await?;
+    let token = crate::auth::token_or_ticket(&req).await?;
     let Ok(slot) = limits.open.clone().try_acquire_owned() else {
         metrics::counter!("gateway_websockets_refused_total").increment(1);
         return Err(ApiError::Unavailable {
@@ -242,57 +242,6 @@ pub async fn ws(
         drop(slot);
     });
     Ok(response)
-}
-
-#[derive(serde::Deserialize)]
-struct WsQuery {
-    ticket: Option<String>,
-    access_token: Option<String>,
-}
-
-/// The checked access token of an upgrade: from `Authorization: Bearer`,
-/// or from a single-use `?ticket=` (browsers). A token in the URL is
-/// refused: URLs end up in logs, proxies' histories and `Referer`s.
-async fn ws_token(req: &HttpRequest) -> Result<String, ApiError> {
-    let auth = req
-        .app_data::<web::Data<Authenticator>>()
-        .ok_or_else(|| ApiError::Unauthorized("authentication is not configured".into()))?;
-    if let Some(header) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(common::auth::bearer)
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into())
-            })?;
-        auth.check(token).await?;
-        return Ok(token.to_owned());
-    }
-    let query = web::Query::<WsQuery>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .unwrap_or(WsQuery {
-            ticket: None,
-            access_token: None,
-        });
-    match query {
-        WsQuery {
-            ticket: Some(ticket),
-            ..
-        } => Ok(auth.redeem(&ticket).await?.0),
-        WsQuery {
-            access_token: Some(_),
-            ..
-        } => Err(ApiError::Unauthorized(
-            "access tokens are not accepted in URLs: exchange one for a ticket \
-             (POST /api/v1/auth/ticket) and pass ?ticket="
-                .into(),
-        )),
-        _ => Err(ApiError::Unauthorized(
-            "an access token is required (Authorization: Bearer, or ?ticket= from \
-             POST /api/v1/auth/ticket)"
-                .into(),
-        )),
-    }
 }
 
 type Socket = actix_codec::Framed<awc::BoxedSocket, Codec>;
