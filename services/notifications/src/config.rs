@@ -33,6 +33,11 @@ pub struct Config {
     /// The consumer group reading the users' events.
     pub consumer_group: String,
     pub streams: StreamSettings,
+    /// Redis shared by the replicas for live delivery; none: in process.
+    pub redis_url: Option<SecretUrl>,
+    pub redis: common::redis::RedisOptions,
+    /// The channel every replica follows.
+    pub redis_channel: String,
 }
 
 impl Config {
@@ -68,6 +73,11 @@ impl Config {
             events: EventBusConfig::from_env(env)?,
             consumer_group: env.get("CONSUMER_GROUP", "notifications".to_owned())?,
             streams,
+            redis_url: env
+                .shared_optional::<SecretUrl>("REDIS_URL")?
+                .filter(|url| !url.is_empty()),
+            redis: common::redis::RedisOptions::from_env(env)?,
+            redis_channel: env.get("REDIS_CHANNEL", "notifications:live".to_owned())?,
         })
     }
 }

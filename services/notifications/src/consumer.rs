@@ -113,11 +113,14 @@ async fn apply(app: &App, delivery: &Delivery, stop: &CancellationToken) -> bool
                 tracing::debug!(event_type = event.event_type, reason, "skipped an event");
                 return true;
             }
-            Effect::Notify(new) => app.store.apply_event(&event.id, new).await.map(|stored| {
-                if let Some(stored) = stored {
-                    app.delivered(&stored);
+            Effect::Notify(new) => match app.store.apply_event(&event.id, new).await {
+                Ok(Some(stored)) => {
+                    app.delivered(&stored).await;
+                    Ok(())
                 }
-            }),
+                Ok(None) => Ok(()),
+                Err(error) => Err(error),
+            },
             Effect::Forget(user) => app.store.forget_user(&event.id, *user).await.map(|_| ()),
         };
         match applied {

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod consumer;
+pub mod fanout;
 pub mod live;
 pub mod routes;
 pub mod sse;
@@ -32,7 +33,10 @@ common::service! {
 /// What the handlers and the consumer share.
 pub struct App {
     pub store: Store,
+    /// This replica's open streams.
     pub live: Arc<live::Live>,
+    /// How a stored notification reaches every replica's streams.
+    pub fanout: fanout::Fanout,
     pub signer: Arc<common::auth::TokenSigner>,
     pub streams: sse::StreamSettings,
     /// Cancelled when the host drains: open streams end.
@@ -43,16 +47,17 @@ impl App {
     /// Stores `new` and hands it to its user's open streams.
     pub async fn notify(&self, new: &NewNotification) -> Result<Notification, StoreError> {
         let stored = self.store.create(new).await?;
-        self.delivered(std::slice::from_ref(&stored));
+        self.delivered(std::slice::from_ref(&stored)).await;
         Ok(stored)
     }
 
-    /// Counts stored notifications and hands them to the open streams.
-    pub fn delivered(&self, stored: &[Notification]) {
+    /// Counts stored notifications and hands them to every replica's open
+    /// streams.
+    pub async fn delivered(&self, stored: &[Notification]) {
         for notification in stored {
             metrics::counter!("notifications_created_total", "type" => notification.kind.as_str())
                 .increment(1);
-            self.live.deliver(Arc::new(notification.clone()));
+            self.fanout.deliver(notification).await;
         }
     }
 }

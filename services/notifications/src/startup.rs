@@ -10,6 +10,7 @@ use common::server::ServiceHostBuilder;
 use common::service::Shared;
 
 use crate::config::Config;
+use crate::fanout::Fanout;
 use crate::store::{Store, StoreError};
 use crate::{App, consumer, routes};
 
@@ -20,6 +21,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("cannot reach the event bus")]
     Bus(#[source] EventBusError),
+    #[error("cannot connect live delivery to Redis")]
+    Redis(#[from] common::redis::RedisConnectError),
 }
 
 struct DatabaseCheck(Store);
@@ -51,9 +54,23 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         .event_bus_or(&config.events)
         .map_err(StartError::Bus)?;
     let closing = tokio_util::sync::CancellationToken::new();
+    let live = Arc::new(crate::live::Live::default());
+    let fanout = match &config.redis_url {
+        Some(url) => {
+            Fanout::redis(
+                url.expose(),
+                &config.redis,
+                config.redis_channel.clone(),
+                live.clone(),
+            )
+            .await?
+        }
+        None => Fanout::Local(live.clone()),
+    };
     let app = Arc::new(App {
         store: store.clone(),
-        live: Arc::default(),
+        live,
+        fanout,
         signer: config.tokens.signer(),
         streams: config.streams,
         closing: closing.clone(),

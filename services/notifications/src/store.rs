@@ -57,7 +57,7 @@ impl Kind {
 }
 
 /// The seed's Notification, with its per-user number.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Notification {
     pub id: i64,
     /// Its number among its user's notifications: the SSE event id.

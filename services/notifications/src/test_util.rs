@@ -77,3 +77,65 @@ pub async fn spawn_app(
         _dir: Some(dir),
     }
 }
+
+/// An open event stream and what it has sent so far.
+pub struct Sse {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Sse {
+    /// Opens `user`'s stream, resuming after `last_event_id` if given.
+    #[allow(clippy::disallowed_methods)] // a test client: the stream has no end
+    pub async fn open(app: &TestApp, user: u64, last_event_id: Option<&str>) -> Self {
+        let mut req = reqwest::Client::new()
+            .get(format!("{}/api/v1/notifications/stream", app.base))
+            .bearer_auth(token(user));
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let response = req.send().await.expect("the stream answers");
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Self {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event or comment block, within `wait`.
+    pub async fn next_block(&mut self, wait: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block = self.buffer[..end].to_owned();
+                self.buffer.drain(..end + 2);
+                return Some(block);
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .ok()?
+                .ok()??;
+            self.buffer.push_str(std::str::from_utf8(&chunk).ok()?);
+        }
+    }
+
+    /// The next notification event: (id, data), skipping comments.
+    pub async fn next_event(&mut self, wait: Duration) -> Option<(i64, serde_json::Value)> {
+        loop {
+            let block = self.next_block(wait).await?;
+            let mut id = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.parse().ok();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(v).ok();
+                }
+            }
+            if let (Some(id), Some(data)) = (id, data) {
+                return Some((id, data));
+            }
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::events::{CloudEvent, EventBus, MemoryBus};
 use common::service::Shared;
-use notifications::test_util::{TestApp, spawn_app, token};
+use notifications::test_util::{Sse, TestApp, spawn_app, token};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -37,66 +37,6 @@ fn user_created(event_id: &str, user: i64, name: &str) -> CloudEvent {
 
 async fn publish(bus: &Arc<MemoryBus>, event: &CloudEvent) {
     bus.publish("users.events", event).await.unwrap();
-}
-
-/// An open event stream and what it has sent so far.
-struct Sse {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl Sse {
-    async fn open(app: &TestApp, user: u64, last_event_id: Option<&str>) -> Self {
-        let mut req = reqwest::Client::new()
-            .get(format!("{}/api/v1/notifications/stream", app.base))
-            .bearer_auth(token(user));
-        if let Some(id) = last_event_id {
-            req = req.header("last-event-id", id);
-        }
-        let response = req.send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        Self {
-            response,
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event or comment block, within `wait`.
-    async fn next_block(&mut self, wait: Duration) -> Option<String> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block = self.buffer[..end].to_owned();
-                self.buffer.drain(..end + 2);
-                return Some(block);
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
-                .await
-                .ok()?
-                .unwrap()?;
-            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    }
-
-    /// The next notification event: (id, data), skipping comments.
-    async fn next_event(&mut self, wait: Duration) -> Option<(i64, Value)> {
-        loop {
-            let block = self.next_block(wait).await?;
-            let mut id = None;
-            let mut data = None;
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id: ") {
-                    id = Some(v.parse().unwrap());
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data = Some(serde_json::from_str(v).unwrap());
-                }
-            }
-            if let (Some(id), Some(data)) = (id, data) {
-                return Some((id, data));
-            }
-        }
-    }
 }
 
 const WAIT: Duration = Duration::from_secs(5);
