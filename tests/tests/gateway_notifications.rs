@@ -6,25 +6,10 @@
 
 use std::time::Duration;
 
-use common::events::{CloudEvent, EventBus};
+use common::events::EventBus;
 use e2e::in_process::{Platform, problem};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
-
-fn welcome(event_id: &str, user: u64) -> CloudEvent {
-    CloudEvent {
-        id: event_id.to_owned(),
-        source: "/users".into(),
-        event_type: "UserCreated".into(),
-        subject: user.to_string(),
-        time: "2026-12-03T12:00:00Z".into(),
-        aggregate_version: 1,
-        schema_version: 1,
-        traceparent: None,
-        data: serde_json::to_vec(&json!({"id": user, "username": "ann", "email": "a@example.com"}))
-            .unwrap(),
-    }
-}
+use serde_json::Value;
 
 /// Reads `res` until `needle` has arrived, within `wait`.
 async fn read_until(res: &mut reqwest::Response, needle: &str, wait: Duration) -> String {
@@ -68,7 +53,10 @@ async fn the_stream_needs_a_token_and_relays_each_notification_as_it_comes() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     notifications
         .bus
-        .publish("users.events", &welcome("w-1", ann))
+        .publish(
+            "users.events",
+            &notifications::test_util::user_created("w-1", i64::try_from(ann).unwrap(), "ann"),
+        )
         .await
         .unwrap();
     let seen = read_until(&mut res, "event: notification", Duration::from_secs(5)).await;

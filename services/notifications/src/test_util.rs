@@ -43,6 +43,26 @@ pub fn token(id: u64) -> String {
         .expect("a test token can be signed")
 }
 
+/// A `UserCreated` event for `user` named `name`, as the users service
+/// publishes it.
+pub fn user_created(event_id: &str, user: i64, name: &str) -> common::events::CloudEvent {
+    common::events::CloudEvent {
+        id: event_id.to_owned(),
+        source: "/users".into(),
+        event_type: "UserCreated".into(),
+        subject: user.to_string(),
+        time: "2026-12-03T12:00:00Z".into(),
+        aggregate_version: 1,
+        schema_version: 1,
+        traceparent: None,
+        data: serde_json::json!({
+            "id": user, "username": name, "email": format!("{name}@example.com")
+        })
+        .to_string()
+        .into_bytes(),
+    }
+}
+
 /// Starts the service with `vars` (`NOTIFICATIONS_*`) over the defaults,
 /// [`SIGNING_KEY`] and, unless `vars` names one, a database file of its
 /// own; on `bus` if given, else on a new in-process one.

@@ -10,29 +10,12 @@ use std::time::Duration;
 
 use common::events::{CloudEvent, EventBus, MemoryBus};
 use common::service::Shared;
-use notifications::test_util::{Sse, TestApp, spawn_app, token};
+use notifications::test_util::{Sse, TestApp, spawn_app, token, user_created};
 use reqwest::StatusCode;
 use serde_json::Value;
 
 async fn app() -> TestApp {
     spawn_app(&[], &Shared::default(), None).await
-}
-
-fn user_created(event_id: &str, user: i64, name: &str) -> CloudEvent {
-    CloudEvent {
-        id: event_id.to_owned(),
-        source: "/users".into(),
-        event_type: "UserCreated".into(),
-        subject: user.to_string(),
-        time: "2026-12-03T12:00:00Z".into(),
-        aggregate_version: 1,
-        schema_version: 1,
-        traceparent: None,
-        data: serde_json::to_vec(&serde_json::json!({
-            "id": user, "username": name, "email": format!("{name}@example.com")
-        }))
-        .unwrap(),
-    }
 }
 
 async fn publish(bus: &Arc<MemoryBus>, event: &CloudEvent) {

@@ -6,25 +6,11 @@
 
 use std::time::Duration;
 
-use common::events::{CloudEvent, EventBus};
+use common::events::EventBus;
 use common::service::Shared;
-use notifications::test_util::{Sse, TestApp, spawn_app};
+use notifications::test_util::{Sse, TestApp, spawn_app, user_created};
 
 const WAIT: Duration = Duration::from_secs(5);
-
-fn user_created(event_id: &str, user: i64) -> CloudEvent {
-    CloudEvent {
-        id: event_id.to_owned(),
-        source: "/users".into(),
-        event_type: "UserCreated".into(),
-        subject: user.to_string(),
-        time: "2026-12-03T12:00:00Z".into(),
-        aggregate_version: 1,
-        schema_version: 1,
-        traceparent: None,
-        data: serde_json::to_vec(&serde_json::json!({"id": user, "username": "kim"})).unwrap(),
-    }
-}
 
 async fn replicas(redis: String) -> (TestApp, TestApp) {
     let database = test_support::backends::fresh_postgres_url("notifications").await;
@@ -48,7 +34,10 @@ async fn stored_on_one_is_live_on_the_other(redis: String) {
     let first = loop {
         attempt += 1;
         a.bus
-            .publish("users.events", &user_created(&format!("x-{attempt}"), 31))
+            .publish(
+                "users.events",
+                &user_created(&format!("x-{attempt}"), 31, "kim"),
+            )
             .await
             .unwrap();
         if let Some(event) = on_b.next_event(Duration::from_secs(1)).await {
@@ -62,7 +51,7 @@ async fn stored_on_one_is_live_on_the_other(redis: String) {
     // Two more on b while the client is away; it comes back through a.
     for n in 0..2 {
         b.bus
-            .publish("users.events", &user_created(&format!("y-{n}"), 31))
+            .publish("users.events", &user_created(&format!("y-{n}"), 31, "kim"))
             .await
             .unwrap();
     }
