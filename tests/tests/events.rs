@@ -1,6 +1,7 @@
 //! Events across processes: the users binary publishes through its outbox
 //! to a Kafka-protocol broker running as its own process
-//! (`kafka-mock-cluster`), and a consumer group in this test reads them.
+//! (`kafka-mock-cluster`), and consumer groups read them: this test's, and
+//! the notifications binary's.
 
 #![allow(clippy::disallowed_methods)] // test clients of servers the test starts
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,8 +15,8 @@ use platform_proto::users::v1 as pb;
 use platform_proto::users::v1::user_service_client::UserServiceClient;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-#[tokio::test]
-async fn a_sign_up_reaches_kafka_as_a_cloud_event_with_its_trace() {
+/// A Kafka-protocol broker process of the test's own, and its address.
+async fn broker() -> (tokio::process::Child, String) {
     let mut broker = tokio::process::Command::new(e2e::binary("kafka-mock-cluster"))
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -27,6 +28,71 @@ async fn a_sign_up_reaches_kafka_as_a_cloud_event_with_its_trace() {
         .expect("broker prints its address")
         .unwrap()
         .expect("an address line");
+    (broker, brokers)
+}
+
+/// Users and notifications as their own processes on one broker: a sign-up
+/// goes out through users' outbox to Kafka, and notifications' consumer
+/// group turns it into a welcome on the new user's open stream.
+#[tokio::test]
+async fn a_sign_up_becomes_a_welcome_on_the_new_users_stream_through_kafka() {
+    let (_broker, brokers) = broker().await;
+    let mut env = random_ports("USERS");
+    env.extend(random_ports("NOTIFICATIONS"));
+    env.push(("PLATFORM_KAFKA_BROKERS".into(), brokers.clone()));
+    env.push((
+        "NOTIFICATIONS_JWT_SECRET".into(),
+        notifications::test_util::SIGNING_KEY.into(),
+    ));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let users = ServiceProcess::start("users", &env, &["users"]).await;
+    let notifications = ServiceProcess::start("notifications", &env, &["notifications"]).await;
+    let base = notifications.http("notifications").to_owned();
+
+    // Ids start at 1 in a fresh database: the stream is open before the
+    // user exists, so the welcome must arrive live.
+    let mut stream = notifications::test_util::Sse::open_at(&base, 1, None).await;
+    stream
+        .next_block(Duration::from_secs(5))
+        .await
+        .expect("the stream opens");
+    let channel =
+        tonic::transport::Endpoint::from_shared(users.listening["users"].grpc.clone().unwrap())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut client = UserServiceClient::with_interceptor(
+        channel,
+        e2e::service_credentials("gateway").interceptor("users"),
+    );
+    let ann = client
+        .create_user(pb::CreateUserRequest {
+            username: "ann".into(),
+            email: "ann@example.com".into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ann.id, 1);
+    let (seq, welcome) = stream
+        .next_event(Duration::from_secs(30))
+        .await
+        .expect("the welcome, live, through Kafka");
+    assert_eq!(seq, 1);
+    assert_eq!(welcome["user_id"], 1);
+    assert!(
+        welcome["message"].as_str().unwrap().contains("ann"),
+        "{welcome}"
+    );
+    assert!(users.terminate().await.success());
+    assert!(notifications.terminate().await.success());
+}
+
+#[tokio::test]
+async fn a_sign_up_reaches_kafka_as_a_cloud_event_with_its_trace() {
+    let (_broker, brokers) = broker().await;
 
     let mut env = random_ports("USERS");
     env.push(("USERS_KAFKA_BROKERS".into(), brokers.clone()));

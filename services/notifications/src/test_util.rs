@@ -106,10 +106,15 @@ pub struct Sse {
 
 impl Sse {
     /// Opens `user`'s stream, resuming after `last_event_id` if given.
-    #[allow(clippy::disallowed_methods)] // a test client: the stream has no end
     pub async fn open(app: &TestApp, user: u64, last_event_id: Option<&str>) -> Self {
+        Self::open_at(&app.base, user, last_event_id).await
+    }
+
+    /// As [`Sse::open`], on the service at `base` (`http://host:port`).
+    #[allow(clippy::disallowed_methods)] // a test client: the stream has no end
+    pub async fn open_at(base: &str, user: u64, last_event_id: Option<&str>) -> Self {
         let mut req = reqwest::Client::new()
-            .get(format!("{}/api/v1/notifications/stream", app.base))
+            .get(format!("{base}/api/v1/notifications/stream"))
             .bearer_auth(token(user));
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
