@@ -31,6 +31,27 @@ async fn broker() -> (tokio::process::Child, String) {
     (broker, brokers)
 }
 
+/// A gRPC client of `users`, calling as the gateway does.
+async fn users_client(
+    users: &ServiceProcess,
+) -> UserServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        impl tonic::service::Interceptor + use<>,
+    >,
+> {
+    let grpc = users.listening["users"].grpc.clone().unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(grpc)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    UserServiceClient::with_interceptor(
+        channel,
+        e2e::service_credentials("gateway").interceptor("users"),
+    )
+}
+
 /// Users and notifications as their own processes on one broker: a sign-up
 /// goes out through users' outbox to Kafka, and notifications' consumer
 /// group turns it into a welcome on the new user's open stream.
@@ -56,16 +77,7 @@ async fn a_sign_up_becomes_a_welcome_on_the_new_users_stream_through_kafka() {
         .next_block(Duration::from_secs(5))
         .await
         .expect("the stream opens");
-    let channel =
-        tonic::transport::Endpoint::from_shared(users.listening["users"].grpc.clone().unwrap())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let mut client = UserServiceClient::with_interceptor(
-        channel,
-        e2e::service_credentials("gateway").interceptor("users"),
-    );
+    let mut client = users_client(&users).await;
     let ann = client
         .create_user(pb::CreateUserRequest {
             username: "ann".into(),
@@ -98,17 +110,7 @@ async fn a_sign_up_reaches_kafka_as_a_cloud_event_with_its_trace() {
     env.push(("USERS_KAFKA_BROKERS".into(), brokers.clone()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let users = ServiceProcess::start("users", &env, &["users"]).await;
-    let grpc = users.listening["users"].grpc.clone().unwrap();
-
-    let channel = tonic::transport::Endpoint::from_shared(grpc)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = UserServiceClient::with_interceptor(
-        channel,
-        e2e::service_credentials("gateway").interceptor("users"),
-    );
+    let mut client = users_client(&users).await;
     let mut request = tonic::Request::new(pb::CreateUserRequest {
         username: "ann".into(),
         email: "ann@example.com".into(),
