@@ -127,6 +127,7 @@ async fn apply(app: &App, delivery: &Delivery, stop: &CancellationToken) -> bool
             Ok(()) => {
                 metrics::counter!("notifications_events_consumed_total", "type" => event.event_type.clone())
                     .increment(1);
+                record_lag(&event.time);
                 return true;
             }
             Err(error) => {
@@ -151,5 +152,16 @@ async fn commit(
         && !stop.is_cancelled()
     {
         tracing::warn!(error = %common::exit::chain(&error), "cannot commit an offset");
+    }
+}
+
+/// How far behind the consumer is: from the event's time to its effect
+/// being stored (`notifications_event_lag_seconds`). The bus does not
+/// expose partition offsets, and this is what a user feels.
+fn record_lag(time: &str) {
+    if let Ok(at) = humantime::parse_rfc3339_weak(time)
+        && let Ok(lag) = std::time::SystemTime::now().duration_since(at)
+    {
+        metrics::histogram!("notifications_event_lag_seconds").record(lag.as_secs_f64());
     }
 }

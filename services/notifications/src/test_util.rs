@@ -145,6 +145,19 @@ impl Sse {
         }
     }
 
+    /// Whether the stream ends (the server closes it) within `wait`,
+    /// whatever it sends before.
+    pub async fn ends_within(&mut self, wait: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Err(_) => return false,
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None) | Err(_)) => return true,
+            }
+        }
+    }
+
     /// The next notification event: (id, data), skipping comments.
     pub async fn next_event(&mut self, wait: Duration) -> Option<(i64, serde_json::Value)> {
         loop {

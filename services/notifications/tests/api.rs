@@ -286,3 +286,16 @@ async fn a_deleted_users_notifications_are_forgotten() {
     assert_eq!(hal["unread"], 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn open_streams_end_when_the_service_drains() {
+    let app = app().await;
+    let mut stream = Sse::open(&app, 1, None).await;
+    stream.next_block(WAIT).await.expect("the stream opens");
+    let stopping = tokio::spawn(app.stop());
+    assert!(
+        stream.ends_within(WAIT).await,
+        "the stream ends, so the client reconnects elsewhere"
+    );
+    stopping.await.unwrap();
+}
