@@ -32,8 +32,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// The signed-in user's id, from `Authorization: Bearer <access token>`.
 pub(crate) fn user(req: &HttpRequest, app: &App) -> Result<i64, Problem> {
+    session(req, app).map(|(user, _)| user)
+}
+
+/// The signed-in user's id and when their access token expires.
+pub(crate) fn session(
+    req: &HttpRequest,
+    app: &App,
+) -> Result<(i64, std::time::SystemTime), Problem> {
     let claims = common::auth::access_claims(req.headers(), &app.signer)?;
-    claims
+    let user = claims
         .user_id()
         .and_then(|id| i64::try_from(id).ok())
         .ok_or_else(|| {
@@ -42,7 +50,8 @@ pub(crate) fn user(req: &HttpRequest, app: &App) -> Result<i64, Problem> {
                 "unauthorized",
                 "the access token is invalid or expired",
             )
-        })
+        })?;
+    Ok((user, claims.expires_at()))
 }
 
 pub(crate) fn unavailable(error: &StoreError) -> Problem {

@@ -15,8 +15,10 @@
 //!   lies between.
 //! - Without `Last-Event-ID` the stream starts from now.
 //! - It ends when the host drains (the client reconnects elsewhere with
-//!   its `Last-Event-ID`), or when this stream fell too far behind (see
-//!   [`crate::live`]).
+//!   its `Last-Event-ID`), when this stream fell too far behind (see
+//!   [`crate::live`]), and when the access token it was opened with
+//!   expires: a token revoked at the gateway streams no longer than it
+//!   would have lived, and the client reconnects with a fresh one.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,7 +33,7 @@ use common::problem::Problem;
 
 use crate::App;
 use crate::live::Listener;
-use crate::routes::{unavailable, user};
+use crate::routes::{session, unavailable};
 use crate::store::Notification;
 
 /// Notifications read from the store at a time while catching up.
@@ -59,7 +61,11 @@ impl Default for StreamSettings {
 }
 
 pub(crate) async fn stream(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, Problem> {
-    let user = user(&req, &app)?;
+    let (user, expires_at) = session(&req, &app)?;
+    let until = tokio::time::Instant::now()
+        + expires_at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
     let since = match req.headers().get("last-event-id") {
         None => None,
         Some(value) => Some(
@@ -105,6 +111,7 @@ pub(crate) async fn stream(req: HttpRequest, app: web::Data<App>) -> Result<Http
         catching_up: since.is_some(),
         opened: false,
         heartbeat,
+        until,
     };
     let body = futures_util::stream::unfold(state, Stream::next);
     Ok(HttpResponse::Ok()
@@ -130,6 +137,8 @@ struct Stream {
     opened: bool,
     heartbeat: tokio::time::Interval,
     closing: CancellationToken,
+    /// When the access token expires.
+    until: tokio::time::Instant,
 }
 
 type Chunk = Result<Bytes, std::io::Error>;
@@ -179,6 +188,7 @@ impl Stream {
             tokio::select! {
                 biased;
                 () = self.closing.cancelled() => return None,
+                () = tokio::time::sleep_until(self.until) => return None,
                 live = self.listener.queue.recv() => {
                     let notification = live?;
                     if notification.seq <= self.sent {

@@ -33,8 +33,13 @@ impl TestApp {
 
 /// An access token for user `id`, as the gateway would issue it.
 pub fn token(id: u64) -> String {
+    token_for(id, Duration::from_secs(600))
+}
+
+/// An access token for user `id` that lives `ttl`.
+pub fn token_for(id: u64, ttl: Duration) -> String {
     let policy = TokenPolicy {
-        access_ttl: Duration::from_secs(600),
+        access_ttl: ttl,
         ..TokenPolicy::default()
     };
     TokenSigner::hs256(SIGNING_KEY.as_bytes(), policy)

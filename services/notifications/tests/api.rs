@@ -299,3 +299,29 @@ async fn open_streams_end_when_the_service_drains() {
     );
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_stream_ends_when_its_access_token_expires() {
+    let app = app().await;
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/v1/notifications/stream", app.base))
+        .bearer_auth(notifications::test_util::token_for(
+            4,
+            Duration::from_secs(2),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let started = tokio::time::Instant::now();
+    let mut response = response;
+    while response.chunk().await.unwrap().is_some() {
+        assert!(started.elapsed() < Duration::from_secs(10), "still open");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "ended at the token's expiry: {:?}",
+        started.elapsed()
+    );
+    app.stop().await;
+}
