@@ -1,8 +1,13 @@
-//! Notifications from the users service's events (`users.events`), read
-//! with a consumer group.
+//! Notifications from the users service's events, read with a consumer
+//! group from `users.events` and `posts.events`.
 //!
 //! - `UserCreated` → a welcome notification for the new user;
-//! - `UserDeleted` → the user's notifications are forgotten.
+//! - `UserDeleted` → the user's notifications are forgotten;
+//! - `PostCreated` → who wrote the post is kept (`PostDeleted` forgets it);
+//! - `CommentAdded` → the post's author is told, unless they commented on
+//!   their own post. A comment can arrive before its post (their events
+//!   have different keys, so different partitions); it is kept and told
+//!   when the post arrives.
 //!
 //! Each event is applied once: its id is recorded in the transaction that
 //! stores its effect, so a redelivery changes nothing, and its offset is
@@ -24,6 +29,10 @@ use crate::App;
 use crate::store::{Kind, NewNotification};
 
 pub const USERS_TOPIC: &str = "users.events";
+pub const POSTS_TOPIC: &str = "posts.events";
+
+/// The longest comment excerpt a notification quotes, in characters.
+const EXCERPT_CHARS: usize = 140;
 
 #[derive(Deserialize)]
 struct UserCreated {
@@ -32,15 +41,49 @@ struct UserCreated {
 }
 
 #[derive(Deserialize)]
-struct UserDeleted {
+struct Deleted {
     id: i64,
+}
+
+#[derive(Deserialize)]
+struct PostCreated {
+    id: i64,
+    title: String,
+    author_id: i64,
+}
+
+#[derive(Deserialize)]
+struct CommentAdded {
+    post_id: i64,
+    author_id: i64,
+    content: String,
 }
 
 /// What one event asks for.
 enum Effect {
     Notify(Vec<NewNotification>),
     Forget(i64),
+    Post {
+        post: i64,
+        author: i64,
+        title: String,
+    },
+    PostGone(i64),
+    Comment {
+        post: i64,
+        commenter: i64,
+        excerpt: String,
+    },
     Skip(&'static str),
+}
+
+fn excerpt(content: &str) -> String {
+    let mut chars = content.chars();
+    let mut excerpt: String = chars.by_ref().take(EXCERPT_CHARS).collect();
+    if chars.next().is_some() {
+        excerpt.push('…');
+    }
+    excerpt
 }
 
 fn effect(delivery: &Delivery) -> Effect {
@@ -55,21 +98,47 @@ fn effect(delivery: &Delivery) -> Effect {
             }]),
             Err(_) => Effect::Skip("malformed"),
         },
-        "UserDeleted" => match serde_json::from_slice::<UserDeleted>(&event.data) {
+        "UserDeleted" => match serde_json::from_slice::<Deleted>(&event.data) {
             Ok(user) => Effect::Forget(user.id),
+            Err(_) => Effect::Skip("malformed"),
+        },
+        "PostCreated" => match serde_json::from_slice::<PostCreated>(&event.data) {
+            Ok(post) => Effect::Post {
+                post: post.id,
+                author: post.author_id,
+                title: post.title,
+            },
+            Err(_) => Effect::Skip("malformed"),
+        },
+        "PostDeleted" => match serde_json::from_slice::<Deleted>(&event.data) {
+            Ok(post) => Effect::PostGone(post.id),
+            Err(_) => Effect::Skip("malformed"),
+        },
+        "CommentAdded" => match serde_json::from_slice::<CommentAdded>(&event.data) {
+            Ok(comment) => Effect::Comment {
+                post: comment.post_id,
+                commenter: comment.author_id,
+                excerpt: excerpt(&comment.content),
+            },
             Err(_) => Effect::Skip("malformed"),
         },
         _ => Effect::Skip("unknown_type"),
     }
 }
 
-/// Consumes until `stop`.
-pub async fn run(app: Arc<App>, bus: Arc<dyn EventBus>, group: String, stop: CancellationToken) {
+/// Consumes `topic` until `stop`.
+pub async fn run(
+    app: Arc<App>,
+    bus: Arc<dyn EventBus>,
+    topic: &'static str,
+    group: String,
+    stop: CancellationToken,
+) {
     let mut subscription = loop {
-        match bus.subscribe(USERS_TOPIC, &group).await {
+        match bus.subscribe(topic, &group).await {
             Ok(subscription) => break subscription,
             Err(error) => {
-                tracing::warn!(error = %common::exit::chain(&error), "cannot subscribe to {USERS_TOPIC} yet");
+                tracing::warn!(error = %common::exit::chain(&error), "cannot subscribe to {topic} yet");
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -113,15 +182,35 @@ async fn apply(app: &App, delivery: &Delivery, stop: &CancellationToken) -> bool
                 tracing::debug!(event_type = event.event_type, reason, "skipped an event");
                 return true;
             }
-            Effect::Notify(new) => match app.store.apply_event(&event.id, new).await {
-                Ok(Some(stored)) => {
-                    app.delivered(&stored).await;
-                    Ok(())
-                }
-                Ok(None) => Ok(()),
-                Err(error) => Err(error),
-            },
-            Effect::Forget(user) => app.store.forget_user(&event.id, *user).await.map(|_| ()),
+            Effect::Notify(new) => app.store.apply_event(&event.id, new).await,
+            Effect::Forget(user) => app.store.forget_user(&event.id, *user).await.map(|_| None),
+            Effect::Post {
+                post,
+                author,
+                title,
+            } => {
+                app.store
+                    .post_created(&event.id, *post, *author, title)
+                    .await
+            }
+            Effect::PostGone(post) => app.store.post_deleted(&event.id, *post).await.map(|_| None),
+            Effect::Comment {
+                post,
+                commenter,
+                excerpt,
+            } => {
+                app.store
+                    .comment_added(&event.id, *post, *commenter, excerpt)
+                    .await
+            }
+        };
+        let applied = match applied {
+            Ok(Some(stored)) => {
+                app.delivered(&stored).await;
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
         };
         match applied {
             Ok(()) => {

@@ -77,11 +77,23 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
     });
     let data = web::Data::from(app.clone());
     let group = config.consumer_group;
+    let (posts_app, posts_bus, posts_group) = (app.clone(), bus.clone(), group.clone());
     Ok(shared
         .host(config.service)
         .on_drain(closing)
         .readiness_check(Arc::new(DatabaseCheck(store)))
-        .task("consumer", move |stop| consumer::run(app, bus, group, stop))
+        .task("users-events", move |stop| {
+            consumer::run(app, bus, consumer::USERS_TOPIC, group, stop)
+        })
+        .task("posts-events", move |stop| {
+            consumer::run(
+                posts_app,
+                posts_bus,
+                consumer::POSTS_TOPIC,
+                posts_group,
+                stop,
+            )
+        })
         .http(move |cfg| {
             cfg.app_data(data.clone());
             routes::configure(cfg);

@@ -17,16 +17,30 @@ use sqlx::{AnyPool, Row};
 use common::db::{Backend, DatabaseTimeouts, DbError};
 
 const MIGRATIONS: common::db::Migrations = common::db::Migrations {
-    postgres: &[(
-        1,
-        "notifications",
-        include_str!("../migrations/postgres/0001_notifications.sql"),
-    )],
-    sqlite: &[(
-        1,
-        "notifications",
-        include_str!("../migrations/sqlite/0001_notifications.sql"),
-    )],
+    postgres: &[
+        (
+            1,
+            "notifications",
+            include_str!("../migrations/postgres/0001_notifications.sql"),
+        ),
+        (
+            2,
+            "comments",
+            include_str!("../migrations/postgres/0002_comments.sql"),
+        ),
+    ],
+    sqlite: &[
+        (
+            1,
+            "notifications",
+            include_str!("../migrations/sqlite/0001_notifications.sql"),
+        ),
+        (
+            2,
+            "comments",
+            include_str!("../migrations/sqlite/0002_comments.sql"),
+        ),
+    ],
 };
 
 /// The seed's notification types.
@@ -295,6 +309,124 @@ impl Store {
         Ok(row.try_get("unread")?)
     }
 
+    /// Records who wrote `post` (event `event_id`, once), and notifies
+    /// them of the comments on it that arrived before it did.
+    pub async fn post_created(
+        &self,
+        event_id: &str,
+        post: i64,
+        author: i64,
+        title: &str,
+    ) -> Result<Option<Vec<Notification>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !record_consumed(&mut tx, event_id).await? {
+            return Ok(None);
+        }
+        sqlx::query(
+            "INSERT INTO post_authors (post_id, author_id, title) VALUES ($1, $2, $3)
+             ON CONFLICT (post_id) DO UPDATE SET author_id = excluded.author_id, title = excluded.title",
+        )
+        .bind(post)
+        .bind(author)
+        .bind(title)
+        .execute(&mut *tx)
+        .await?;
+        let pending = sqlx::query(
+            "SELECT commenter_id, excerpt FROM pending_comments WHERE post_id = $1 ORDER BY event_id",
+        )
+        .bind(post)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut stored = Vec::new();
+        for row in &pending {
+            let commenter: i64 = row.try_get("commenter_id")?;
+            let excerpt: String = row.try_get("excerpt")?;
+            if commenter != author {
+                stored.push(
+                    insert(
+                        &mut tx,
+                        &comment_notice(author, title, &excerpt),
+                        Some(event_id),
+                    )
+                    .await?,
+                );
+            }
+        }
+        sqlx::query("DELETE FROM pending_comments WHERE post_id = $1")
+            .bind(post)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(stored))
+    }
+
+    /// Notifies the author of `post` of a comment by `commenter` (not of
+    /// their own), once per event; keeps it for later if the post has not
+    /// arrived yet.
+    pub async fn comment_added(
+        &self,
+        event_id: &str,
+        post: i64,
+        commenter: i64,
+        excerpt: &str,
+    ) -> Result<Option<Vec<Notification>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !record_consumed(&mut tx, event_id).await? {
+            return Ok(None);
+        }
+        let author = sqlx::query("SELECT author_id, title FROM post_authors WHERE post_id = $1")
+            .bind(post)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut stored = Vec::new();
+        match author {
+            Some(row) => {
+                let author: i64 = row.try_get("author_id")?;
+                let title: String = row.try_get("title")?;
+                if author != commenter {
+                    stored.push(
+                        insert(
+                            &mut tx,
+                            &comment_notice(author, &title, excerpt),
+                            Some(event_id),
+                        )
+                        .await?,
+                    );
+                }
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO pending_comments (event_id, post_id, commenter_id, excerpt)
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(event_id)
+                .bind(post)
+                .bind(commenter)
+                .bind(excerpt)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(Some(stored))
+    }
+
+    /// Forgets who wrote `post` (it is gone), once per event.
+    pub async fn post_deleted(&self, event_id: &str, post: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !record_consumed(&mut tx, event_id).await? {
+            return Ok(false);
+        }
+        for statement in [
+            "DELETE FROM post_authors WHERE post_id = $1",
+            "DELETE FROM pending_comments WHERE post_id = $1",
+        ] {
+            sqlx::query(statement).bind(post).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Forgets everything of `user`'s (their account is gone), recording
     /// `event_id` as consumed in the same transaction; false if it was.
     pub async fn forget_user(&self, event_id: &str, user: i64) -> Result<bool, StoreError> {
@@ -310,6 +442,16 @@ impl Store {
         }
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+/// What a post's author is told of a comment.
+fn comment_notice(author: i64, title: &str, excerpt: &str) -> NewNotification {
+    NewNotification {
+        user_id: author,
+        kind: Kind::Info,
+        title: "New comment".into(),
+        message: format!("On \"{title}\": {excerpt}"),
     }
 }
 

@@ -12,7 +12,7 @@ use common::events::{CloudEvent, EventBus, MemoryBus};
 use common::service::Shared;
 use notifications::test_util::{Sse, TestApp, spawn_app, token, user_created};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 async fn app() -> TestApp {
     spawn_app(&[], &Shared::default(), None).await
@@ -322,6 +322,59 @@ async fn a_stream_ends_when_its_access_token_expires() {
         started.elapsed() < Duration::from_secs(5),
         "ended at the token's expiry: {:?}",
         started.elapsed()
+    );
+    app.stop().await;
+}
+
+fn posts_event(event_id: &str, event_type: &str, data: serde_json::Value) -> CloudEvent {
+    let mut event = user_created(event_id, 0, "x");
+    event.source = "/users".into();
+    event.event_type = event_type.into();
+    event.data = data.to_string().into_bytes();
+    event
+}
+
+#[tokio::test]
+async fn a_comment_on_a_post_reaches_its_author_live_and_a_comment_on_ones_own_post_does_not() {
+    let app = app().await;
+    let mut author = Sse::open(&app, 51, None).await;
+    author.next_block(WAIT).await.expect("the stream opens");
+    let posts = |event: CloudEvent| {
+        let bus = app.bus.clone();
+        async move { bus.publish("posts.events", &event).await.unwrap() }
+    };
+    posts(posts_event(
+        "p-10",
+        "PostCreated",
+        json!({"id": 10, "title": "On rivers", "content": "…", "author_id": 51}),
+    ))
+    .await;
+    posts(posts_event(
+        "c-10",
+        "CommentAdded",
+        json!({"id": 1, "post_id": 10, "author_id": 51, "content": "my own"}),
+    ))
+    .await;
+    posts(posts_event(
+        "c-11",
+        "CommentAdded",
+        json!({"id": 2, "post_id": 10, "author_id": 52, "content": "a long comment ".repeat(20)}),
+    ))
+    .await;
+    let (_, told) = author.next_event(WAIT).await.expect("the comment, live");
+    assert_eq!(told["title"], "New comment");
+    let message = told["message"].as_str().unwrap();
+    assert!(message.contains("On rivers"), "{message}");
+    assert!(
+        message.ends_with('…'),
+        "a long comment is quoted in part: {message}"
+    );
+    assert!(
+        author
+            .next_event(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "nothing for the author's own comment"
     );
     app.stop().await;
 }

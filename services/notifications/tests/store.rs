@@ -118,3 +118,67 @@ async fn pages_go_from_newest_to_oldest_and_reads_are_the_owners_alone() {
         assert_eq!(store.unread_count(10).await.unwrap(), 1, "{backend}");
     }
 }
+
+#[tokio::test]
+async fn a_comment_tells_the_posts_author_once_whichever_arrives_first() {
+    let dir = TempDir::new("notifications-store");
+    for (backend, store) in stores(&dir).await {
+        // The post first, then a comment by someone else and one by its author.
+        store.post_created("p-1", 100, 41, "Hello").await.unwrap();
+        let told = store
+            .comment_added("c-1", 100, 42, "nice")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(told.len(), 1, "{backend}");
+        assert_eq!(told[0].user_id, 41, "{backend}");
+        assert!(told[0].message.contains("Hello") && told[0].message.contains("nice"));
+        assert!(
+            store
+                .comment_added("c-1", 100, 42, "nice")
+                .await
+                .unwrap()
+                .is_none(),
+            "{backend}: a redelivery tells no one again"
+        );
+        let own = store
+            .comment_added("c-2", 100, 41, "thanks")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(own.is_empty(), "{backend}: not of one's own comment");
+
+        // A comment before its post: told when the post arrives.
+        let early = store
+            .comment_added("c-3", 200, 43, "first!")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(early.is_empty(), "{backend}");
+        let late = store
+            .post_created("p-2", 200, 44, "Late")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(late.len(), 1, "{backend}");
+        assert_eq!(late[0].user_id, 44, "{backend}");
+        assert!(
+            store
+                .post_created("p-2", 200, 44, "Late")
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // A deleted post is forgotten: later comments on it wait for a post
+        // that never comes.
+        assert!(store.post_deleted("p-3", 100).await.unwrap(), "{backend}");
+        let after = store
+            .comment_added("c-4", 100, 42, "gone?")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(after.is_empty(), "{backend}");
+        assert_eq!(store.unread_count(41).await.unwrap(), 1, "{backend}");
+    }
+}
