@@ -12,6 +12,7 @@ pub mod consumer;
 pub mod fanout;
 pub mod live;
 pub mod routes;
+pub mod signing;
 pub mod sse;
 pub mod startup;
 pub mod store;
