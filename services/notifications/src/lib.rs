@@ -18,6 +18,7 @@ pub mod startup;
 pub mod store;
 #[cfg(feature = "test-util")]
 pub mod test_util;
+pub mod webhook_url;
 
 use std::sync::Arc;
 
