@@ -85,7 +85,7 @@ pub async fn check(text: &str, http_allowed: &[String]) -> Result<Vec<SocketAddr
     let host = url.host_str().ok_or(Refused::Malformed)?;
     let port = url.port_or_known_default().ok_or(Refused::Malformed)?;
     let authority = format!("{host}:{port}");
-    let allowed_http = http_allowed.iter().any(|a| *a == authority);
+    let allowed_http = http_allowed.contains(&authority);
     match url.scheme() {
         "https" => {}
         "http" if allowed_http => {}
