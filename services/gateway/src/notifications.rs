@@ -231,10 +231,5 @@ async fn relay(
     pass: web::Data<Passthrough>,
     up: web::Data<NotificationsUpstream>,
 ) -> Result<HttpResponse, ApiError> {
-    let path = proxy::normalise_path(req.uri().path())?;
-    let target = match req.uri().query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path,
-    };
-    proxy::forward_to(&req, &target, body, &ctx, &pass, &up.0).await
+    proxy::forward_unchanged(&req, body, &ctx, &pass, &up.0).await
 }

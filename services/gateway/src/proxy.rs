@@ -153,12 +153,24 @@ pub async fn forward(
     pass: web::Data<Passthrough>,
     upstream: web::Data<Arc<Upstream>>,
 ) -> Result<HttpResponse, ApiError> {
+    forward_unchanged(&req, body, &ctx, &pass, &upstream).await
+}
+
+/// Passes the request on to `upstream` with its path (normalised) and
+/// query as they came: for upstreams that serve the gateway's own paths.
+pub async fn forward_unchanged(
+    req: &HttpRequest,
+    body: web::Bytes,
+    ctx: &CallContext,
+    pass: &Passthrough,
+    upstream: &Upstream,
+) -> Result<HttpResponse, ApiError> {
     let path = normalise_path(req.uri().path())?;
     let path_and_query = match req.uri().query() {
         Some(query) => format!("{path}?{query}"),
         None => path,
     };
-    forward_to(&req, &path_and_query, body, &ctx, &pass, &upstream).await
+    forward_to(req, &path_and_query, body, ctx, pass, upstream).await
 }
 
 /// The path as the upstream will see it: repeated slashes collapsed, and
