@@ -100,7 +100,6 @@ pub async fn connect(
     let (client, subscriber) = build(url, options)?;
     client.init().await.map_err(err)?;
     subscriber.init().await.map_err(err)?;
-    count_cluster_changes(&client);
     Ok((client, subscriber))
 }
 
@@ -152,7 +151,6 @@ pub fn connect_in_background(
     let (client, subscriber) = build(url, options)?;
     keep_connecting(client.clone(), options.connect_timeout);
     keep_connecting(subscriber.clone(), options.connect_timeout);
-    count_cluster_changes(&client);
     Ok((client, subscriber))
 }
 
@@ -189,6 +187,9 @@ fn build(
     let builder = builder(parse(url)?, options);
     let client = builder.build().map_err(err)?;
     let subscriber = builder.build_subscriber_client().map_err(err)?;
+    // The subscriber's topology changes are `keep_subscribed`'s business;
+    // counting them too would count each change twice.
+    count_cluster_changes(&client);
     watch_cluster_nodes(&client, options);
     watch_cluster_nodes(&subscriber, options);
     Ok((client, subscriber))
@@ -378,7 +379,9 @@ async fn resubscribe(subscriber: &SubscriberClient) {
 }
 
 /// Counts (and logs) each change of a clustered client's topology, until
-/// the client is gone. Nothing for a single Redis.
+/// the client is gone. Nothing for a single Redis. The first connection's
+/// discovery of the nodes (every node "added") is not a change: counting
+/// starts once the client is connected.
 fn count_cluster_changes(client: &Client) {
     if !client.is_clustered() {
         return;
@@ -386,9 +389,14 @@ fn count_cluster_changes(client: &Client) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let mut changes = client.cluster_change_rx();
+    let client = client.clone();
     runtime.spawn(async move {
         use fred::types::ClusterStateChange;
+        // A failed first attempt is answered with an error; the next one
+        // (see `keep_connecting`) is waited for in turn.
+        while client.wait_for_connect().await.is_err() {}
+        let mut changes = client.cluster_change_rx();
+        drop(client);
         loop {
             match changes.recv().await {
                 Ok(changes) => {
