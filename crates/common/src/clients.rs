@@ -24,6 +24,25 @@ pub fn http(timeouts: Timeouts) -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
+/// An HTTP client for a URL a user gave (a webhook): it connects to
+/// `host` only at `addresses` (vetted by the caller, so that a second DNS
+/// lookup cannot send it elsewhere) and follows no redirect (which could).
+#[cfg(feature = "consul")]
+#[allow(clippy::disallowed_methods)] // the one place reqwest clients are made
+pub fn http_pinned(
+    timeouts: Timeouts,
+    host: &str,
+    addresses: &[std::net::SocketAddr],
+) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.request)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve_to_addrs(host, addresses)
+        .user_agent("platform-webhooks")
+        .build()
+}
+
 /// A gRPC endpoint at `uri` (`http://host:port`): connecting gives up
 /// after `timeouts.connect`, each call after `timeouts.request` (a shorter
 /// `grpc-timeout` on the call still wins).

@@ -136,6 +136,30 @@ impl Problem {
 
     /// The HTTP response: the body, its media type, `Retry-After` (whole
     /// seconds, rounded up, at least 1) and, for 401, the challenge.
+    /// A JSON body that could not be taken (`web::JsonConfig`'s error
+    /// handler): too large (`limit` bytes at most), not JSON, or not
+    /// what the route reads.
+    pub fn json_body(error: &actix_web::error::JsonPayloadError, limit: usize) -> Self {
+        use actix_web::error::JsonPayloadError as E;
+        match error {
+            E::Overflow { .. } | E::OverflowKnownLength { .. } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("bodies are at most {limit} bytes"),
+            ),
+            E::ContentType => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send Content-Type: application/json",
+            ),
+            other => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("invalid JSON body: {other}"),
+            ),
+        }
+    }
+
     pub fn response(&self) -> HttpResponse {
         let status = self.status();
         let mut response = HttpResponse::build(status);

@@ -24,7 +24,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::JsonConfig::default()
             .limit(MAX_BODY_BYTES)
-            .error_handler(|error, _| body_problem(&error).into()),
+            .error_handler(|error, _| Problem::json_body(&error, MAX_BODY_BYTES).into()),
     );
     cfg.route("/ws", web::get().to(upgrade))
         .route("/rooms", web::get().to(rooms))
@@ -32,27 +32,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/rooms/{room}", web::get().to(room_info))
         .route("/rooms/{room}/presence", web::get().to(presence))
         .route("/rooms/{room}/history", web::get().to(history));
-}
-
-fn body_problem(error: &actix_web::error::JsonPayloadError) -> Problem {
-    use actix_web::error::JsonPayloadError as E;
-    match error {
-        E::Overflow { .. } | E::OverflowKnownLength { .. } => Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("bodies are at most {MAX_BODY_BYTES} bytes"),
-        ),
-        E::ContentType => Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send Content-Type: application/json",
-        ),
-        other => Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("invalid JSON body: {other}"),
-        ),
-    }
 }
 
 /// The caller named by a valid access token, and when that token expires.

@@ -24,7 +24,6 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
 };
 
 /// Shortest accepted admin token, as for signing keys.
-use common::auth::settings::MIN_SECRET_BYTES;
 
 /// `GATEWAY_MAX_WEBSOCKETS`, `GATEWAY_WS_QUEUE`, `GATEWAY_WS_SEND_TIMEOUT`.
 #[derive(Clone, Copy, Debug)]
@@ -155,7 +154,7 @@ impl Config {
                 .filter(|u| !u.is_empty()),
             on_redis_error,
             redis: common::redis::RedisOptions::from_env(env)?,
-            admin_token: admin_token(env)?,
+            admin_token: common::auth::admin_token(env)?,
             v1_sunset: env.get("V1_SUNSET", "Tue, 30 Nov 2027 00:00:00 GMT".to_owned())?,
             passthrough: parse_passthrough(env)?,
             trusted_proxies: trusted_proxies(env)?,
@@ -185,20 +184,6 @@ fn ticket_ttl(env: &Env) -> Result<Duration, ConfigError> {
         });
     }
     Ok(ttl)
-}
-
-/// `GATEWAY_ADMIN_TOKEN`: at least [`MIN_SECRET_BYTES`], like the signing
-/// key, since it guards the same kind of power.
-fn admin_token(env: &Env) -> Result<Option<Secret>, ConfigError> {
-    match env.optional::<Secret>("ADMIN_TOKEN")? {
-        Some(token) if token.expose().is_empty() => Ok(None),
-        Some(token) if token.expose().len() < MIN_SECRET_BYTES => Err(ConfigError::Invalid {
-            var: env.var_name("ADMIN_TOKEN"),
-            value: "***".into(),
-            reason: format!("must be at least {MIN_SECRET_BYTES} bytes"),
-        }),
-        token => Ok(token),
-    }
 }
 
 fn at_least_one(env: &Env, key: &str, default: u32) -> Result<u32, ConfigError> {

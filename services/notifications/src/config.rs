@@ -4,11 +4,13 @@
 use std::time::Duration;
 
 use common::auth::{KeyRole, TokenSettings, WhenUnset};
-use common::config::{ConfigError, Env, SecretUrl, ServiceConfig, ServiceDefaults};
+use common::config::{ConfigError, Env, Secret, SecretUrl, ServiceConfig, ServiceDefaults};
 use common::db::DatabaseTimeouts;
 use common::events::EventBusConfig;
+use common::jobs::JobsSettings;
 
 use crate::sse::StreamSettings;
+use crate::webhooks::WebhookSettings;
 
 /// Prefix of this service's environment variables.
 pub const ENV_PREFIX: &str = "NOTIFICATIONS";
@@ -38,6 +40,14 @@ pub struct Config {
     pub redis: common::redis::RedisOptions,
     /// The channel every replica follows.
     pub redis_channel: String,
+    /// The job queue (`JOBS_URL`: in process, or RabbitMQ) carrying
+    /// webhook deliveries and the digest; its records in this database.
+    pub jobs: JobsSettings,
+    pub webhooks: WebhookSettings,
+    /// Cron (UTC) of the daily digest.
+    pub digest_schedule: String,
+    /// Guards the jobs' operator routes on the admin listener.
+    pub admin_token: Option<Secret>,
 }
 
 impl Config {
@@ -78,6 +88,10 @@ impl Config {
                 .filter(|url| !url.is_empty()),
             redis: common::redis::RedisOptions::from_env(env)?,
             redis_channel: env.get("REDIS_CHANNEL", "notifications:live".to_owned())?,
+            jobs: JobsSettings::from_env(env, DEFAULTS.name)?,
+            webhooks: WebhookSettings::from_env(env)?,
+            digest_schedule: env.get("DIGEST_SCHEDULE", "0 8 * * *".to_owned())?,
+            admin_token: common::auth::admin_token(env)?,
         })
     }
 }

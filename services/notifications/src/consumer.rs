@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use common::events::{Delivery, EventBus, Subscription};
 
 use crate::App;
-use crate::store::{Kind, NewNotification};
+use crate::store::{Kind, NewNotification, Topic};
 
 pub const USERS_TOPIC: &str = "users.events";
 pub const POSTS_TOPIC: &str = "posts.events";
@@ -93,6 +93,7 @@ fn effect(delivery: &Delivery) -> Effect {
             Ok(user) => Effect::Notify(vec![NewNotification {
                 user_id: user.id,
                 kind: Kind::Info,
+                topic: Topic::Welcome,
                 title: "Welcome".into(),
                 message: format!("Welcome, {}! Your account is ready.", user.username),
             }]),

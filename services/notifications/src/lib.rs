@@ -9,16 +9,17 @@
 
 pub mod config;
 pub mod consumer;
+pub mod digest;
 pub mod fanout;
 pub mod live;
+pub mod preferences;
 pub mod routes;
-pub mod signing;
 pub mod sse;
 pub mod startup;
 pub mod store;
 #[cfg(feature = "test-util")]
 pub mod test_util;
-pub mod webhook_url;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -40,16 +41,24 @@ pub struct App {
     /// How a stored notification reaches every replica's streams.
     pub fanout: fanout::Fanout,
     pub signer: Arc<common::auth::TokenSigner>,
+    /// Runs webhook deliveries and the digest.
+    pub jobs: common::jobs::JobQueue,
+    pub webhooks: webhooks::WebhookSettings,
+    /// Wakes the webhook relay: deliveries are in the outbox.
+    pub webhook_wake: tokio::sync::Notify,
     pub streams: sse::StreamSettings,
     /// Cancelled when the host drains: open streams end.
     pub closing: tokio_util::sync::CancellationToken,
 }
 
 impl App {
-    /// Stores `new` and hands it to its user's open streams.
-    pub async fn notify(&self, new: &NewNotification) -> Result<Notification, StoreError> {
+    /// Stores `new` and hands it to its user's open streams (unless their
+    /// preferences mute or digest it: `None`).
+    pub async fn notify(&self, new: &NewNotification) -> Result<Option<Notification>, StoreError> {
         let stored = self.store.create(new).await?;
-        self.delivered(std::slice::from_ref(&stored)).await;
+        if let Some(stored) = &stored {
+            self.delivered(std::slice::from_ref(stored)).await;
+        }
         Ok(stored)
     }
 
@@ -60,6 +69,9 @@ impl App {
             metrics::counter!("notifications_created_total", "type" => notification.kind.as_str())
                 .increment(1);
             self.fanout.deliver(notification).await;
+        }
+        if !stored.is_empty() {
+            self.webhook_wake.notify_one();
         }
     }
 }

@@ -93,13 +93,14 @@ impl Live {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::store::Kind;
+    use crate::store::{Kind, Topic};
 
     fn notification(user_id: i64, seq: i64) -> Arc<Notification> {
         Arc::new(Notification {
             id: seq,
             seq,
             kind: Kind::Info,
+            topic: Topic::System,
             title: "t".into(),
             message: "m".into(),
             user_id,

@@ -10,7 +10,10 @@ use serde_json::json;
 use common::problem::Problem;
 
 use crate::App;
-use crate::sse;
+use crate::{preferences, sse};
+
+/// The largest JSON body taken (a webhook URL, a preference).
+const MAX_BODY_BYTES: usize = 8 * 1024;
 use crate::store::StoreError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -18,12 +21,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::QueryConfig::default().error_handler(|error, _| {
         Problem::new(StatusCode::BAD_REQUEST, "invalid_query", error.to_string()).into()
     }));
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(MAX_BODY_BYTES)
+            .error_handler(|error, _| Problem::json_body(&error, MAX_BODY_BYTES).into()),
+    );
+    // The fixed paths first: `/{id}` would take them.
+    let scope = web::scope("/api/v1/notifications")
+        .route("", web::get().to(list))
+        .route("/stream", web::get().to(sse::stream))
+        .route("/unread-count", web::get().to(unread_count))
+        .route("/read-all", web::post().to(read_all))
+        .route("/preferences", web::get().to(preferences::get))
+        .route("/preferences/{topic}", web::put().to(preferences::put));
     cfg.service(
-        web::scope("/api/v1/notifications")
-            .route("", web::get().to(list))
-            .route("/stream", web::get().to(sse::stream))
-            .route("/unread-count", web::get().to(unread_count))
-            .route("/read-all", web::post().to(read_all))
+        crate::webhooks::routes::configure(scope)
             .route("/{id}", web::get().to(get))
             .route("/{id}", web::delete().to(delete))
             .route("/{id}/read", web::post().to(read)),

@@ -12,7 +12,8 @@ use common::service::Shared;
 use crate::config::Config;
 use crate::fanout::Fanout;
 use crate::store::{Store, StoreError};
-use crate::{App, consumer, routes};
+use crate::{App, consumer, digest, routes, webhooks};
+use common::jobs::{NewJob, Schedule, SqlJobStore, Workers, handler_fn};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,8 @@ pub enum StartError {
     Bus(#[source] EventBusError),
     #[error("cannot connect live delivery to Redis")]
     Redis(#[from] common::redis::RedisConnectError),
+    #[error("cannot open the job queue")]
+    Jobs(#[from] common::jobs::JobError),
 }
 
 struct DatabaseCheck(Store);
@@ -67,14 +70,44 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         }
         None => Fanout::Local(live.clone()),
     };
+    let job_store = Arc::new(SqlJobStore::new(store.pool().clone()).await?);
+    let jobs = config.jobs.open(job_store, shared).await?;
+    let digest = Schedule::new(
+        "notifications-digest",
+        &config.digest_schedule,
+        NewJob::new(digest::JOB_KIND, serde_json::Value::Null),
+    )?;
     let app = Arc::new(App {
         store: store.clone(),
         live,
         fanout,
         signer: config.tokens.signer(),
+        jobs: jobs.clone(),
+        webhooks: config.webhooks.clone(),
+        webhook_wake: tokio::sync::Notify::new(),
         streams: config.streams,
         closing: closing.clone(),
     });
+    let (send_app, digest_app, relay_app) = (app.clone(), app.clone(), app.clone());
+    let workers = Workers::new()
+        .register_with(
+            webhooks::JOB_KIND,
+            handler_fn(move |job| {
+                let app = send_app.clone();
+                Box::pin(async move { webhooks::send::run(app, &job).await })
+            }),
+            config.webhooks.concurrency,
+            config.webhooks.backoff,
+        )
+        .register(
+            digest::JOB_KIND,
+            handler_fn(move |job| {
+                let app = digest_app.clone();
+                Box::pin(async move { digest::run(app, &job).await })
+            }),
+            1,
+        )
+        .schedule(digest);
     let data = web::Data::from(app.clone());
     let group = config.consumer_group;
     let (posts_app, posts_bus, posts_group) = (app.clone(), bus.clone(), group.clone());
@@ -82,6 +115,10 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         .host(config.service)
         .on_drain(closing)
         .readiness_check(Arc::new(DatabaseCheck(store)))
+        .jobs(jobs, workers, config.admin_token)
+        .task("webhook-relay", move |stop| {
+            webhooks::relay::run(relay_app, stop)
+        })
         .task("users-events", move |stop| {
             consumer::run(app, bus, consumer::USERS_TOPIC, group, stop)
         })

@@ -28,6 +28,11 @@ const MIGRATIONS: common::db::Migrations = common::db::Migrations {
             "comments",
             include_str!("../migrations/postgres/0002_comments.sql"),
         ),
+        (
+            3,
+            "preferences and webhooks",
+            include_str!("../migrations/postgres/0003_preferences_webhooks.sql"),
+        ),
     ],
     sqlite: &[
         (
@@ -39,6 +44,11 @@ const MIGRATIONS: common::db::Migrations = common::db::Migrations {
             2,
             "comments",
             include_str!("../migrations/sqlite/0002_comments.sql"),
+        ),
+        (
+            3,
+            "preferences and webhooks",
+            include_str!("../migrations/sqlite/0003_preferences_webhooks.sql"),
         ),
     ],
 };
@@ -70,6 +80,52 @@ impl Kind {
     }
 }
 
+/// What a notification is about: what a user's preferences choose by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topic {
+    Welcome,
+    /// A comment on one's post.
+    Comment,
+    /// A mention in a chat room.
+    Mention,
+    /// A file one uploaded.
+    File,
+    /// The daily summary of what was held for it.
+    Digest,
+    /// The platform's own notices (a webhook disabled).
+    System,
+}
+
+impl Topic {
+    /// The topics a user may mute or digest; the rest always arrive.
+    pub const CHOOSABLE: [Self; 3] = [Self::Comment, Self::Mention, Self::File];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Welcome => "welcome",
+            Self::Comment => "comment",
+            Self::Mention => "mention",
+            Self::File => "file",
+            Self::Digest => "digest",
+            Self::System => "system",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Welcome,
+            Self::Comment,
+            Self::Mention,
+            Self::File,
+            Self::Digest,
+            Self::System,
+        ]
+        .into_iter()
+        .find(|topic| topic.as_str() == s)
+    }
+}
+
 /// The seed's Notification, with its per-user number.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Notification {
@@ -78,6 +134,7 @@ pub struct Notification {
     pub seq: i64,
     #[serde(rename = "type")]
     pub kind: Kind,
+    pub topic: Topic,
     pub title: String,
     pub message: String,
     pub user_id: i64,
@@ -91,6 +148,7 @@ pub struct Notification {
 pub struct NewNotification {
     pub user_id: i64,
     pub kind: Kind,
+    pub topic: Topic,
     pub title: String,
     pub message: String,
 }
@@ -111,34 +169,41 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
-const COLUMNS: &str = "id, user_id, seq, kind, title, message, is_read, created_at_ms";
+const COLUMNS: &str = "id, user_id, seq, kind, topic, title, message, is_read, created_at_ms";
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Milliseconds since the epoch as RFC 3339.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 fn from_row(row: &AnyRow) -> Result<Notification, sqlx::Error> {
     let kind: String = row.try_get("kind")?;
+    let topic: String = row.try_get("topic")?;
     let read: i32 = row.try_get("is_read")?;
     let created: i64 = row.try_get("created_at_ms")?;
-    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(created).unwrap_or(0));
     Ok(Notification {
         id: row.try_get("id")?,
         seq: row.try_get("seq")?,
         kind: Kind::parse(&kind),
+        topic: Topic::parse(&topic).unwrap_or(Topic::System),
         title: row.try_get("title")?,
         message: row.try_get("message")?,
         user_id: row.try_get("user_id")?,
         read: read != 0,
-        created_at: humantime::format_rfc3339_millis(at).to_string(),
+        created_at: rfc3339(created),
     })
 }
 
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     backend: Backend,
 }
 
@@ -157,13 +222,19 @@ impl Store {
         self.backend
     }
 
+    /// The database, for the job queue's records.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
-    /// Stores `new`, numbered after the user's last one.
-    pub async fn create(&self, new: &NewNotification) -> Result<Notification, StoreError> {
+    /// Stores `new`, numbered after the user's last one, unless their
+    /// preferences mute its topic or hold it for the digest (`None`).
+    pub async fn create(&self, new: &NewNotification) -> Result<Option<Notification>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let stored = insert(&mut tx, new, None).await?;
         tx.commit().await?;
@@ -185,7 +256,7 @@ impl Store {
         }
         let mut stored = Vec::with_capacity(notifications.len());
         for new in notifications {
-            stored.push(insert(&mut tx, new, Some(event_id)).await?);
+            stored.extend(insert(&mut tx, new, Some(event_id)).await?);
         }
         tx.commit().await?;
         Ok(Some(stored))
@@ -342,7 +413,7 @@ impl Store {
             let commenter: i64 = row.try_get("commenter_id")?;
             let excerpt: String = row.try_get("excerpt")?;
             if commenter != author {
-                stored.push(
+                stored.extend(
                     insert(
                         &mut tx,
                         &comment_notice(author, title, &excerpt),
@@ -384,7 +455,7 @@ impl Store {
                 let author: i64 = row.try_get("author_id")?;
                 let title: String = row.try_get("title")?;
                 if author != commenter {
-                    stored.push(
+                    stored.extend(
                         insert(
                             &mut tx,
                             &comment_notice(author, &title, excerpt),
@@ -437,6 +508,12 @@ impl Store {
         for statement in [
             "DELETE FROM notifications WHERE user_id = $1",
             "DELETE FROM notification_seqs WHERE user_id = $1",
+            "DELETE FROM notification_preferences WHERE user_id = $1",
+            "DELETE FROM digest_items WHERE user_id = $1",
+            "DELETE FROM webhook_attempts WHERE delivery_id IN \
+             (SELECT id FROM webhook_deliveries WHERE user_id = $1)",
+            "DELETE FROM webhook_deliveries WHERE user_id = $1",
+            "DELETE FROM webhooks WHERE user_id = $1",
         ] {
             sqlx::query(statement).bind(user).execute(&mut *tx).await?;
         }
@@ -450,6 +527,7 @@ fn comment_notice(author: i64, title: &str, excerpt: &str) -> NewNotification {
     NewNotification {
         user_id: author,
         kind: Kind::Info,
+        topic: Topic::Comment,
         title: "New comment".into(),
         message: format!("On \"{title}\": {excerpt}"),
     }
@@ -471,7 +549,32 @@ async fn record_consumed(
     Ok(recorded.rows_affected() == 1)
 }
 
-async fn insert(
+/// Stores `new` as its user's preferences say: numbered and handed to
+/// their webhooks' outbox, held for the digest, or dropped (muted).
+pub(crate) async fn insert(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    new: &NewNotification,
+    event_id: Option<&str>,
+) -> Result<Option<Notification>, StoreError> {
+    match crate::preferences::mode(tx, new.user_id, new.topic).await? {
+        crate::preferences::Mode::Instant => {}
+        crate::preferences::Mode::Muted => {
+            metrics::counter!("notifications_muted_total", "topic" => new.topic.as_str())
+                .increment(1);
+            return Ok(None);
+        }
+        crate::preferences::Mode::Digest => {
+            crate::digest::hold(tx, new).await?;
+            return Ok(None);
+        }
+    }
+    let stored = insert_now(tx, new, event_id).await?;
+    crate::webhooks::store::outbox(tx, &stored).await?;
+    Ok(Some(stored))
+}
+
+/// Stores `new`, whatever the preferences.
+pub(crate) async fn insert_now(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     new: &NewNotification,
     event_id: Option<&str>,
@@ -487,12 +590,13 @@ async fn insert(
     .await?
     .try_get("last_seq")?;
     let row = sqlx::query(&format!(
-        "INSERT INTO notifications (user_id, seq, kind, title, message, is_read, created_at_ms, event_id)
-         VALUES ($1, $2, $3, $4, $5, 0, $6, $7) RETURNING {COLUMNS}"
+        "INSERT INTO notifications (user_id, seq, kind, topic, title, message, is_read, created_at_ms, event_id)
+         VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8) RETURNING {COLUMNS}"
     ))
     .bind(new.user_id)
     .bind(seq)
     .bind(new.kind.as_str())
+    .bind(new.topic.as_str())
     .bind(&new.title)
     .bind(&new.message)
     .bind(now_ms())

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use common::db::DatabaseTimeouts;
-use notifications::store::{Kind, NewNotification, Store};
+use notifications::store::{Kind, NewNotification, Store, Topic};
 use test_support::TempDir;
 
 async fn stores(dir: &TempDir) -> Vec<(&'static str, Store)> {
@@ -30,6 +30,7 @@ fn new(user: i64, title: &str) -> NewNotification {
     NewNotification {
         user_id: user,
         kind: Kind::Warning,
+        topic: Topic::Comment,
         title: title.to_owned(),
         message: format!("about {title}"),
     }
@@ -42,7 +43,14 @@ async fn each_users_notifications_are_numbered_one_by_one_even_when_created_at_o
         let mut tasks = tokio::task::JoinSet::new();
         for n in 0..20 {
             let store = store.clone();
-            tasks.spawn(async move { store.create(&new(1 + n % 2, "x")).await.unwrap().seq });
+            tasks.spawn(async move {
+                store
+                    .create(&new(1 + n % 2, "x"))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .seq
+            });
         }
         let mut seqs = tasks.join_all().await;
         seqs.sort_unstable();
@@ -93,7 +101,7 @@ async fn pages_go_from_newest_to_oldest_and_reads_are_the_owners_alone() {
         for n in 0..5 {
             store.create(&new(9, &format!("n{n}"))).await.unwrap();
         }
-        let other = store.create(&new(10, "theirs")).await.unwrap();
+        let other = store.create(&new(10, "theirs")).await.unwrap().unwrap();
         let first = store.list(9, false, None, 2).await.unwrap();
         let titles: Vec<&str> = first
             .notifications

@@ -16,7 +16,7 @@ pub use service::{
     CallerKey, ServiceAuthError, ServiceCredentials, ServiceInterceptor, ServiceSecret,
     ServiceVerifier,
 };
-pub use settings::{KeyRole, ServiceAuthConfig, TokenSettings, WhenUnset};
+pub use settings::{KeyRole, ServiceAuthConfig, TokenSettings, WhenUnset, admin_token};
 pub use store::{MemoryTokenStore, Rotation, StoreError, TokenStore};
 pub use token::{
     Claims, DEFAULT_KEY_ID, Issued, TokenError, TokenKeys, TokenPolicy, TokenSigner, TokenUse,

@@ -411,3 +411,18 @@ mod service_auth_tests {
         assert!(config(&[("GATEWAY_SERVICE_KEY", "not base64!")], false).is_err());
     }
 }
+
+/// `<SERVICE>_ADMIN_TOKEN`, guarding a service's operator routes: at
+/// least [`MIN_SECRET_BYTES`], like a signing key, since it guards the
+/// same kind of power; unset or empty, none.
+pub fn admin_token(env: &Env) -> Result<Option<Secret>, ConfigError> {
+    match env.optional::<Secret>("ADMIN_TOKEN")? {
+        Some(token) if token.expose().is_empty() => Ok(None),
+        Some(token) if token.expose().len() < MIN_SECRET_BYTES => Err(ConfigError::Invalid {
+            var: env.var_name("ADMIN_TOKEN"),
+            value: "***".into(),
+            reason: format!("must be at least {MIN_SECRET_BYTES} bytes"),
+        }),
+        token => Ok(token),
+    }
+}

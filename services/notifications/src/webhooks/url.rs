@@ -13,8 +13,6 @@
 //!   connects to those and not to what a second lookup might answer
 //!   (DNS rebinding). Redirects are not followed by deliveries.
 //!
-//! This is part of the webhooks, which come next (see the README).
-
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -9,9 +9,6 @@
 //!
 //! Secrets are `whsec_` + base64 of 24 random bytes (what the reference
 //! libraries generate); the key is the decoded bytes.
-//!
-//! This is the first part of the webhooks (registration, delivery jobs
-//! and rotation come next): it is what makes a delivery verifiable.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -1,0 +1,164 @@
+//! The delivery job: one signed POST to the endpoint, recorded.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::jobs::{JobFailure, JobRecord};
+
+use super::relay::Job;
+use super::store::{Attempt, Target};
+use super::{WebhookSettings, signing, url};
+use crate::App;
+use crate::store::{Kind, NewNotification, Topic, now_ms};
+
+/// The receiver's answer is not read beyond its status; a response this
+/// slow to come is a failure.
+async fn post(settings: &WebhookSettings, target: &Target, id: &str) -> Attempt {
+    let started = Instant::now();
+    let elapsed =
+        |started: Instant| i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    let failed = |error: String| Attempt {
+        at: String::new(),
+        status: None,
+        error: Some(error),
+        duration_ms: elapsed(started),
+    };
+    // Checked again at each attempt: the name may resolve elsewhere now.
+    let addresses = match url::check(&target.url, &settings.http_allowed).await {
+        Ok(addresses) => addresses,
+        Err(refused) => return failed(refused.to_string()),
+    };
+    let Some(host) = ::url::Url::parse(&target.url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+    else {
+        return failed("not a URL".into());
+    };
+    // Only the vetted addresses: a second lookup could answer otherwise.
+    let timeouts = common::clients::Timeouts {
+        connect: settings.timeout,
+        request: settings.timeout,
+    };
+    let client = match common::clients::http_pinned(timeouts, &host, &addresses) {
+        Ok(client) => client,
+        Err(error) => return failed(format!("cannot build a client: {error}")),
+    };
+    let timestamp = now_ms() / 1000;
+    let body = target.payload.as_bytes();
+    let signature = signing::signature_header(&target.secrets, id, timestamp, body);
+    let sent = client
+        .post(&target.url)
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(target.payload.clone())
+        .send()
+        .await;
+    match sent {
+        Ok(response) => {
+            let status = response.status();
+            Attempt {
+                at: String::new(),
+                status: Some(status.as_u16()),
+                error: (!status.is_success()).then(|| {
+                    if status.is_redirection() {
+                        "redirects are not followed".to_owned()
+                    } else {
+                        format!("the receiver answered {status}")
+                    }
+                }),
+                duration_ms: elapsed(started),
+            }
+        }
+        Err(error) => failed(if error.is_timeout() {
+            "timed out".to_owned()
+        } else if error.is_connect() {
+            "cannot connect".to_owned()
+        } else {
+            "the request failed".to_owned()
+        }),
+    }
+}
+
+/// Runs one delivery job.
+pub async fn run(app: Arc<App>, job: &JobRecord) -> Result<(), JobFailure> {
+    let Job { delivery } = job.payload_as()?;
+    let retry = |e: crate::store::StoreError| JobFailure::retry(common::exit::chain(&e));
+    let Some(target) = app.store.target(&delivery).await.map_err(retry)? else {
+        // Its endpoint was deleted.
+        return Ok(());
+    };
+    if !target.enabled {
+        app.store.skip_delivery(&delivery).await.map_err(retry)?;
+        return Ok(());
+    }
+    let at = now_ms();
+    let attempt = post(&app.webhooks, &target, &delivery).await;
+    let succeeded = attempt.error.is_none();
+    let last = job.attempts >= job.max_attempts;
+    if succeeded {
+        app.store
+            .record_attempt(&delivery, &attempt, at, "delivered")
+            .await
+            .map_err(retry)?;
+        app.store
+            .endpoint_succeeded(target.webhook)
+            .await
+            .map_err(retry)?;
+        metrics::counter!("notifications_webhook_deliveries_total", "outcome" => "delivered")
+            .increment(1);
+        return Ok(());
+    }
+    metrics::counter!("notifications_webhook_deliveries_total", "outcome" => "failed").increment(1);
+    let disable_after = i64::try_from(app.webhooks.disable_after.as_millis()).unwrap_or(i64::MAX);
+    let disabled = app
+        .store
+        .endpoint_failed(target.webhook, at, disable_after)
+        .await
+        .map_err(retry)?;
+    let dead = last || disabled;
+    app.store
+        .record_attempt(
+            &delivery,
+            &attempt,
+            at,
+            if dead { "dead" } else { "retrying" },
+        )
+        .await
+        .map_err(retry)?;
+    if disabled {
+        metrics::counter!("notifications_webhooks_disabled_total").increment(1);
+        tell_disabled(&app, &target).await;
+    }
+    let error = attempt.error.unwrap_or_default();
+    if dead {
+        metrics::counter!("notifications_webhook_dead_lettered_total").increment(1);
+    }
+    if disabled {
+        Err(JobFailure::permanent(format!(
+            "the endpoint is disabled: {error}"
+        )))
+    } else {
+        Err(JobFailure::retry(error))
+    }
+}
+
+/// Tells the owner their endpoint was disabled (best effort: the
+/// endpoint stays disabled either way, and they see it in the API).
+async fn tell_disabled(app: &App, target: &Target) {
+    let notice = NewNotification {
+        user_id: target.user,
+        kind: Kind::Warning,
+        topic: Topic::System,
+        title: "Webhook disabled".into(),
+        message: format!(
+            "Deliveries to {} have failed for {}; it is disabled until you enable it again.",
+            target.url,
+            humantime::format_duration(app.webhooks.disable_after)
+        ),
+    };
+    if let Err(error) = app.notify(&notice).await {
+        tracing::warn!(error = %common::exit::chain(&error), "cannot tell a user their webhook was disabled");
+    }
+}
