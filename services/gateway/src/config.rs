@@ -23,8 +23,6 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     grpc_port: None,
 };
 
-/// Shortest accepted admin token, as for signing keys.
-
 /// `GATEWAY_MAX_WEBSOCKETS`, `GATEWAY_WS_QUEUE`, `GATEWAY_WS_SEND_TIMEOUT`.
 #[derive(Clone, Copy, Debug)]
 pub struct WebSocketLimits {
