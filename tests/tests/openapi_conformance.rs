@@ -91,11 +91,52 @@ async fn account(client: &reqwest::Client, gateway: &str, name: &str) -> Account
     }
 }
 
+/// A webhook receiver that takes every delivery (204), on a loopback
+/// port the notifications service is allowed to reach over http.
+async fn receiver() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let authority = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0; 64 * 1024];
+                // One request per connection (the service makes a client
+                // per delivery); its end is not awaited, only its start.
+                let _ = conn.read(&mut buf).await;
+                let _ = conn
+                    .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    authority
+}
+
+/// `account`'s new webhook to `url`: its id.
+async fn webhook(client: &reqwest::Client, gateway: &str, account: &Account, url: &str) -> i64 {
+    let created: Value = client
+        .post(format!("{gateway}/api/v1/notifications/webhooks"))
+        .bearer_auth(&account.token)
+        .json(&json!({ "url": url }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["webhook"]["id"]
+        .as_i64()
+        .expect("a webhook is made")
+}
+
 #[tokio::test]
 async fn schemathesis_finds_nothing_the_document_does_not_say() {
+    let hooks = receiver().await;
     let mut env: Vec<(String, String)> = services()
         .flat_map(|(_, prefix)| random_ports(prefix))
         .collect();
+    env.push(("NOTIFICATIONS_WEBHOOK_HTTP_ALLOWED".into(), hooks.clone()));
     // The run sends a few thousand requests from one address and signs in
     // with made-up names: limits are tested elsewhere, and would only turn
     // most of these answers into 429s here.
@@ -140,6 +181,52 @@ async fn schemathesis_finds_nothing_the_document_does_not_say() {
     )
     .await;
 
+    // Its webhooks: one the operations on a webhook and its deliveries
+    // reach, with a delivery (a comment on the fuzzer's post notifies it),
+    // and a spare for the delete.
+    let url = format!("http://{hooks}/hook");
+    let hook = webhook(&client, &gateway, &fuzzer, &url).await;
+    let spare = webhook(&client, &gateway, &fuzzer, &url).await;
+    let post: Value = client
+        .post(format!("{gateway}/api/v1/posts"))
+        .bearer_auth(&fuzzer.token)
+        .json(&json!({ "title": "Webhooks", "content": "for the fuzzer" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let commented = client
+        .post(format!("{gateway}/api/v1/posts/{}/comments", post["id"]))
+        .bearer_auth(&leaver.token)
+        .json(&json!({ "content": "a delivery" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(commented.status(), 201);
+    let delivery = test_support::eventually_some(
+        Duration::from_secs(10),
+        "the fuzzer's first webhook delivery",
+        || async {
+            let list: Value = client
+                .get(format!(
+                    "{gateway}/api/v1/notifications/webhooks/{hook}/deliveries"
+                ))
+                .bearer_auth(&fuzzer.token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (list["deliveries"][0]["state"] == "delivered")
+                .then(|| list["deliveries"][0]["id"].as_str().map(str::to_owned))
+                .flatten()
+        },
+    )
+    .await;
+
     let workdir = TempDir::new("schemathesis");
     let run = Command::new(tool("schemathesis"))
         .current_dir(workdir.path())
@@ -155,6 +242,9 @@ async fn schemathesis_finds_nothing_the_document_does_not_say() {
         .env("SCHEMATHESIS_LEAVER_TOKEN", &leaver.token)
         .env("SCHEMATHESIS_USER_ID", fuzzer.id.to_string())
         .env("SCHEMATHESIS_NOTIFICATION_ID", notification.to_string())
+        .env("SCHEMATHESIS_WEBHOOK_ID", hook.to_string())
+        .env("SCHEMATHESIS_SPARE_WEBHOOK_ID", spare.to_string())
+        .env("SCHEMATHESIS_DELIVERY_ID", &delivery)
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(RUN_TIMEOUT, run)

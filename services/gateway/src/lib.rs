@@ -18,6 +18,7 @@ pub mod chat;
 pub mod client_addr;
 pub mod config;
 pub mod cors;
+pub mod notification_settings;
 pub mod notifications;
 pub mod openapi;
 pub mod problem;

@@ -25,25 +25,27 @@ use crate::upstream::{CallContext, Upstream};
 pub struct NotificationsUpstream(pub Arc<Upstream>);
 
 pub fn configure(cfg: &mut web::ServiceConfig, upstream: Arc<Upstream>) {
+    let scope = web::scope("/api/v1/notifications")
+        .app_data(web::Data::new(NotificationsUpstream(upstream)))
+        .route("", web::get().to(list_notifications))
+        .route("", not_allowed("GET"))
+        .route("/stream", web::get().to(stream))
+        .route("/stream", not_allowed("GET"))
+        .route("/unread-count", web::get().to(unread_count))
+        .route("/unread-count", not_allowed("GET"))
+        .route("/read-all", web::post().to(read_all))
+        .route("/read-all", not_allowed("POST"));
+    // The fixed paths before `/{id}`, which would take them.
     cfg.service(
-        web::scope("/api/v1/notifications")
-            .app_data(web::Data::new(NotificationsUpstream(upstream)))
-            .wrap(actix_web::middleware::from_fn(crate::ratelimit::limit_rate))
-            .wrap(actix_web::middleware::from_fn(crate::request::request_id))
-            .wrap(actix_web::middleware::from_fn(crate::cors::cors))
-            .route("", web::get().to(list_notifications))
-            .route("", not_allowed("GET"))
-            .route("/stream", web::get().to(stream))
-            .route("/stream", not_allowed("GET"))
-            .route("/unread-count", web::get().to(unread_count))
-            .route("/unread-count", not_allowed("GET"))
-            .route("/read-all", web::post().to(read_all))
-            .route("/read-all", not_allowed("POST"))
+        crate::notification_settings::routes(scope)
             .route("/{id}", web::get().to(get_notification))
             .route("/{id}", web::delete().to(delete_notification))
             .route("/{id}", not_allowed("GET, DELETE"))
             .route("/{id}/read", web::post().to(read_notification))
-            .route("/{id}/read", not_allowed("POST")),
+            .route("/{id}/read", not_allowed("POST"))
+            .wrap(actix_web::middleware::from_fn(crate::ratelimit::limit_rate))
+            .wrap(actix_web::middleware::from_fn(crate::request::request_id))
+            .wrap(actix_web::middleware::from_fn(crate::cors::cors)),
     );
 }
 
@@ -56,6 +58,9 @@ pub struct Notification {
     #[serde(rename = "type")]
     #[schema(rename = "type", pattern = "^(info|warning|error)$")]
     pub kind: String,
+    /// What it is about, as preferences choose by.
+    #[schema(pattern = "^(welcome|comment|mention|file|digest|system)$")]
+    pub topic: String,
     pub title: String,
     pub message: String,
     pub user_id: i64,
@@ -224,7 +229,7 @@ pub async fn stream(
 
 /// The request, path and query unchanged (the service serves the same
 /// paths).
-async fn relay(
+pub(crate) async fn relay(
     req: HttpRequest,
     body: web::Bytes,
     ctx: CallContext,

@@ -13,7 +13,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Type};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{auth, posts, users, v2};
-use crate::{chat, notifications};
+use crate::{chat, notification_settings, notifications};
 
 /// An access token in `Authorization`, or, where a browser cannot set
 /// that header (the WebSocket upgrade), a single-use ticket in the query.
@@ -55,6 +55,11 @@ impl Modify for SecuritySchemes {
         notifications::list_notifications, notifications::unread_count, notifications::read_all,
         notifications::get_notification, notifications::delete_notification,
         notifications::read_notification, notifications::stream,
+        notification_settings::get_preferences, notification_settings::set_preference,
+        notification_settings::list_webhooks, notification_settings::create_webhook,
+        notification_settings::get_webhook, notification_settings::delete_webhook,
+        notification_settings::rotate_webhook_secret, notification_settings::enable_webhook,
+        notification_settings::webhook_deliveries, notification_settings::resend_delivery,
     ),
     modifiers(&SecuritySchemes, &Problems)
 )]

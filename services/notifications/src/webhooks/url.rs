@@ -72,6 +72,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (first == 0x0064 && ip.segments()[1] == 0xff9b))
 }
 
+/// How long a host's lookup may take.
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Checks `text` and resolves its host; the addresses a delivery may
 /// connect to. `http_allowed` are the `host:port`s that may use plain
 /// http, internal or not (tests' receivers on loopback).
@@ -91,8 +94,11 @@ pub async fn check(text: &str, http_allowed: &[String]) -> Result<Vec<SocketAddr
     }
     // `[::1]` is kept bracketed by the URL; a lookup wants it bare.
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
+    // A resolver that does not answer must not hold a request for ever.
+    let lookup = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((bare, port)));
+    let addresses: Vec<SocketAddr> = lookup
         .await
+        .map_err(|_| Refused::Unresolved)?
         .map_err(|_| Refused::Unresolved)?
         .collect();
     if addresses.is_empty() {
