@@ -16,6 +16,9 @@ missing=()
 for entry in "${NEEDED[@]}"; do
   command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
 done
+# Webhook deliveries use the system's TLS (OpenSSL) through native-tls.
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 if ((${#missing[@]})); then
   echo "installing Debian packages: ${missing[*]}"
   sudo_cmd=()
