@@ -48,6 +48,8 @@ pub struct Config {
     pub digest_schedule: String,
     /// Guards the jobs' operator routes on the admin listener.
     pub admin_token: Option<Secret>,
+    /// Connecting to the users service, and each lookup there.
+    pub users_timeout: Duration,
 }
 
 impl Config {
@@ -92,6 +94,7 @@ impl Config {
             webhooks: WebhookSettings::from_env(env)?,
             digest_schedule: env.get("DIGEST_SCHEDULE", "0 8 * * *".to_owned())?,
             admin_token: common::auth::admin_token(env)?,
+            users_timeout: env.get("USERS_TIMEOUT", Duration::from_secs(5))?,
         })
     }
 }

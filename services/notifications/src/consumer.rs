@@ -8,6 +8,10 @@
 //!   their own post. A comment can arrive before its post (their events
 //!   have different keys, so different partitions); it is kept and told
 //!   when the post arrives.
+//! - `UserMentioned` (chat) → the mentioned user, named by username and
+//!   looked up in the users service (not for mentioning oneself; a name
+//!   no one has is skipped). While the users service cannot answer, the
+//!   event waits, uncommitted, like one the store cannot take.
 //!
 //! Each event is applied once: its id is recorded in the transaction that
 //! stores its effect, so a redelivery changes nothing, and its offset is
@@ -27,9 +31,11 @@ use common::events::{Delivery, EventBus, Subscription};
 
 use crate::App;
 use crate::store::{Kind, NewNotification, Topic};
+use crate::users::Lookup;
 
 pub const USERS_TOPIC: &str = "users.events";
 pub const POSTS_TOPIC: &str = "posts.events";
+pub const CHAT_TOPIC: &str = "chat.events";
 
 /// The longest comment excerpt a notification quotes, in characters.
 const EXCERPT_CHARS: usize = 140;
@@ -50,6 +56,15 @@ struct PostCreated {
     id: i64,
     title: String,
     author_id: i64,
+}
+
+#[derive(Deserialize)]
+struct UserMentioned {
+    room: String,
+    mentioned_username: String,
+    by_user_id: i64,
+    by_username: String,
+    excerpt: String,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +89,7 @@ enum Effect {
         commenter: i64,
         excerpt: String,
     },
+    Mention(UserMentioned),
     Skip(&'static str),
 }
 
@@ -123,7 +139,22 @@ fn effect(delivery: &Delivery) -> Effect {
             },
             Err(_) => Effect::Skip("malformed"),
         },
+        "UserMentioned" => match serde_json::from_slice::<UserMentioned>(&event.data) {
+            Ok(mention) => Effect::Mention(mention),
+            Err(_) => Effect::Skip("malformed"),
+        },
         _ => Effect::Skip("unknown_type"),
+    }
+}
+
+/// What a mentioned user is told.
+fn mention_notice(user: i64, mention: &UserMentioned) -> NewNotification {
+    NewNotification {
+        user_id: user,
+        kind: Kind::Info,
+        topic: Topic::Mention,
+        title: format!("{} mentioned you in {}", mention.by_username, mention.room),
+        message: excerpt(&mention.excerpt),
     }
 }
 
@@ -184,6 +215,34 @@ async fn apply(app: &App, delivery: &Delivery, stop: &CancellationToken) -> bool
                 return true;
             }
             Effect::Notify(new) => app.store.apply_event(&event.id, new).await,
+            Effect::Mention(mention) => match app.users.lookup(&mention.mentioned_username).await {
+                Lookup::Found(user) => {
+                    let new = if user == mention.by_user_id {
+                        Vec::new()
+                    } else {
+                        vec![mention_notice(user, mention)]
+                    };
+                    app.store.apply_event(&event.id, &new).await
+                }
+                Lookup::Unknown => {
+                    metrics::counter!("notifications_events_skipped_total", "reason" => "unknown_user")
+                        .increment(1);
+                    return true;
+                }
+                Lookup::Unavailable(error) => {
+                    tracing::warn!(
+                        error,
+                        event = event.id,
+                        "cannot look a mentioned user up yet"
+                    );
+                    tokio::select! {
+                        () = stop.cancelled() => return false,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
             Effect::Forget(user) => app.store.forget_user(&event.id, *user).await.map(|_| None),
             Effect::Post {
                 post,

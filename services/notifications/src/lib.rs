@@ -19,6 +19,7 @@ pub mod startup;
 pub mod store;
 #[cfg(feature = "test-util")]
 pub mod test_util;
+pub mod users;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub struct App {
     pub webhooks: webhooks::WebhookSettings,
     /// Wakes the webhook relay: deliveries are in the outbox.
     pub webhook_wake: tokio::sync::Notify,
+    /// Usernames to ids, for mentions.
+    pub users: users::Users,
     pub streams: sse::StreamSettings,
     /// Cancelled when the host drains: open streams end.
     pub closing: tokio_util::sync::CancellationToken,

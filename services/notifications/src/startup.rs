@@ -85,6 +85,18 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         jobs: jobs.clone(),
         webhooks: config.webhooks.clone(),
         webhook_wake: tokio::sync::Notify::new(),
+        users: crate::users::Users::new(
+            &shared.registry_or(&config.service.discovery),
+            config
+                .service
+                .service_auth
+                .credentials()
+                .interceptor("users"),
+            common::clients::Timeouts {
+                connect: config.users_timeout,
+                request: config.users_timeout,
+            },
+        ),
         streams: config.streams,
         closing: closing.clone(),
     });
@@ -111,6 +123,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
     let data = web::Data::from(app.clone());
     let group = config.consumer_group;
     let (posts_app, posts_bus, posts_group) = (app.clone(), bus.clone(), group.clone());
+    let (chat_app, chat_bus, chat_group) = (app.clone(), bus.clone(), group.clone());
     Ok(shared
         .host(config.service)
         .on_drain(closing)
@@ -130,6 +143,9 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
                 posts_group,
                 stop,
             )
+        })
+        .task("chat-events", move |stop| {
+            consumer::run(chat_app, chat_bus, consumer::CHAT_TOPIC, chat_group, stop)
         })
         .http(move |cfg| {
             cfg.app_data(data.clone());

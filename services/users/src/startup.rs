@@ -72,6 +72,11 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         // Sign-in is the gateway's; bulk reads feed search; rebuilding the
         // read models is an operator's act.
         .grpc_allow("/users.v1.UserService/VerifyCredentials", &["gateway"])
+        // Usernames to ids, for the events that name users.
+        .grpc_allow(
+            "/users.v1.UserService/LookupUsername",
+            &["notifications", ADMIN_CALLER],
+        )
         .grpc_allow(
             "/users.v1.UserService/ExportUsers",
             &["search", ADMIN_CALLER],

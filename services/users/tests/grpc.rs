@@ -773,3 +773,49 @@ async fn concurrent_creates_with_one_idempotency_key_make_one_post_and_one_answe
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_username_is_looked_up_case_insensitively_by_the_notifications_service_only() {
+    each_backend(async |backend, svc| {
+        let ann = svc
+            .users()
+            .create_user(sign_up("Ann_Lee"))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut notifications = svc.users_as("notifications");
+        let found = notifications
+            .lookup_username(pb::LookupUsernameRequest {
+                username: "ann_lee".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(found.id, ann.id, "{backend}");
+        assert_eq!(found.username, "Ann_Lee", "{backend}");
+        for (name, code) in [
+            ("nobody", Code::NotFound),
+            ("", Code::InvalidArgument),
+            ("no spaces allowed", Code::InvalidArgument),
+        ] {
+            let refused = notifications
+                .lookup_username(pb::LookupUsernameRequest {
+                    username: name.into(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), code, "{backend}: {name:?}");
+        }
+        // Usernames to ids is not for every caller (it would list accounts).
+        let gateway = svc
+            .users()
+            .lookup_username(pb::LookupUsernameRequest {
+                username: "ann_lee".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(gateway.code(), Code::PermissionDenied, "{backend}");
+        svc.stop().await;
+    })
+    .await;
+}

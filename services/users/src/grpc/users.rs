@@ -239,6 +239,25 @@ impl UserService for UserApi {
         }))
     }
 
+    async fn lookup_username(
+        &self,
+        request: Request<pb::LookupUsernameRequest>,
+    ) -> Result<Response<pb::UserRef>, Status> {
+        let username = Username::parse(&request.into_inner().username).map_err(invalid)?;
+        match self
+            .store
+            .user_by_username(username.as_str())
+            .await
+            .map_err(store_status)?
+        {
+            Some(user) => Ok(Response::new(pb::UserRef {
+                id: u64::try_from(user.id).unwrap_or_default(),
+                username: user.username,
+            })),
+            None => Err(Status::not_found("no user has that username")),
+        }
+    }
+
     async fn verify_credentials(
         &self,
         request: Request<pb::VerifyCredentialsRequest>,

@@ -237,6 +237,20 @@ impl Store {
         Ok(rows.iter().map(User::from_row).collect::<Result<_, _>>()?)
     }
 
+    /// The user named `username` (case-insensitively).
+    pub async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users u WHERE u.username_key = $1"
+        ))
+        .bind(username.to_ascii_lowercase())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(User::from_row)
+            .transpose()
+            .map_err(|e: sqlx::Error| e.into())
+    }
+
     /// The user whose username or email (either, case-insensitively) is
     /// `login`, with the stored hash.
     pub async fn credentials(&self, login: &str) -> Result<Option<Credentials>, StoreError> {
