@@ -41,6 +41,12 @@ impl UserService for Constant {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         Err(Status::unimplemented("baseline"))
     }
+    async fn lookup_username(
+        &self,
+        _: Request<pb::LookupUsernameRequest>,
+    ) -> Result<Response<pb::UserRef>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
     async fn verify_credentials(
         &self,
         _: Request<pb::VerifyCredentialsRequest>,
