@@ -38,6 +38,8 @@ pub fn http_pinned(
         .connect_timeout(timeouts.connect)
         .timeout(timeouts.request)
         .redirect(reqwest::redirect::Policy::none())
+        // A proxy from the environment would look the name up again.
+        .no_proxy()
         .resolve_to_addrs(host, addresses)
         .user_agent("platform-webhooks")
         .build()

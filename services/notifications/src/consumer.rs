@@ -12,6 +12,7 @@
 //!   looked up in the users service (not for mentioning oneself; a name
 //!   no one has is skipped). While the users service cannot answer, the
 //!   event waits, uncommitted, like one the store cannot take.
+//! - `FileUploaded` (storage) → the file's owner.
 //!
 //! Each event is applied once: its id is recorded in the transaction that
 //! stores its effect, so a redelivery changes nothing, and its offset is
@@ -36,6 +37,7 @@ use crate::users::Lookup;
 pub const USERS_TOPIC: &str = "users.events";
 pub const POSTS_TOPIC: &str = "posts.events";
 pub const CHAT_TOPIC: &str = "chat.events";
+pub const STORAGE_TOPIC: &str = "storage.events";
 
 /// The longest comment excerpt a notification quotes, in characters.
 const EXCERPT_CHARS: usize = 140;
@@ -65,6 +67,13 @@ struct UserMentioned {
     by_user_id: i64,
     by_username: String,
     excerpt: String,
+}
+
+#[derive(Deserialize)]
+struct FileUploaded {
+    owner_id: i64,
+    name: String,
+    size: u64,
 }
 
 #[derive(Deserialize)]
@@ -139,12 +148,41 @@ fn effect(delivery: &Delivery) -> Effect {
             },
             Err(_) => Effect::Skip("malformed"),
         },
+        "FileUploaded" => match serde_json::from_slice::<FileUploaded>(&event.data) {
+            Ok(file) => Effect::Notify(vec![NewNotification {
+                user_id: file.owner_id,
+                kind: Kind::Info,
+                topic: Topic::File,
+                title: "Upload complete".into(),
+                message: format!(
+                    "\"{}\" ({}) is stored.",
+                    excerpt(&file.name),
+                    size(file.size)
+                ),
+            }]),
+            Err(_) => Effect::Skip("malformed"),
+        },
         "UserMentioned" => match serde_json::from_slice::<UserMentioned>(&event.data) {
             Ok(mention) => Effect::Mention(mention),
             Err(_) => Effect::Skip("malformed"),
         },
         _ => Effect::Skip("unknown_type"),
     }
+}
+
+/// `size` bytes for people: 512 B, 1.5 KiB, 2.0 MiB.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// What a mentioned user is told.

@@ -55,13 +55,21 @@ impl Store {
     /// Summarises `user`'s held notifications into one, stored (and put in
     /// their webhooks' outbox) in the transaction that takes them; `None`
     /// when nothing was held.
-    pub async fn summarise(&self, user: i64) -> Result<Option<Notification>, StoreError> {
+    /// Only items up to `up_to` (held when the run began) are taken: what
+    /// arrives during a run waits for the next day's.
+    pub async fn summarise(
+        &self,
+        user: i64,
+        up_to: i64,
+    ) -> Result<Option<Notification>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let rows =
-            sqlx::query("DELETE FROM digest_items WHERE user_id = $1 RETURNING id, topic, message")
-                .bind(user)
-                .fetch_all(&mut *tx)
-                .await?;
+        let rows = sqlx::query(
+            "DELETE FROM digest_items WHERE user_id = $1 AND id <= $2 RETURNING id, topic, message",
+        )
+        .bind(user)
+        .bind(up_to)
+        .fetch_all(&mut *tx)
+        .await?;
         if rows.is_empty() {
             return Ok(None);
         }
@@ -90,13 +98,26 @@ impl Store {
         Ok(Some(stored))
     }
 
-    /// Up to [`USERS_PER_BATCH`] users with notifications held.
-    async fn digest_users(&self) -> Result<Vec<i64>, StoreError> {
-        let rows =
-            sqlx::query("SELECT DISTINCT user_id FROM digest_items ORDER BY user_id LIMIT $1")
-                .bind(USERS_PER_BATCH)
-                .fetch_all(&self.pool)
-                .await?;
+    /// The newest held item's id (0 for none).
+    async fn digest_high_water(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS high FROM digest_items")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("high")?)
+    }
+
+    /// Up to [`USERS_PER_BATCH`] users after `after` with items up to
+    /// `up_to` held.
+    async fn digest_users(&self, after: i64, up_to: i64) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT user_id FROM digest_items WHERE user_id > $1 AND id <= $2
+             ORDER BY user_id LIMIT $3",
+        )
+        .bind(after)
+        .bind(up_to)
+        .bind(USERS_PER_BATCH)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .iter()
             .map(|row| row.try_get("user_id"))
@@ -106,15 +127,33 @@ impl Store {
 
 /// The digest job: every user with held notifications gets their summary.
 pub async fn run(app: Arc<App>, _job: &JobRecord) -> Result<(), JobFailure> {
+    // One pass over the users, each once, with what was held when it
+    // began: a steady inflow cannot keep the run going.
+    let up_to = app
+        .store
+        .digest_high_water()
+        .await
+        .map_err(JobFailure::retry)?;
+    let mut after = 0;
     loop {
-        let users = app.store.digest_users().await.map_err(JobFailure::retry)?;
-        if users.is_empty() {
+        let users = app
+            .store
+            .digest_users(after, up_to)
+            .await
+            .map_err(JobFailure::retry)?;
+        let Some(&last) = users.last() else {
             return Ok(());
-        }
+        };
         for user in users {
-            if let Some(stored) = app.store.summarise(user).await.map_err(JobFailure::retry)? {
+            let summary = app
+                .store
+                .summarise(user, up_to)
+                .await
+                .map_err(JobFailure::retry)?;
+            if let Some(stored) = summary {
                 app.delivered(std::slice::from_ref(&stored)).await;
             }
         }
+        after = last;
     }
 }

@@ -124,6 +124,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
     let group = config.consumer_group;
     let (posts_app, posts_bus, posts_group) = (app.clone(), bus.clone(), group.clone());
     let (chat_app, chat_bus, chat_group) = (app.clone(), bus.clone(), group.clone());
+    let (files_app, files_bus, files_group) = (app.clone(), bus.clone(), group.clone());
     Ok(shared
         .host(config.service)
         .on_drain(closing)
@@ -146,6 +147,15 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         })
         .task("chat-events", move |stop| {
             consumer::run(chat_app, chat_bus, consumer::CHAT_TOPIC, chat_group, stop)
+        })
+        .task("storage-events", move |stop| {
+            consumer::run(
+                files_app,
+                files_bus,
+                consumer::STORAGE_TOPIC,
+                files_group,
+                stop,
+            )
         })
         .http(move |cfg| {
             cfg.app_data(data.clone());

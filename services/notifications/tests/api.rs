@@ -378,3 +378,36 @@ async fn a_comment_on_a_post_reaches_its_author_live_and_a_comment_on_ones_own_p
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_finished_upload_tells_its_owner_only() {
+    let app = app().await;
+    let uploaded = CloudEvent {
+        id: "file-1".into(),
+        source: "/storage".into(),
+        event_type: "FileUploaded".into(),
+        subject: "f1".into(),
+        time: "2026-12-04T12:00:00Z".into(),
+        aggregate_version: 1,
+        schema_version: 1,
+        traceparent: None,
+        data: json!({
+            "id": "f1", "owner_id": 21, "name": "report.pdf", "size": 1_572_864,
+            "content_type": "application/pdf", "sha256": "00"
+        })
+        .to_string()
+        .into_bytes(),
+    };
+    app.bus.publish("storage.events", &uploaded).await.unwrap();
+    let page = test_support::eventually_some(WAIT, "the owner's notification", || async {
+        let page = json(&app, 21, "/api/v1/notifications").await;
+        (!page["notifications"].as_array().unwrap().is_empty()).then_some(page)
+    })
+    .await;
+    let n = &page["notifications"][0];
+    assert_eq!(n["topic"], "file");
+    assert_eq!(n["message"], "\"report.pdf\" (1.5 MiB) is stored.");
+    let others = json(&app, 22, "/api/v1/notifications").await;
+    assert_eq!(others["notifications"], json!([]));
+    app.stop().await;
+}

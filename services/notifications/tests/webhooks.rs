@@ -231,7 +231,19 @@ async fn an_endpoint_failing_past_the_window_is_disabled_its_owner_told_and_it_c
     let (hook, _) = register(&app, 9, &receiver.url).await;
     welcome(&app, 9).await;
 
-    delivery_in(&app, 9, hook, "dead").await;
+    let dead = delivery_in(&app, 9, hook, "dead").await;
+    let res = call(
+        &app,
+        9,
+        reqwest::Method::POST,
+        &format!(
+            "/webhooks/{hook}/deliveries/{}/resend",
+            dead["id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    test_support::http::problem(res, 409, "webhook_disabled").await;
     let state: Value = call(
         &app,
         9,

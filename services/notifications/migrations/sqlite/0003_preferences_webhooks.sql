@@ -34,6 +34,7 @@ CREATE TABLE webhooks (
     previous_until_ms BIGINT,
     enabled INTEGER NOT NULL DEFAULT 1,
     failing_since_ms BIGINT,
+    last_failure_ms BIGINT,
     created_at_ms BIGINT NOT NULL
 );
 
@@ -41,7 +42,8 @@ CREATE INDEX webhooks_by_user ON webhooks (user_id);
 
 -- One notification to one endpoint, written in the notification's
 -- transaction (an outbox): queued = 0 until a job carries it, and
--- claimed_until_ms keeps two relays from enqueueing it at once.
+-- claimed_until_ms keeps two relays from enqueueing it at once. A re-send
+-- bumps generation, so a job of an earlier one does nothing.
 CREATE TABLE webhook_deliveries (
     id TEXT PRIMARY KEY,
     webhook_id BIGINT NOT NULL,
@@ -51,11 +53,13 @@ CREATE TABLE webhook_deliveries (
     attempts INTEGER NOT NULL DEFAULT 0,
     queued INTEGER NOT NULL DEFAULT 0,
     claimed_until_ms BIGINT NOT NULL DEFAULT 0,
+    generation INTEGER NOT NULL DEFAULT 0,
     created_at_ms BIGINT NOT NULL,
     updated_at_ms BIGINT NOT NULL
 );
 
 CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, created_at_ms);
+CREATE INDEX webhook_deliveries_by_user ON webhook_deliveries (user_id);
 CREATE INDEX webhook_deliveries_unqueued ON webhook_deliveries (created_at_ms) WHERE queued = 0;
 
 -- Every attempt of a delivery and what came of it.

@@ -45,6 +45,8 @@ pub struct WebhookSettings {
     pub max_per_user: usize,
     /// Deliveries in flight per replica.
     pub concurrency: usize,
+    /// How long finished deliveries (and their attempts) are kept.
+    pub retention: Duration,
 }
 
 impl Default for WebhookSettings {
@@ -61,6 +63,7 @@ impl Default for WebhookSettings {
             rotation_grace: Duration::from_secs(24 * 3600),
             max_per_user: 10,
             concurrency: 16,
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -98,6 +101,7 @@ impl WebhookSettings {
             rotation_grace: env.get("WEBHOOK_ROTATION_GRACE", d.rotation_grace)?,
             max_per_user: env.get("WEBHOOK_MAX_PER_USER", d.max_per_user)?,
             concurrency: env.get("WEBHOOK_CONCURRENCY", d.concurrency)?,
+            retention: env.get("WEBHOOK_RETENTION", d.retention)?,
         };
         if settings.max_attempts == 0 || settings.timeout.is_zero() || settings.concurrency == 0 {
             return Err(ConfigError::Invalid {

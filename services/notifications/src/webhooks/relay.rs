@@ -24,15 +24,26 @@ const POLL: Duration = Duration::from_secs(1);
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct Job {
     pub delivery: String,
+    /// Which send of it (a re-send is the next).
+    #[serde(default)]
+    pub generation: i64,
 }
+
+/// How often finished deliveries past `WEBHOOK_RETENTION` are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// Relays until `stop`.
 pub async fn run(app: Arc<App>, stop: CancellationToken) {
     let mut pause = Duration::from_millis(100);
+    let mut pruned = tokio::time::Instant::now();
     loop {
+        if pruned.elapsed() >= PRUNE_EVERY {
+            pruned = tokio::time::Instant::now();
+            prune(&app).await;
+        }
         match pass(&app).await {
             // A full batch: more may be waiting.
-            Ok(n) if n == BATCH as usize => continue,
+            Ok(n) if n == BATCH as usize && !stop.is_cancelled() => continue,
             Ok(_) => pause = Duration::from_millis(100),
             Err(error) => {
                 tracing::warn!(%error, "cannot hand webhook deliveries to the job queue yet");
@@ -52,6 +63,21 @@ pub async fn run(app: Arc<App>, stop: CancellationToken) {
     }
 }
 
+async fn prune(app: &App) {
+    let retention = i64::try_from(app.webhooks.retention.as_millis()).unwrap_or(i64::MAX);
+    match app
+        .store
+        .prune_deliveries(crate::store::now_ms().saturating_sub(retention))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(n, "pruned finished webhook deliveries"),
+        Err(error) => {
+            tracing::warn!(error = %common::exit::chain(&error), "cannot prune webhook deliveries");
+        }
+    }
+}
+
 /// One pass over the outbox: how many deliveries it claimed.
 async fn pass(app: &App) -> Result<usize, String> {
     let claimed = app
@@ -59,15 +85,16 @@ async fn pass(app: &App) -> Result<usize, String> {
         .claim_unqueued(BATCH, LEASE_MS)
         .await
         .map_err(|e| common::exit::chain(&e))?;
-    for delivery in &claimed {
+    for (delivery, generation) in &claimed {
         let job = NewJob::json(
             JOB_KIND,
             &Job {
                 delivery: delivery.clone(),
+                generation: *generation,
             },
         )
         .map_err(|e| e.to_string())?
-        .unique(format!("webhook:{delivery}"))
+        .unique(format!("webhook:{delivery}:{generation}"))
         .max_attempts(app.webhooks.max_attempts);
         match app.jobs.enqueue(job).await {
             Ok(_) => {

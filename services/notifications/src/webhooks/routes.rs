@@ -9,6 +9,7 @@ use serde_json::json;
 use common::problem::Problem;
 
 use super::signing::Secret;
+use super::store::Resend;
 use super::url::{self, Refused};
 use crate::App;
 use crate::routes::{unavailable, user};
@@ -70,28 +71,23 @@ async fn create(
     if body.url.len() > MAX_URL_BYTES {
         return Err(invalid(format!("a URL is at most {MAX_URL_BYTES} bytes")));
     }
-    match url::check(&body.url, &app.webhooks.http_allowed).await {
-        Ok(_) => {}
-        Err(refused @ (Refused::Malformed | Refused::Scheme | Refused::Credentials)) => {
-            return Err(invalid(refused.to_string()));
-        }
-        Err(refused @ (Refused::Unresolved | Refused::Internal(_))) => {
-            // The address is not echoed: it would map the inside.
-            let detail = match refused {
-                Refused::Unresolved => "the URL's host does not resolve",
-                _ => "the URL's host resolves to an address inside the network",
-            };
-            return Err(invalid(detail.to_owned()));
-        }
+    // Stored as parsed (tabs and newlines stripped), which is what was
+    // checked.
+    let Ok(parsed) = ::url::Url::parse(&body.url) else {
+        return Err(invalid(Refused::Malformed.public_reason().to_owned()));
+    };
+    if let Err(refused) = url::check(parsed.as_str(), &app.webhooks.http_allowed).await {
+        return Err(invalid(refused.public_reason().to_owned()));
     }
     let secret = Secret::generate();
     let created = app
         .store
-        .create_webhook(user, &body.url, &secret, app.webhooks.max_per_user)
+        .create_webhook(user, parsed.as_str(), &secret, app.webhooks.max_per_user)
         .await
         .map_err(|e| unavailable(&e))?;
     match created {
         Some(webhook) => Ok(HttpResponse::Created()
+            .insert_header(("cache-control", "no-store"))
             .insert_header((
                 "location",
                 format!("/api/v1/notifications/webhooks/{}", webhook.id),
@@ -188,10 +184,12 @@ async fn rotate(
     {
         return Err(not_found());
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "secret": secret.expose(),
-        "previous_secret_valid_until": crate::store::rfc3339(until),
-    })))
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(json!({
+            "secret": secret.expose(),
+            "previous_secret_valid_until": crate::store::rfc3339(until),
+        })))
 }
 
 async fn enable(
@@ -256,17 +254,34 @@ async fn resend(
 ) -> Result<HttpResponse, Problem> {
     let (hook, delivery) = path.into_inner();
     let (user, id) = owned(&req, &app, &hook).await?;
-    if !app
+    match app
         .store
         .resend(user, id, &delivery)
         .await
         .map_err(|e| unavailable(&e))?
     {
-        return Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such delivery",
-        ));
+        Resend::Queued => {}
+        Resend::Missing => {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such delivery",
+            ));
+        }
+        Resend::InFlight => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "delivery_in_progress",
+                "the delivery is still being attempted; re-send it once it is delivered or dead",
+            ));
+        }
+        Resend::Disabled => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "webhook_disabled",
+                "the webhook is disabled; enable it first",
+            ));
+        }
     }
     app.webhook_wake.notify_one();
     Ok(HttpResponse::Accepted().json(json!({ "delivery": delivery, "state": "pending" })))

@@ -6,19 +6,18 @@ use std::time::Instant;
 use common::jobs::{JobFailure, JobRecord};
 
 use super::relay::Job;
-use super::store::{Attempt, Target};
+use super::store::{Outcome, Target};
 use super::{WebhookSettings, signing, url};
 use crate::App;
 use crate::store::{Kind, NewNotification, Topic, now_ms};
 
 /// The receiver's answer is not read beyond its status; a response this
 /// slow to come is a failure.
-async fn post(settings: &WebhookSettings, target: &Target, id: &str) -> Attempt {
+async fn post(settings: &WebhookSettings, target: &Target, id: &str) -> Outcome {
     let started = Instant::now();
     let elapsed =
         |started: Instant| i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-    let failed = |error: String| Attempt {
-        at: String::new(),
+    let failed = |error: String| Outcome {
         status: None,
         error: Some(error),
         duration_ms: elapsed(started),
@@ -26,7 +25,13 @@ async fn post(settings: &WebhookSettings, target: &Target, id: &str) -> Attempt 
     // Checked again at each attempt: the name may resolve elsewhere now.
     let addresses = match url::check(&target.url, &settings.http_allowed).await {
         Ok(addresses) => addresses,
-        Err(refused) => return failed(refused.to_string()),
+        // The address is for the operator's log only: echoed to the user
+        // it would map the inside of the network.
+        Err(refused @ url::Refused::Internal(ip)) => {
+            tracing::warn!(%ip, webhook = target.webhook, "a webhook's host resolves inside the network");
+            return failed(refused.public_reason().to_owned());
+        }
+        Err(refused) => return failed(refused.public_reason().to_owned()),
     };
     let Some(host) = ::url::Url::parse(&target.url)
         .ok()
@@ -58,8 +63,7 @@ async fn post(settings: &WebhookSettings, target: &Target, id: &str) -> Attempt 
     match sent {
         Ok(response) => {
             let status = response.status();
-            Attempt {
-                at: String::new(),
+            Outcome {
                 status: Some(status.as_u16()),
                 error: (!status.is_success()).then(|| {
                     if status.is_redirection() {
@@ -83,12 +87,19 @@ async fn post(settings: &WebhookSettings, target: &Target, id: &str) -> Attempt 
 
 /// Runs one delivery job.
 pub async fn run(app: Arc<App>, job: &JobRecord) -> Result<(), JobFailure> {
-    let Job { delivery } = job.payload_as()?;
+    let Job {
+        delivery,
+        generation,
+    } = job.payload_as()?;
     let retry = |e: crate::store::StoreError| JobFailure::retry(common::exit::chain(&e));
     let Some(target) = app.store.target(&delivery).await.map_err(retry)? else {
         // Its endpoint was deleted.
         return Ok(());
     };
+    if target.generation != generation {
+        // Re-sent since: the newer job sends it.
+        return Ok(());
+    }
     if !target.enabled {
         app.store.skip_delivery(&delivery).await.map_err(retry)?;
         return Ok(());
@@ -112,9 +123,14 @@ pub async fn run(app: Arc<App>, job: &JobRecord) -> Result<(), JobFailure> {
     }
     metrics::counter!("notifications_webhook_deliveries_total", "outcome" => "failed").increment(1);
     let disable_after = i64::try_from(app.webhooks.disable_after.as_millis()).unwrap_or(i64::MAX);
+    // Attempts of a failing delivery come at most the longest backoff
+    // apart: a longer silence means the endpoint was not being tried.
+    let quiet = i64::try_from(app.webhooks.backoff.max.as_millis())
+        .unwrap_or(i64::MAX)
+        .saturating_mul(2);
     let disabled = app
         .store
-        .endpoint_failed(target.webhook, at, disable_after)
+        .endpoint_failed(target.webhook, at, disable_after, quiet)
         .await
         .map_err(retry)?;
     let dead = last || disabled;
@@ -153,8 +169,12 @@ async fn tell_disabled(app: &App, target: &Target) {
         topic: Topic::System,
         title: "Webhook disabled".into(),
         message: format!(
-            "Deliveries to {} have failed for {}; it is disabled until you enable it again.",
-            target.url,
+            "Deliveries to webhook {} ({}) have failed for {}; it is disabled until you enable it again.",
+            target.webhook,
+            ::url::Url::parse(&target.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default(),
             humantime::format_duration(app.webhooks.disable_after)
         ),
     };

@@ -44,9 +44,31 @@ pub struct Attempt {
     pub duration_ms: i64,
 }
 
+/// What one attempt came to, before it is recorded.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub status: Option<u16>,
+    /// Why it failed; `None` when delivered.
+    pub error: Option<String>,
+    pub duration_ms: i64,
+}
+
+/// What a re-send did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resend {
+    Queued,
+    Missing,
+    /// Still pending or retrying: its own attempts go on.
+    InFlight,
+    /// The endpoint is disabled.
+    Disabled,
+}
+
 /// What a delivery job needs to send.
 pub struct Target {
     pub delivery: String,
+    /// The re-send it belongs to: a job of an older one does nothing.
+    pub generation: i64,
     pub webhook: i64,
     pub user: i64,
     pub url: String,
@@ -205,7 +227,8 @@ impl Store {
     /// Enables a disabled endpoint again, its failures forgotten.
     pub async fn enable_webhook(&self, user: i64, id: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE webhooks SET enabled = 1, failing_since_ms = NULL WHERE id = $1 AND user_id = $2",
+            "UPDATE webhooks SET enabled = 1, failing_since_ms = NULL, last_failure_ms = NULL
+             WHERE id = $1 AND user_id = $2",
         )
         .bind(id)
         .bind(user)
@@ -230,7 +253,7 @@ impl Store {
             let id: String = row.try_get("id")?;
             let attempts = sqlx::query(
                 "SELECT at_ms, status, error, duration_ms FROM webhook_attempts
-                 WHERE delivery_id = $1 ORDER BY id",
+                 WHERE delivery_id = $1 ORDER BY id LIMIT 100",
             )
             .bind(&id)
             .fetch_all(&self.pool)
@@ -258,38 +281,81 @@ impl Store {
         Ok(deliveries)
     }
 
-    /// Hands a delivery of `user`'s endpoint back to the relay, to be sent
-    /// again; false when there is no such delivery.
+    /// Hands a finished delivery (delivered, dead or skipped) of `user`'s
+    /// enabled endpoint back to the relay as a new generation, to be sent
+    /// again.
     pub async fn resend(
         &self,
         user: i64,
         webhook: i64,
         delivery: &str,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE webhook_deliveries SET state = 'pending', queued = 0, claimed_until_ms = 0,
-             updated_at_ms = $1 WHERE id = $2 AND webhook_id = $3 AND user_id = $4",
+    ) -> Result<Resend, StoreError> {
+        let row = sqlx::query(
+            "SELECT w.enabled FROM webhook_deliveries d
+             JOIN webhooks w ON w.id = d.webhook_id
+             WHERE d.id = $1 AND d.webhook_id = $2 AND d.user_id = $3",
         )
-        .bind(now_ms())
         .bind(delivery)
         .bind(webhook)
         .bind(user)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Resend::Missing);
+        };
+        if row.try_get::<i32, _>("enabled")? == 0 {
+            return Ok(Resend::Disabled);
+        }
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET state = 'pending', queued = 0, claimed_until_ms = 0,
+             generation = generation + 1, updated_at_ms = $1
+             WHERE id = $2 AND state IN ('delivered', 'dead', 'skipped')",
+        )
+        .bind(now_ms())
+        .bind(delivery)
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(if done.rows_affected() == 1 {
+            Resend::Queued
+        } else {
+            Resend::InFlight
+        })
+    }
+
+    /// Forgets finished deliveries (and their attempts) last changed
+    /// before `before_ms`; how many.
+    pub async fn prune_deliveries(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries
+             WHERE state IN ('delivered', 'dead', 'skipped') AND updated_at_ms < $1)",
+        )
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(
+            "DELETE FROM webhook_deliveries
+             WHERE state IN ('delivered', 'dead', 'skipped') AND updated_at_ms < $1",
+        )
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
     }
 
     /// Claims up to `limit` deliveries no job carries yet, for `lease_ms`
     /// (another relay skips them meanwhile; a relay that dies lets the
-    /// lease run out).
+    /// lease run out): their ids and generations.
     pub async fn claim_unqueued(
         &self,
         limit: u32,
         lease_ms: i64,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         let now = now_ms();
         let rows = sqlx::query(
-            "SELECT id FROM webhook_deliveries WHERE queued = 0 AND claimed_until_ms < $1
+            "SELECT id, generation FROM webhook_deliveries
+             WHERE queued = 0 AND claimed_until_ms < $1
              ORDER BY created_at_ms LIMIT $2",
         )
         .bind(now)
@@ -299,6 +365,7 @@ impl Store {
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let id: String = row.try_get("id")?;
+            let generation: i32 = row.try_get("generation")?;
             let done = sqlx::query(
                 "UPDATE webhook_deliveries SET claimed_until_ms = $1
                  WHERE id = $2 AND queued = 0 AND claimed_until_ms < $3",
@@ -309,7 +376,7 @@ impl Store {
             .execute(&self.pool)
             .await?;
             if done.rows_affected() == 1 {
-                claimed.push(id);
+                claimed.push((id, i64::from(generation)));
             }
         }
         Ok(claimed)
@@ -332,7 +399,7 @@ impl Store {
     /// endpoint deleted).
     pub async fn target(&self, delivery: &str) -> Result<Option<Target>, StoreError> {
         let row = sqlx::query(
-            "SELECT d.id, d.webhook_id, d.user_id, d.payload, w.url, w.secret,
+            "SELECT d.id, d.generation, d.webhook_id, d.user_id, d.payload, w.url, w.secret,
                     w.previous_secret, w.previous_until_ms, w.enabled
              FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
              WHERE d.id = $1",
@@ -352,8 +419,10 @@ impl Store {
             secrets.push(Secret::parse(&previous).map_err(|_| bad())?);
         }
         let enabled: i32 = row.try_get("enabled")?;
+        let generation: i32 = row.try_get("generation")?;
         Ok(Some(Target {
             delivery: row.try_get("id")?,
+            generation: i64::from(generation),
             webhook: row.try_get("webhook_id")?,
             user: row.try_get("user_id")?,
             url: row.try_get("url")?,
@@ -367,7 +436,7 @@ impl Store {
     pub async fn record_attempt(
         &self,
         delivery: &str,
-        attempt: &Attempt,
+        attempt: &Outcome,
         at_ms: i64,
         state: &str,
     ) -> Result<(), StoreError> {
@@ -410,25 +479,36 @@ impl Store {
 
     /// The endpoint answered: its failures are forgotten.
     pub async fn endpoint_succeeded(&self, webhook: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE webhooks SET failing_since_ms = NULL WHERE id = $1")
-            .bind(webhook)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE webhooks SET failing_since_ms = NULL, last_failure_ms = NULL WHERE id = $1",
+        )
+        .bind(webhook)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// The endpoint failed at `now`: true when this disables it (it has
-    /// failed since `disable_after_ms` ago or longer).
+    /// failed since `disable_after_ms` ago or longer). A failure more than
+    /// `quiet_ms` after the one before starts a new window: an endpoint
+    /// that failed once long ago, and was not tried since, is not failing
+    /// "for a day".
     pub async fn endpoint_failed(
         &self,
         webhook: i64,
         now: i64,
         disable_after_ms: i64,
+        quiet_ms: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE webhooks SET failing_since_ms = COALESCE(failing_since_ms, $1) WHERE id = $2",
+            "UPDATE webhooks SET failing_since_ms = CASE
+                 WHEN failing_since_ms IS NULL OR last_failure_ms IS NULL OR last_failure_ms < $1
+                 THEN $2 ELSE failing_since_ms END,
+             last_failure_ms = $2
+             WHERE id = $3",
         )
+        .bind(now.saturating_sub(quiet_ms))
         .bind(now)
         .bind(webhook)
         .execute(&mut *tx)

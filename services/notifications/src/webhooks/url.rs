@@ -29,6 +29,24 @@ pub enum Refused {
     Internal(IpAddr),
 }
 
+impl Refused {
+    /// What a user is told: a host that resolves inside the network and
+    /// one that does not resolve read the same, so that answers cannot
+    /// map which internal names exist.
+    pub fn public_reason(&self) -> &'static str {
+        match self {
+            Self::Malformed => "not a URL",
+            Self::Scheme => {
+                "a webhook URL is https:// (http:// only to addresses the operator allows)"
+            }
+            Self::Credentials => "a webhook URL may not carry credentials",
+            Self::Unresolved | Self::Internal(_) => {
+                "the URL's host must resolve, to public addresses only"
+            }
+        }
+    }
+}
+
 /// Whether `ip` is on the public internet.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
