@@ -129,6 +129,7 @@ async fn a_sign_up_reaches_kafka_as_a_cloud_event_with_its_trace() {
         client_id: "e2e".into(),
         message_timeout: Duration::from_secs(5),
         session_timeout: Duration::from_secs(6),
+        fetch_wait_max: Duration::from_millis(100),
         security: Default::default(),
     })
     .unwrap();

@@ -27,6 +27,7 @@ fn kafka(brokers: &str, client: &str) -> KafkaBus {
         client_id: client.to_owned(),
         message_timeout: Duration::from_secs(1),
         session_timeout: Duration::from_secs(6),
+        fetch_wait_max: Duration::from_millis(100),
         security: Default::default(),
     })
     .unwrap()

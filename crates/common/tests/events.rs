@@ -39,6 +39,7 @@ fn buses() -> (Cluster, Buses) {
         client_id: "contract-test".into(),
         message_timeout: Duration::from_secs(10),
         session_timeout: Duration::from_secs(6),
+        fetch_wait_max: Duration::from_millis(100),
         security: Default::default(),
     })
     .unwrap();
@@ -143,6 +144,7 @@ fn sasl_plain_is_accepted_and_what_needs_openssl_fails_at_start() {
         client_id: "sasl-test".into(),
         message_timeout: Duration::from_secs(1),
         session_timeout: Duration::from_secs(6),
+        fetch_wait_max: Duration::from_millis(100),
         security: KafkaSecurity {
             protocol: Some(protocol.into()),
             sasl: Some(KafkaSasl {

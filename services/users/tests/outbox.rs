@@ -145,6 +145,7 @@ async fn events_survive_a_refusing_broker_and_a_lost_acknowledgement_exactly_onc
         client_id: "relay-test".into(),
         message_timeout: Duration::from_secs(2),
         session_timeout: Duration::from_secs(6),
+        fetch_wait_max: Duration::from_millis(100),
         security: Default::default(),
     })
     .unwrap();
@@ -196,6 +197,7 @@ async fn events_survive_a_refusing_broker_and_a_lost_acknowledgement_exactly_onc
         client_id: "checker".into(),
         message_timeout: Duration::from_secs(5),
         session_timeout: Duration::from_secs(6),
+        fetch_wait_max: Duration::from_millis(100),
         security: Default::default(),
     })
     .unwrap();

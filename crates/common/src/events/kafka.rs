@@ -204,6 +204,10 @@ impl EventBus for KafkaBus {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set(
+                "fetch.wait.max.ms",
+                self.config.fetch_wait_max.as_millis().max(1).to_string(),
+            )
+            .set(
                 "session.timeout.ms",
                 self.config.session_timeout.as_millis().to_string(),
             )

@@ -143,6 +143,11 @@ pub struct KafkaConfig {
     /// partitions reassigned. Kafka's default is 45 s; shorter means a
     /// crashed replica's partitions move sooner.
     pub session_timeout: std::time::Duration,
+    /// The longest a broker may hold a consumer's fetch while it has no
+    /// new data (librdkafka's `fetch.wait.max.ms`). A real broker answers
+    /// as soon as data arrives; librdkafka's mock cluster answers an empty
+    /// fetch only when this runs out, so it bounds the latency there.
+    pub fetch_wait_max: std::time::Duration,
     /// How clients prove who they are to the brokers.
     pub security: KafkaSecurity,
 }
@@ -283,6 +288,10 @@ impl EventBusConfig {
                 .shared("KAFKA_MESSAGE_TIMEOUT", std::time::Duration::from_secs(30))?,
             session_timeout: env
                 .shared("KAFKA_SESSION_TIMEOUT", std::time::Duration::from_secs(10))?,
+            fetch_wait_max: env.shared(
+                "KAFKA_FETCH_WAIT_MAX",
+                std::time::Duration::from_millis(500),
+            )?,
             security: KafkaSecurity::from_env(env)?,
         }))
     }
