@@ -47,12 +47,15 @@ pids+=("$!")
 for _ in $(seq 100); do [ -s "$work/kafka" ] && break; sleep 0.1; done
 brokers=$(head -1 "$work/kafka")
 
+# One consumer group for every service started here: a restarted service
+# goes on from the offsets the last one committed, not from the backlog.
+group="bench-$RANDOM$RANDOM"
 start_service() {
   rm -f "$work"/notifications.db*
   NOTIFICATIONS_JWT_SECRET=$KEY NOTIFICATIONS_HTTP_ADDR=127.0.0.1:18310 \
     NOTIFICATIONS_GRPC_ADDR=127.0.0.1:18311 NOTIFICATIONS_ADMIN_ADDR=127.0.0.1:18312 \
     NOTIFICATIONS_DATABASE_URL="sqlite://$work/notifications.db" \
-    NOTIFICATIONS_CONSUMER_GROUP="bench-$RANDOM$RANDOM" \
+    NOTIFICATIONS_CONSUMER_GROUP="$group" \
     PLATFORM_KAFKA_BROKERS=$brokers PLATFORM_KAFKA_FETCH_WAIT_MAX=${FETCH_WAIT:-500ms} \
     PLATFORM_LOG=warn "$bin/notifications" >/dev/null &
   service_pid=$!

@@ -172,7 +172,10 @@ impl Stream {
                 continue;
             }
             if self.catching_up {
-                match self.app.store.after(self.user, self.sent, PAGE).await {
+                // Boxed: the store call's future is large, and unboxed it
+                // would be part of every idle stream's state.
+                let page = Box::pin(self.app.store.after(self.user, self.sent, PAGE)).await;
+                match page {
                     Ok(page) => {
                         self.catching_up = page.len() == PAGE as usize;
                         self.pending.extend(page);
