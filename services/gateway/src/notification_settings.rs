@@ -272,9 +272,11 @@ relayed! {
 }
 
 relayed! {
-    /// Sends a delivery again (same `webhook-id`).
+    /// Sends a finished delivery (delivered, dead or skipped) again, with the
+    /// same `webhook-id`.
     #[utoipa::path(post, path = "/api/v1/notifications/webhooks/{id}/deliveries/{delivery}/resend",
         tag = "notifications", security(("bearer" = [])), params(DeliveryPath),
-        responses((status = 202, body = Resent), (status = 404, body = ProblemBody)))]
+        responses((status = 202, body = Resent), (status = 404, body = ProblemBody),
+            (status = 409, description = "the delivery is still being attempted (`delivery_in_progress`), or the webhook is disabled (`webhook_disabled`)", body = ProblemBody)))]
     resend_delivery
 }

@@ -6,16 +6,61 @@
 //! client reconnects with `Last-Event-ID` to get what it missed from the
 //! store. So a slow or dead client never holds up anyone else.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::store::Notification;
 
+/// One stream's bounded queue. Lighter than a tokio channel (whose first
+/// block of slots every idle stream would carry): empty, it allocates
+/// nothing beyond itself.
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Notify,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<Arc<Notification>>,
+    /// Cut off: what is queued is still read, then the stream ends.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `notification`; false (and the queue closed) when full.
+    fn push(&self, notification: Arc<Notification>) -> bool {
+        let mut state = self.lock();
+        let taken = state.items.len() < self.capacity;
+        if taken {
+            state.items.push_back(notification);
+        } else {
+            state.closed = true;
+        }
+        drop(state);
+        // One waiter at most; a permit is kept if it is not waiting yet.
+        self.ready.notify_one();
+        taken
+    }
+}
+
+/// Why [`Listener::try_recv`] has nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TryRecv {
+    Empty,
+    /// Cut off (it fell behind): the stream must end.
+    Closed,
+}
+
 /// Each user's open streams: (stream id, its queue).
-type Streams = HashMap<i64, Vec<(u64, mpsc::Sender<Arc<Notification>>)>>;
+type Streams = HashMap<i64, Vec<(u64, Arc<Queue>)>>;
 
 #[derive(Default)]
 pub struct Live {
@@ -28,7 +73,29 @@ pub struct Listener {
     live: Arc<Live>,
     user: i64,
     id: u64,
-    pub queue: mpsc::Receiver<Arc<Notification>>,
+    queue: Arc<Queue>,
+}
+
+impl Listener {
+    /// The next notification; `None` once cut off and drained.
+    pub async fn recv(&self) -> Option<Arc<Notification>> {
+        loop {
+            match self.try_recv() {
+                Ok(notification) => return Some(notification),
+                Err(TryRecv::Closed) => return None,
+                Err(TryRecv::Empty) => self.queue.ready.notified().await,
+            }
+        }
+    }
+
+    pub fn try_recv(&self) -> Result<Arc<Notification>, TryRecv> {
+        let mut state = self.queue.lock();
+        match state.items.pop_front() {
+            Some(notification) => Ok(notification),
+            None if state.closed => Err(TryRecv::Closed),
+            None => Err(TryRecv::Empty),
+        }
+    }
 }
 
 impl Drop for Listener {
@@ -51,15 +118,22 @@ impl Live {
 
     /// A new stream of `user`'s notifications, `capacity` deep.
     pub fn listen(self: &Arc<Self>, user: i64, capacity: usize) -> Listener {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let queue = Arc::new(Queue {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            capacity: capacity.max(1),
+        });
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().entry(user).or_default().push((id, tx));
+        self.lock()
+            .entry(user)
+            .or_default()
+            .push((id, queue.clone()));
         metrics::gauge!("notifications_open_streams").increment(1.0);
         Listener {
             live: self.clone(),
             user,
             id,
-            queue: rx,
+            queue,
         }
     }
 
@@ -70,13 +144,12 @@ impl Live {
         let Some(list) = streams.get_mut(&notification.user_id) else {
             return;
         };
-        list.retain(|(_, tx)| match tx.try_send(notification.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        list.retain(|(_, queue)| {
+            let taken = queue.push(notification.clone());
+            if !taken {
                 metrics::counter!("notifications_stream_drops_total").increment(1);
-                false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            taken
         });
         if list.is_empty() {
             streams.remove(&notification.user_id);
@@ -112,23 +185,22 @@ mod tests {
     #[test]
     fn a_stream_that_falls_behind_is_cut_off_and_the_others_still_receive() {
         let live = Arc::new(Live::default());
-        let mut slow = live.listen(1, 1);
-        let mut other_tab = live.listen(1, 8);
-        let mut someone_else = live.listen(2, 8);
+        let slow = live.listen(1, 1);
+        let other_tab = live.listen(1, 8);
+        let someone_else = live.listen(2, 8);
         live.deliver(notification(1, 1));
         live.deliver(notification(1, 2));
-        assert_eq!(slow.queue.try_recv().unwrap().seq, 1);
-        assert!(
-            matches!(
-                slow.queue.try_recv(),
-                Err(mpsc::error::TryRecvError::Disconnected)
-            ),
+        assert_eq!(slow.try_recv().unwrap().seq, 1);
+        assert_eq!(
+            slow.try_recv().unwrap_err(),
+            TryRecv::Closed,
             "cut off, not waited for"
         );
-        assert_eq!(other_tab.queue.try_recv().unwrap().seq, 1);
-        assert_eq!(other_tab.queue.try_recv().unwrap().seq, 2);
-        assert!(
-            someone_else.queue.try_recv().is_err(),
+        assert_eq!(other_tab.try_recv().unwrap().seq, 1);
+        assert_eq!(other_tab.try_recv().unwrap().seq, 2);
+        assert_eq!(
+            someone_else.try_recv().unwrap_err(),
+            TryRecv::Empty,
             "only the user's own"
         );
         assert_eq!(live.open(), 2);

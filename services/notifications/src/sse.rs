@@ -192,7 +192,7 @@ impl Stream {
                 biased;
                 () = self.closing.cancelled() => return None,
                 () = tokio::time::sleep_until(self.until) => return None,
-                live = self.listener.queue.recv() => {
+                live = self.listener.recv() => {
                     let notification = live?;
                     if notification.seq <= self.sent {
                         continue;
