@@ -16,6 +16,7 @@
 #  3. Memory: fresh servers, STREAMS idle streams; RSS growth / stream.
 #
 #   bash bench/notifications-vs-sse.sh   # ROUNDS=3 STREAMS=10000 USERS=10 FANOUTS=20
+#   PARTS=memory bash bench/notifications-vs-sse.sh   # some parts only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,7 @@ FANOUTS=${FANOUTS:-20}
 LAT_USERS=${LAT_USERS:-100}
 RATE=${RATE:-1000}
 SECONDS_=${SECONDS_:-10}
+PARTS=${PARTS:-fanout latency memory}
 KEY=bench-signing-key-0123456789abcdef0123
 
 ulimit -n "$(ulimit -Hn)"
@@ -71,10 +73,14 @@ stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 service=http://127.0.0.1:18310
 nodejs=http://127.0.0.1:18300
 
+part() { [[ " $PARTS " == *" $1 "* ]]; }
+
+if part fanout || part latency; then
 start_service; start_node; wait_port 18310; wait_port 18300
 # The consumer group's first assignment takes a moment: one event through
 # first, so the runs measure the steady state.
 "$bin/sse-fanout" latency "$service" 1 10 1 "$KEY" "$brokers" >/dev/null
+if part fanout; then
 echo "== fan-out: $STREAMS streams, $USERS users, $FANOUTS notifications to every stream"
 for round in $(seq "$ROUNDS"); do
   printf 'service round %s: ' "$round"
@@ -82,11 +88,16 @@ for round in $(seq "$ROUNDS"); do
   printf 'node    round %s: ' "$round"
   "$bin/sse-fanout" fanout "$nodejs" "$STREAMS" "$USERS" "$FANOUTS"
 done
+fi
+if part latency; then
 echo "== Kafka to client: $LAT_USERS streams, $RATE events/s for ${SECONDS_}s"
 printf 'service, fetch wait 500ms (the default): '
 "$bin/sse-fanout" latency "$service" "$LAT_USERS" "$RATE" "$SECONDS_" "$KEY" "$brokers"
 printf 'node:    '; "$bin/sse-fanout" latency "$nodejs" "$LAT_USERS" "$RATE" "$SECONDS_"
+fi
 stop "$service_pid"; stop "$node_pid"
+fi
+if part latency; then
 # The mock cluster answers a fetch that found no data only when its wait
 # runs out (a real broker answers as data arrives): the same with 10 ms.
 FETCH_WAIT=10ms start_service; wait_port 18310
@@ -94,7 +105,9 @@ FETCH_WAIT=10ms start_service; wait_port 18310
 printf 'service, fetch wait 10ms: '
 "$bin/sse-fanout" latency "$service" "$LAT_USERS" "$RATE" "$SECONDS_" "$KEY" "$brokers"
 stop "$service_pid"
+fi
 
+if part memory; then
 echo "== memory: $STREAMS idle streams over $USERS users (fresh servers)"
 start_service; wait_port 18310
 printf 'service: '; "$bin/sse-fanout" idle "$service" "$STREAMS" "$USERS" "$service_pid" "$KEY" "$brokers"
@@ -102,3 +115,4 @@ stop "$service_pid"
 start_node; wait_port 18300
 printf 'node:    '; "$bin/sse-fanout" idle "$nodejs" "$STREAMS" "$USERS" "$node_pid"
 stop "$node_pid"
+fi
