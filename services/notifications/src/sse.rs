@@ -95,11 +95,7 @@ pub(crate) async fn stream(req: HttpRequest, app: web::Data<App>) -> Result<Http
             .await
             .map_err(|e| unavailable(&e))?,
     };
-    let mut heartbeat = tokio::time::interval_at(
-        tokio::time::Instant::now() + app.streams.heartbeat,
-        app.streams.heartbeat,
-    );
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let next_beat = tokio::time::Instant::now() + app.streams.heartbeat;
     let app = app.into_inner();
     let state = Stream {
         closing: app.closing.clone(),
@@ -110,7 +106,7 @@ pub(crate) async fn stream(req: HttpRequest, app: web::Data<App>) -> Result<Http
         pending: VecDeque::new(),
         catching_up: since.is_some(),
         opened: false,
-        heartbeat,
+        next_beat,
         until,
     };
     let body = futures_util::stream::unfold(state, Stream::next);
@@ -135,7 +131,10 @@ struct Stream {
     /// in `pending` yet.
     catching_up: bool,
     opened: bool,
-    heartbeat: tokio::time::Interval,
+    /// When the next keep-alive comment is due. One timer per stream,
+    /// for this and for `until`, inline in its state (tokio's `Interval`
+    /// would box one more).
+    next_beat: tokio::time::Instant,
     closing: CancellationToken,
     /// When the access token expires.
     until: tokio::time::Instant,
@@ -188,10 +187,17 @@ impl Stream {
                     }
                 }
             }
+            let wake = self.next_beat.min(self.until);
             tokio::select! {
                 biased;
                 () = self.closing.cancelled() => return None,
-                () = tokio::time::sleep_until(self.until) => return None,
+                () = tokio::time::sleep_until(wake) => {
+                    if wake >= self.until {
+                        return None;
+                    }
+                    self.next_beat = tokio::time::Instant::now() + self.app.streams.heartbeat;
+                    return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), self));
+                }
                 live = self.listener.recv() => {
                     let notification = live?;
                     if notification.seq <= self.sent {
@@ -206,9 +212,6 @@ impl Stream {
                     self.sent = notification.seq;
                     let chunk = event(&notification);
                     return Some((Ok(chunk), self));
-                }
-                _ = self.heartbeat.tick() => {
-                    return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), self));
                 }
             }
         }
