@@ -656,3 +656,86 @@ async fn deliveries_made_while_the_broker_is_down_all_arrive_once_it_is_back() {
     app.stop().await;
     receiver.stop().await;
 }
+
+#[tokio::test]
+async fn a_receiver_answering_410_gone_is_disabled_at_once_and_its_owner_told() {
+    let receiver = Receiver::start(vec![Answer::Status(410)]);
+    let app = app_for(&[&receiver], &[]).await;
+    let (hook, _) = register(&app, 17, &receiver.url).await;
+    welcome(&app, 17).await;
+    let delivery = delivery_in(&app, 17, hook, "dead").await;
+    assert_eq!(
+        delivery["attempts"].as_array().unwrap().len(),
+        1,
+        "no retry"
+    );
+    let state: Value = call(
+        &app,
+        17,
+        reqwest::Method::GET,
+        &format!("/webhooks/{hook}"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(state["enabled"], false);
+    let list: Value = call(&app, 17, reqwest::Method::GET, "", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        list["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["message"].as_str().unwrap().contains("answered 410 Gone")),
+        "{list}"
+    );
+    app.stop().await;
+    receiver.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_registrations_on_postgres_stay_within_the_per_user_limit() {
+    let url = test_support::backends::fresh_postgres_url("notifications_webhooks").await;
+    let app = spawn_app(
+        &[
+            ("NOTIFICATIONS_DATABASE_URL", url.as_str()),
+            ("NOTIFICATIONS_WEBHOOK_MAX_PER_USER", "3"),
+        ],
+        &Shared::default(),
+        None,
+    )
+    .await;
+    let mut creates = tokio::task::JoinSet::new();
+    for n in 0..10 {
+        let (base, token) = (app.base.clone(), token(18));
+        creates.spawn(async move {
+            client()
+                .post(format!("{base}/api/v1/notifications/webhooks"))
+                .bearer_auth(token)
+                .json(&json!({ "url": format!("https://1.1.1.1/hook/{n}") }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = creates.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 201, 201, 409, 409, 409, 409, 409, 409, 409]);
+    let list: Value = call(&app, 18, reqwest::Method::GET, "/webhooks", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["webhooks"].as_array().unwrap().len(), 3);
+    app.stop().await;
+}

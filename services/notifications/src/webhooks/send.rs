@@ -128,9 +128,17 @@ pub async fn run(app: Arc<App>, job: &JobRecord) -> Result<(), JobFailure> {
     let quiet = i64::try_from(app.webhooks.backoff.max.as_millis())
         .unwrap_or(i64::MAX)
         .saturating_mul(2);
+    // 410 Gone: the receiver says the endpoint is no more (as Svix and
+    // Standard Webhooks senders take it), so it is disabled at once.
+    let gone = attempt.status == Some(410);
     let disabled = app
         .store
-        .endpoint_failed(target.webhook, at, disable_after, quiet)
+        .endpoint_failed(
+            target.webhook,
+            at,
+            if gone { 0 } else { disable_after },
+            quiet,
+        )
         .await
         .map_err(retry)?;
     let dead = last || disabled;
@@ -145,7 +153,7 @@ pub async fn run(app: Arc<App>, job: &JobRecord) -> Result<(), JobFailure> {
         .map_err(retry)?;
     if disabled {
         metrics::counter!("notifications_webhooks_disabled_total").increment(1);
-        tell_disabled(&app, &target).await;
+        tell_disabled(&app, &target, gone).await;
     }
     let error = attempt.error.unwrap_or_default();
     if dead {
@@ -162,20 +170,27 @@ pub async fn run(app: Arc<App>, job: &JobRecord) -> Result<(), JobFailure> {
 
 /// Tells the owner their endpoint was disabled (best effort: the
 /// endpoint stays disabled either way, and they see it in the API).
-async fn tell_disabled(app: &App, target: &Target) {
+async fn tell_disabled(app: &App, target: &Target, gone: bool) {
+    let why = if gone {
+        "answered 410 Gone".to_owned()
+    } else {
+        format!(
+            "have failed for {}",
+            humantime::format_duration(app.webhooks.disable_after)
+        )
+    };
     let notice = NewNotification {
         user_id: target.user,
         kind: Kind::Warning,
         topic: Topic::System,
         title: "Webhook disabled".into(),
         message: format!(
-            "Deliveries to webhook {} ({}) have failed for {}; it is disabled until you enable it again.",
+            "Deliveries to webhook {} ({}) {why}; it is disabled until you enable it again.",
             target.webhook,
             ::url::Url::parse(&target.url)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_owned))
                 .unwrap_or_default(),
-            humantime::format_duration(app.webhooks.disable_after)
         ),
     };
     if let Err(error) = app.notify(&notice).await {

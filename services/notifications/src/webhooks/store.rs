@@ -141,6 +141,17 @@ impl Store {
         secret: &Secret,
         max: usize,
     ) -> Result<Option<Webhook>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The user's counter row, locked until commit, orders their
+        // creates: under READ COMMITTED two at once would both count
+        // below the limit (SQLite's writer lock does the same there).
+        sqlx::query(
+            "INSERT INTO notification_seqs (user_id, last_seq) VALUES ($1, 0)
+             ON CONFLICT (user_id) DO UPDATE SET last_seq = notification_seqs.last_seq",
+        )
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
         let row = sqlx::query(&format!(
             "INSERT INTO webhooks (user_id, url, secret, enabled, created_at_ms)
              SELECT $1, $2, $3, 1, $4
@@ -152,8 +163,9 @@ impl Store {
         .bind(secret.expose())
         .bind(now_ms())
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(row.as_ref().map(webhook).transpose()?)
     }
 
