@@ -1,6 +1,6 @@
 //! Chat's `UserMentioned` events become notifications for the mentioned
 //! user, found by username in a real users service over gRPC (signed as
-//! the notifications service).
+//! the notifications service): the two services in one test process.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
