@@ -79,7 +79,8 @@ fn not_found() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "not_found", "no such notification")
 }
 
-fn id(path: &str) -> Result<i64, Problem> {
+/// `path` as the positive id of a `what`, or a 400 that says so.
+pub(crate) fn positive_id(path: &str, what: &str) -> Result<i64, Problem> {
     path.parse::<i64>()
         .ok()
         .filter(|id| *id > 0)
@@ -87,10 +88,14 @@ fn id(path: &str) -> Result<i64, Problem> {
             Problem::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_field",
-                "a notification id is a positive integer",
+                format!("a {what} id is a positive integer"),
             )
             .with_field("id")
         })
+}
+
+fn id(path: &str) -> Result<i64, Problem> {
+    positive_id(path, "notification")
 }
 
 #[derive(Deserialize)]

@@ -9,10 +9,10 @@ use serde_json::json;
 use common::problem::Problem;
 
 use super::signing::Secret;
-use super::store::Resend;
+use super::store::{Resend, Webhook};
 use super::url::{self, Refused};
 use crate::App;
-use crate::routes::{unavailable, user};
+use crate::routes::{positive_id, unavailable, user};
 use crate::store::now_ms;
 
 /// The longest URL accepted.
@@ -40,17 +40,7 @@ fn not_found() -> Problem {
 }
 
 fn id(path: &str) -> Result<i64, Problem> {
-    path.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_field",
-                "a webhook id is a positive integer",
-            )
-            .with_field("id")
-        })
+    positive_id(path, "webhook")
 }
 
 #[derive(Deserialize)]
@@ -114,8 +104,8 @@ async fn list(req: HttpRequest, app: web::Data<App>) -> Result<HttpResponse, Pro
     Ok(HttpResponse::Ok().json(json!({ "webhooks": webhooks })))
 }
 
-/// The caller's endpoint named by `path`, or 404.
-async fn owned(req: &HttpRequest, app: &App, path: &str) -> Result<(i64, i64), Problem> {
+/// The caller and their endpoint named by `path`, or 404.
+async fn owned(req: &HttpRequest, app: &App, path: &str) -> Result<(i64, Webhook), Problem> {
     let user = user(req, app)?;
     let id = id(path)?;
     match app
@@ -124,7 +114,7 @@ async fn owned(req: &HttpRequest, app: &App, path: &str) -> Result<(i64, i64), P
         .await
         .map_err(|e| unavailable(&e))?
     {
-        Some(_) => Ok((user, id)),
+        Some(webhook) => Ok((user, webhook)),
         None => Err(not_found()),
     }
 }
@@ -134,17 +124,8 @@ async fn get(
     app: web::Data<App>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let user = user(&req, &app)?;
-    let id = id(&path)?;
-    match app
-        .store
-        .webhook(user, id)
-        .await
-        .map_err(|e| unavailable(&e))?
-    {
-        Some(webhook) => Ok(HttpResponse::Ok().json(webhook)),
-        None => Err(not_found()),
-    }
+    let (_, webhook) = owned(&req, &app, &path).await?;
+    Ok(HttpResponse::Ok().json(webhook))
 }
 
 async fn delete(
@@ -229,7 +210,7 @@ async fn deliveries(
     path: web::Path<String>,
     query: web::Query<DeliveriesQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let (_, id) = owned(&req, &app, &path).await?;
+    let (_, webhook) = owned(&req, &app, &path).await?;
     let limit = query.limit.unwrap_or(20);
     if !(1..=MAX_DELIVERIES).contains(&limit) {
         return Err(Problem::new(
@@ -241,7 +222,7 @@ async fn deliveries(
     }
     let deliveries = app
         .store
-        .deliveries(id, limit)
+        .deliveries(webhook.id, limit)
         .await
         .map_err(|e| unavailable(&e))?;
     Ok(HttpResponse::Ok().json(json!({ "deliveries": deliveries })))
@@ -253,10 +234,10 @@ async fn resend(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Problem> {
     let (hook, delivery) = path.into_inner();
-    let (user, id) = owned(&req, &app, &hook).await?;
+    let (user, webhook) = owned(&req, &app, &hook).await?;
     match app
         .store
-        .resend(user, id, &delivery)
+        .resend(user, webhook.id, &delivery)
         .await
         .map_err(|e| unavailable(&e))?
     {
