@@ -2,14 +2,11 @@
 //! notifications service like the rest of `/api/v1/notifications` (the
 //! token checked here, revocation included).
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::web;
 
-use crate::auth::Session;
-use crate::notifications::{NotificationsUpstream, relay};
-use crate::problem::{ApiError, ProblemBody};
-use crate::proxy::Passthrough;
+use crate::notifications::relayed;
+use crate::problem::ProblemBody;
 use crate::routes::not_allowed;
-use crate::upstream::CallContext;
 
 /// Adds the routes to the notifications scope (before its `/{id}`).
 pub fn routes(scope: actix_web::Scope) -> actix_web::Scope {
@@ -179,23 +176,6 @@ pub struct DeliveriesParams {
     /// 20 when absent.
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-}
-
-macro_rules! relayed {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        pub async fn $name(
-            // Checked here, revocation included: the service checks the signature.
-            _signed_in: Session,
-            req: HttpRequest,
-            body: web::Bytes,
-            ctx: CallContext,
-            pass: web::Data<Passthrough>,
-            up: web::Data<NotificationsUpstream>,
-        ) -> Result<HttpResponse, ApiError> {
-            relay(req, body, ctx, pass, up).await
-        }
-    };
 }
 
 relayed! {

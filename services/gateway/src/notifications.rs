@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::auth::Session;
 use crate::problem::{ApiError, ProblemBody};
 use crate::proxy::{self, Passthrough};
 use crate::routes::not_allowed;
@@ -110,89 +109,82 @@ pub struct ListParams {
     pub limit: Option<u32>,
 }
 
-/// The caller's notifications, newest first.
-#[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",
-    security(("bearer" = [])), params(ListParams),
-    responses((status = 200, body = NotificationPage)))]
-pub async fn list_notifications(
-    // Checked here, revocation included: the service checks the signature.
-    _signed_in: Session,
-    req: HttpRequest,
-    ctx: CallContext,
-    pass: web::Data<Passthrough>,
-    up: web::Data<NotificationsUpstream>,
-) -> Result<HttpResponse, ApiError> {
-    relay(req, web::Bytes::new(), ctx, pass, up).await
+/// A route relayed as it is (path, query and, unless `without body`, the
+/// body) after the access token is checked here, revocation included (the
+/// service checks only the signature).
+macro_rules! relayed {
+    ($(#[$doc:meta])* $name:ident without body) => {
+        $(#[$doc])*
+        pub async fn $name(
+            _signed_in: $crate::auth::Session,
+            req: actix_web::HttpRequest,
+            ctx: $crate::upstream::CallContext,
+            pass: actix_web::web::Data<$crate::proxy::Passthrough>,
+            up: actix_web::web::Data<$crate::notifications::NotificationsUpstream>,
+        ) -> Result<actix_web::HttpResponse, $crate::problem::ApiError> {
+            $crate::notifications::relay(req, actix_web::web::Bytes::new(), ctx, pass, up).await
+        }
+    };
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub async fn $name(
+            _signed_in: $crate::auth::Session,
+            req: actix_web::HttpRequest,
+            body: actix_web::web::Bytes,
+            ctx: $crate::upstream::CallContext,
+            pass: actix_web::web::Data<$crate::proxy::Passthrough>,
+            up: actix_web::web::Data<$crate::notifications::NotificationsUpstream>,
+        ) -> Result<actix_web::HttpResponse, $crate::problem::ApiError> {
+            $crate::notifications::relay(req, body, ctx, pass, up).await
+        }
+    };
+}
+pub(crate) use relayed;
+
+relayed! {
+    /// The caller's notifications, newest first.
+    #[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",
+        security(("bearer" = [])), params(ListParams),
+        responses((status = 200, body = NotificationPage)))]
+    list_notifications without body
 }
 
-/// How many of the caller's notifications are unread.
-#[utoipa::path(get, path = "/api/v1/notifications/unread-count", tag = "notifications",
-    security(("bearer" = [])), responses((status = 200, body = UnreadCount)))]
-pub async fn unread_count(
-    _signed_in: Session,
-    req: HttpRequest,
-    ctx: CallContext,
-    pass: web::Data<Passthrough>,
-    up: web::Data<NotificationsUpstream>,
-) -> Result<HttpResponse, ApiError> {
-    relay(req, web::Bytes::new(), ctx, pass, up).await
+relayed! {
+    /// How many of the caller's notifications are unread.
+    #[utoipa::path(get, path = "/api/v1/notifications/unread-count", tag = "notifications",
+        security(("bearer" = [])), responses((status = 200, body = UnreadCount)))]
+    unread_count without body
 }
 
-/// Marks every one of the caller's notifications read.
-#[utoipa::path(post, path = "/api/v1/notifications/read-all", tag = "notifications",
-    security(("bearer" = [])), responses((status = 200, body = MarkedRead)))]
-pub async fn read_all(
-    _signed_in: Session,
-    req: HttpRequest,
-    body: web::Bytes,
-    ctx: CallContext,
-    pass: web::Data<Passthrough>,
-    up: web::Data<NotificationsUpstream>,
-) -> Result<HttpResponse, ApiError> {
-    relay(req, body, ctx, pass, up).await
+relayed! {
+    /// Marks every one of the caller's notifications read.
+    #[utoipa::path(post, path = "/api/v1/notifications/read-all", tag = "notifications",
+        security(("bearer" = [])), responses((status = 200, body = MarkedRead)))]
+    read_all
 }
 
-/// One of the caller's notifications; anyone else's is a 404.
-#[utoipa::path(get, path = "/api/v1/notifications/{id}", tag = "notifications",
-    security(("bearer" = [])), params(NotificationPath),
-    responses((status = 200, body = Notification), (status = 404, body = ProblemBody)))]
-pub async fn get_notification(
-    _signed_in: Session,
-    req: HttpRequest,
-    ctx: CallContext,
-    pass: web::Data<Passthrough>,
-    up: web::Data<NotificationsUpstream>,
-) -> Result<HttpResponse, ApiError> {
-    relay(req, web::Bytes::new(), ctx, pass, up).await
+relayed! {
+    /// One of the caller's notifications; anyone else's is a 404.
+    #[utoipa::path(get, path = "/api/v1/notifications/{id}", tag = "notifications",
+        security(("bearer" = [])), params(NotificationPath),
+        responses((status = 200, body = Notification), (status = 404, body = ProblemBody)))]
+    get_notification without body
 }
 
-/// Deletes one of the caller's notifications.
-#[utoipa::path(delete, path = "/api/v1/notifications/{id}", tag = "notifications",
-    security(("bearer" = [])), params(NotificationPath),
-    responses((status = 204, description = "deleted"), (status = 404, body = ProblemBody)))]
-pub async fn delete_notification(
-    _signed_in: Session,
-    req: HttpRequest,
-    ctx: CallContext,
-    pass: web::Data<Passthrough>,
-    up: web::Data<NotificationsUpstream>,
-) -> Result<HttpResponse, ApiError> {
-    relay(req, web::Bytes::new(), ctx, pass, up).await
+relayed! {
+    /// Deletes one of the caller's notifications.
+    #[utoipa::path(delete, path = "/api/v1/notifications/{id}", tag = "notifications",
+        security(("bearer" = [])), params(NotificationPath),
+        responses((status = 204, description = "deleted"), (status = 404, body = ProblemBody)))]
+    delete_notification without body
 }
 
-/// Marks one of the caller's notifications read.
-#[utoipa::path(post, path = "/api/v1/notifications/{id}/read", tag = "notifications",
-    security(("bearer" = [])), params(NotificationPath),
-    responses((status = 204, description = "marked read"), (status = 404, body = ProblemBody)))]
-pub async fn read_notification(
-    _signed_in: Session,
-    req: HttpRequest,
-    body: web::Bytes,
-    ctx: CallContext,
-    pass: web::Data<Passthrough>,
-    up: web::Data<NotificationsUpstream>,
-) -> Result<HttpResponse, ApiError> {
-    relay(req, body, ctx, pass, up).await
+relayed! {
+    /// Marks one of the caller's notifications read.
+    #[utoipa::path(post, path = "/api/v1/notifications/{id}/read", tag = "notifications",
+        security(("bearer" = [])), params(NotificationPath),
+        responses((status = 204, description = "marked read"), (status = 404, body = ProblemBody)))]
+    read_notification
 }
 
 /// The caller's notifications as server-sent events (`id: <seq>`, `event:
