@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use platform_bench::{Error, access_token, rss_kib};
 
 fn usage() -> ! {
     eprintln!(
@@ -63,21 +63,7 @@ async fn main() -> Result<(), Error> {
 async fn connect(url: &str, key: Option<&str>, user: u64) -> Result<Socket, Error> {
     let mut request = url.into_client_request()?;
     if let Some(key) = key {
-        let policy = common::auth::TokenPolicy {
-            access_ttl: Duration::from_secs(3600),
-            ..Default::default()
-        };
-        let token = common::auth::TokenSigner::hs256(key.as_bytes(), policy)
-            .and_then(|s| {
-                s.issue(
-                    user,
-                    &format!("user{user}"),
-                    common::auth::TokenUse::Access,
-                    None,
-                )
-            })
-            .map_err(|e| Error::from(e.to_string()))?
-            .token;
+        let token = access_token(key, user)?;
         request.headers_mut().insert(
             "authorization",
             HeaderValue::from_str(&format!("Bearer {token}"))?,
@@ -242,15 +228,6 @@ async fn fanout(
         pct(1.0),
     );
     Ok(())
-}
-
-fn rss_kib(pid: u32) -> Result<u64, Error> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| "no VmRSS".into())
 }
 
 async fn idle(url: &str, connections: usize, pid: u32, key: Option<String>) -> Result<(), Error> {

@@ -35,30 +35,12 @@ use tokio::sync::{Mutex, Notify};
 use common::config::Env;
 use common::events::{CloudEvent, EventBus, EventBusConfig};
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use platform_bench::{Error, access_token, rss_kib};
 
 fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(0))
-}
-
-fn token(key: &str, user: u64) -> Result<String, Error> {
-    let policy = common::auth::TokenPolicy {
-        access_ttl: Duration::from_secs(3600),
-        ..Default::default()
-    };
-    Ok(common::auth::TokenSigner::hs256(key.as_bytes(), policy)
-        .and_then(|s| {
-            s.issue(
-                user,
-                &format!("user{user}"),
-                common::auth::TokenUse::Access,
-                None,
-            )
-        })
-        .map_err(|e| Error::from(e.to_string()))?
-        .token)
 }
 
 /// Where notifications go: the service through Kafka, or Node over HTTP.
@@ -88,7 +70,7 @@ impl Target {
         Ok(match self {
             Self::Service { key, .. } => format!(
                 "GET /api/v1/notifications/stream HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {}\r\naccept: text/event-stream\r\n\r\n",
-                token(key, user)?
+                access_token(key, user)?
             ),
             Self::Node { .. } => format!(
                 "GET /stream?user={user} HTTP/1.1\r\nhost: {host}\r\naccept: text/event-stream\r\n\r\n"
@@ -261,15 +243,6 @@ async fn open_all(
         done??;
     }
     Ok(())
-}
-
-fn rss_kib(pid: u32) -> Result<u64, Error> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| "no VmRSS".into())
 }
 
 fn percentiles(mut latencies: Vec<u64>) -> String {
