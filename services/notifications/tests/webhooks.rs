@@ -105,18 +105,17 @@ fn post_event(id: &str, event_type: &str, data: Value) -> CloudEvent {
     }
 }
 
+/// `path`'s JSON answer for `user`.
+async fn get(app: &TestApp, user: u64, path: &str) -> Value {
+    call(app, user, reqwest::Method::GET, path, None)
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn deliveries(app: &TestApp, user: u64, webhook: i64) -> Vec<Value> {
-    let body: Value = call(
-        app,
-        user,
-        reqwest::Method::GET,
-        &format!("/webhooks/{webhook}/deliveries"),
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let body: Value = get(app, user, &format!("/webhooks/{webhook}/deliveries")).await;
     body["deliveries"].as_array().unwrap().clone()
 }
 
@@ -200,17 +199,7 @@ async fn a_receiver_that_always_fails_is_dead_lettered_after_the_configured_atte
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.hits().len(), 3, "no attempt after the last");
     // The endpoint stays enabled: it has not failed for a day.
-    let hook: Value = call(
-        &app,
-        8,
-        reqwest::Method::GET,
-        &format!("/webhooks/{hook}"),
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let hook: Value = get(&app, 8, &format!("/webhooks/{hook}")).await;
     assert_eq!(hook["enabled"], true);
     assert!(hook["failing_since"].is_string());
     app.stop().await;
@@ -244,23 +233,9 @@ async fn an_endpoint_failing_past_the_window_is_disabled_its_owner_told_and_it_c
     )
     .await;
     test_support::http::problem(res, 409, "webhook_disabled").await;
-    let state: Value = call(
-        &app,
-        9,
-        reqwest::Method::GET,
-        &format!("/webhooks/{hook}"),
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let state: Value = get(&app, 9, &format!("/webhooks/{hook}")).await;
     assert_eq!(state["enabled"], false);
-    let list: Value = call(&app, 9, reqwest::Method::GET, "", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get(&app, 9, "").await;
     let titles: Vec<&str> = list["notifications"]
         .as_array()
         .unwrap()
@@ -383,11 +358,7 @@ async fn webhook_urls_that_are_not_https_or_reach_inside_are_refused() {
         let res = call(&app, 11, reqwest::Method::POST, "/webhooks", Some(body)).await;
         test_support::http::problem(res, 400, "invalid_json").await;
     }
-    let list: Value = call(&app, 11, reqwest::Method::GET, "/webhooks", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get(&app, 11, "/webhooks").await;
     assert_eq!(list["webhooks"], json!([]));
     app.stop().await;
 }
@@ -508,11 +479,7 @@ async fn a_muted_topic_stores_nothing_and_a_digested_one_arrives_as_one_summary(
         .await;
     }
     let list = test_support::eventually_some(WAIT, "the digest arrives", || async {
-        let list: Value = call(&app, 1, reqwest::Method::GET, "", None)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let list: Value = get(&app, 1, "").await;
         (!list["notifications"].as_array().unwrap().is_empty()).then_some(list)
     })
     .await;
@@ -541,11 +508,7 @@ async fn a_muted_topic_stores_nothing_and_a_digested_one_arrives_as_one_summary(
     )
     .await;
     eventually(WAIT, "the comment arrives at once", || async {
-        let list: Value = call(&app, 1, reqwest::Method::GET, "", None)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let list: Value = get(&app, 1, "").await;
         list["notifications"].as_array().unwrap().len() == 2
     })
     .await;
@@ -580,19 +543,11 @@ async fn a_deleted_user_loses_their_preferences_and_webhooks() {
     };
     app.bus.publish("users.events", &deleted).await.unwrap();
     eventually(WAIT, "the webhooks are gone", || async {
-        let list: Value = call(&app, 15, reqwest::Method::GET, "/webhooks", None)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let list: Value = get(&app, 15, "/webhooks").await;
         list["webhooks"] == json!([])
     })
     .await;
-    let preferences: Value = call(&app, 15, reqwest::Method::GET, "/preferences", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let preferences: Value = get(&app, 15, "/preferences").await;
     assert_eq!(
         preferences["topics"],
         json!({ "comment": "instant", "mention": "instant", "file": "instant" })
@@ -669,23 +624,9 @@ async fn a_receiver_answering_410_gone_is_disabled_at_once_and_its_owner_told() 
         1,
         "no retry"
     );
-    let state: Value = call(
-        &app,
-        17,
-        reqwest::Method::GET,
-        &format!("/webhooks/{hook}"),
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let state: Value = get(&app, 17, &format!("/webhooks/{hook}")).await;
     assert_eq!(state["enabled"], false);
-    let list: Value = call(&app, 17, reqwest::Method::GET, "", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get(&app, 17, "").await;
     assert!(
         list["notifications"]
             .as_array()
@@ -731,11 +672,7 @@ async fn concurrent_registrations_on_postgres_stay_within_the_per_user_limit() {
     }
     statuses.sort_unstable();
     assert_eq!(statuses, [201, 201, 201, 409, 409, 409, 409, 409, 409, 409]);
-    let list: Value = call(&app, 18, reqwest::Method::GET, "/webhooks", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get(&app, 18, "/webhooks").await;
     assert_eq!(list["webhooks"].as_array().unwrap().len(), 3);
     app.stop().await;
 }
