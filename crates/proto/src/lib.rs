@@ -21,6 +21,13 @@ pub mod posts {
     }
 }
 
+#[allow(clippy::disallowed_methods)]
+pub mod search {
+    pub mod v1 {
+        tonic::include_proto!("search.v1");
+    }
+}
+
 /// Request metadata of a create that may be retried: the caller's
 /// `Idempotency-Key` and whose it is (a user, or a client address).
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
