@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::discovery::{Registry, StaticRegistry};
+use common::events::{EventBus, MemoryBus};
 use common::service::Shared;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -23,6 +24,8 @@ pub struct Platform {
     pub admin: String,
     pub client: reqwest::Client,
     pub registry: Arc<dyn Registry>,
+    /// Where the users service publishes its events, and search reads them.
+    pub bus: Arc<MemoryBus>,
     pub users: Option<users::test_util::TestApp>,
     pub gateway: gateway::test_util::TestApp,
     /// Holds the users database, so a restarted users service finds its
@@ -50,7 +53,8 @@ impl Platform {
     ) -> Self {
         let dir = TempDir::new("platform-test");
         let registry: Arc<dyn Registry> = Arc::new(StaticRegistry::new(vec![]));
-        let users = start_users(&registry, &dir, options).await;
+        let bus = Arc::new(MemoryBus::default());
+        let users = start_users(&registry, &bus, &dir, options).await;
         let gateway =
             gateway::test_util::spawn_app(vars, &Shared::default().with_registry(registry.clone()))
                 .await;
@@ -59,6 +63,7 @@ impl Platform {
             admin: gateway.admin.clone(),
             client: reqwest::Client::new(),
             registry,
+            bus,
             users: Some(users),
             gateway,
             dir,
@@ -92,6 +97,20 @@ impl Platform {
         app
     }
 
+    /// A search replica registered where the gateway looks, reading the
+    /// users service's events, with `vars` (`SEARCH_*`) over the test
+    /// defaults.
+    pub async fn start_search(&self, vars: &[(&str, &str)]) -> search::test_util::TestApp {
+        let app = search::test_util::spawn_app(
+            vars,
+            &Shared::default().with_registry(self.registry.clone()),
+            Some(self.bus.clone()),
+        )
+        .await;
+        wait_registered(&self.registry, "search").await;
+        app
+    }
+
     /// A new users instance on the same database, replacing the registry's
     /// entries for the old one.
     pub async fn restart_users(&mut self) {
@@ -101,7 +120,8 @@ impl Platform {
         for stale in self.registry.healthy_instances("users").await.unwrap() {
             self.registry.deregister(&stale.id).await.unwrap();
         }
-        self.users = Some(start_users(&self.registry, &self.dir, Default::default()).await);
+        self.users =
+            Some(start_users(&self.registry, &self.bus, &self.dir, Default::default()).await);
     }
 
     pub async fn sign_up(&self, name: &str) -> Value {
@@ -173,6 +193,7 @@ impl Platform {
 
 async fn start_users(
     registry: &Arc<dyn Registry>,
+    bus: &Arc<MemoryBus>,
     dir: &TempDir,
     options: users::test_util::Options,
 ) -> users::test_util::TestApp {
@@ -180,9 +201,10 @@ async fn start_users(
         database_url: Some(dir.sqlite_url("users.db")),
         ..options
     };
-    let app =
-        users::test_util::spawn_app(options, &Shared::default().with_registry(registry.clone()))
-            .await;
+    let shared = Shared::default()
+        .with_registry(registry.clone())
+        .with_events(bus.clone() as Arc<dyn EventBus>);
+    let app = users::test_util::spawn_app(options, &shared).await;
     wait_registered(registry, "users").await;
     app
 }

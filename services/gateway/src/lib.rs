@@ -40,6 +40,7 @@ use crate::upstream::Upstream;
 /// What the request handlers share.
 pub struct Gateway {
     pub users: Upstream,
+    pub search: Upstream,
     pub auth: auth::Authenticator,
     pub limits: AttemptLimits,
     pub ticket_ttl: std::time::Duration,

@@ -12,7 +12,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{auth, posts, users, v2};
+use crate::routes::{auth, posts, search, users, v2};
 use crate::{chat, notification_settings, notifications};
 
 /// An access token in `Authorization`, or, where a browser cannot set
@@ -49,6 +49,7 @@ impl Modify for SecuritySchemes {
         posts::create_post, posts::get_post, posts::update_post, posts::delete_post, posts::posts_of_user,
         posts::create_comment, posts::comments_of_post, posts::comments_of_user,
         posts::get_comment, posts::update_comment, posts::delete_comment,
+        search::search, search::suggest,
         v2::list_users, v2::get_user,
         v2::posts_of_user, v2::comments_of_post, v2::comments_of_user, v2::get_post, v2::get_comment,
         chat::ws, chat::rooms, chat::create_room, chat::room, chat::presence, chat::history,

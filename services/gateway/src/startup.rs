@@ -83,6 +83,16 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
         .with_connect_timeout(config.upstream_connect_timeout)
         .with_limits(config.concurrency)
         .with_credentials(config.service.service_auth.credentials()),
+        search: Upstream::new(
+            "search",
+            registry.as_ref(),
+            config.breaker.clone(),
+            Arc::new(SystemClock),
+            config.upstream_timeout,
+        )
+        .with_connect_timeout(config.upstream_connect_timeout)
+        .with_limits(config.concurrency)
+        .with_credentials(config.service.service_auth.credentials()),
         auth: authenticator.clone(),
         limits: crate::AttemptLimits {
             login: config.login_quota,

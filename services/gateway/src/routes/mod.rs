@@ -3,6 +3,7 @@
 pub mod admin;
 pub(crate) mod auth;
 pub(crate) mod posts;
+pub(crate) mod search;
 pub(crate) mod users;
 pub(crate) mod v2;
 

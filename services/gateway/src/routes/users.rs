@@ -39,7 +39,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/auth/logout", not_allowed("POST"))
             .route("/auth/ticket", web::post().to(super::auth::ticket))
             .route("/auth/ticket", not_allowed("POST"))
-            .configure(super::posts::configure),
+            .configure(super::posts::configure)
+            .configure(super::search::configure),
     );
 }
 
