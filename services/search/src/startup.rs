@@ -161,6 +161,11 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
     Ok(shared
         .host(config.service)
         .grpc_reflection(platform_proto::FILE_DESCRIPTOR_SET)?
+        // The public door asks; operators may too.
+        .grpc_allow(
+            "/search.v1.SearchService/",
+            &["gateway", common::auth::ADMIN_CALLER],
+        )
         .readiness_check(Arc::new(IndexCheck(live)))
         .jobs(jobs, workers, config.admin_token)
         .admin(move |cfg| {
