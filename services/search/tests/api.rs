@@ -19,11 +19,15 @@ const WAIT: Duration = Duration::from_secs(10);
 type Client = SearchServiceClient<InterceptedService<Channel, common::auth::ServiceInterceptor>>;
 
 async fn client(app: &TestApp, caller: &str) -> Client {
-    let channel = Channel::from_shared(app.host.grpc_url())
-        .unwrap()
+    let timeouts = common::clients::Timeouts {
+        connect: Duration::from_secs(5),
+        request: Duration::from_secs(30),
+    };
+    let channel = common::clients::grpc_endpoint(app.host.grpc_url(), timeouts)
+        .expect("a valid URL")
         .connect()
         .await
-        .unwrap();
+        .expect("the gRPC port accepts connections");
     let credentials = ServiceAuthConfig::process_default(caller).credentials();
     SearchServiceClient::with_interceptor(channel, credentials.interceptor("search"))
 }
@@ -53,7 +57,11 @@ async fn searched(client: &mut Client, query: &str, total: u64) -> SearchRespons
     eventually_some(WAIT, &format!("{total} hits for {query:?}"), || {
         let mut client = client.clone();
         async move {
-            let found = client.search(request(query)).await.unwrap().into_inner();
+            let found = client
+                .search(request(query))
+                .await
+                .expect("the search runs")
+                .into_inner();
             (found.total == total).then_some(found)
         }
     })
