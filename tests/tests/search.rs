@@ -112,7 +112,12 @@ async fn bad_queries_are_clear_400s_never_a_backend_error() {
     let platform = Platform::start().await;
     let search_app = platform.start_search(&[]).await;
     let long = "a".repeat(10_000);
+    // A forged cursor (995 hits deep, unsigned): not one this API issued.
+    let deep = e2e::in_process::base64_url(
+        r#"{"s":"x","d":995,"k":{"score":1.0,"created_at_ms":0,"key":"post:1"}}"#,
+    );
     let cases: Vec<(String, &str)> = vec![
+        (format!("q=x&size=10&cursor={deep}"), "invalid_field"),
         ("q=".into(), "invalid_field"),
         ("q=%20%20".into(), "invalid_field"),
         ("q=()%3A*%22".into(), "invalid_field"),

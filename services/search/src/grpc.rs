@@ -86,16 +86,19 @@ impl SearchService for SearchApi {
     ) -> Result<Response<pb::SearchResponse>, Status> {
         let started = Instant::now();
         let req = request.into_inner();
-        let query = SearchQuery::parse(&SearchParams {
-            query: &req.query,
-            kind: &req.kind,
-            tag: &req.tag,
-            author_id: req.author_id,
-            created_from: &req.created_from,
-            created_to: &req.created_to,
-            cursor: &req.cursor,
-            size: req.size,
-        })
+        let query = SearchQuery::parse(
+            &SearchParams {
+                query: &req.query,
+                kind: &req.kind,
+                tag: &req.tag,
+                author_id: req.author_id,
+                created_from: &req.created_from,
+                created_to: &req.created_to,
+                cursor: &req.cursor,
+                size: req.size,
+            },
+            &self.app.cursor_key,
+        )
         .map_err(invalid)?;
         let results = self.app.index.live().search(&query).await;
         self.app.metrics.record("search", started, results.is_ok());
@@ -105,7 +108,10 @@ impl SearchService for SearchApi {
             total: results.total,
             kinds: facets(results.kinds),
             tags: facets(results.tags),
-            next_cursor: results.next.map(|c| c.encode()).unwrap_or_default(),
+            next_cursor: results
+                .next
+                .map(|c| c.encode(&self.app.cursor_key))
+                .unwrap_or_default(),
             took_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
         }))
     }

@@ -34,6 +34,7 @@ pub struct App {
     pub locks: common::lock::Locks,
     pub users: users::Users,
     pub metrics: grpc::QueryMetrics,
+    pub cursor_key: query::CursorKey,
 }
 
 common::service! {

@@ -4,11 +4,14 @@
 //! index splits what it stores (letters and digits, lowercased), so
 //! `title:x AND (` is three words, never a syntax error. Every word may be
 //! misspelt by an edit distance that grows with its length (OpenSearch's
-//! `AUTO`), and the last one is also a prefix (search as you type).
+//! `AUTO`), and the last one is also a prefix, spelt as typed (search as
+//! you type; OpenSearch's `bool_prefix` does not correct a prefix either).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 
 use crate::document::{Kind, MAX_TAG_CHARS};
 
@@ -27,6 +30,10 @@ pub const MAX_CURSOR_BYTES: usize = 2048;
 /// Words longer than this are not indexed (tantivy's default tokenizer
 /// drops them too), so a query word this long matches nothing.
 pub const MAX_TERM_BYTES: usize = 40;
+/// Most indexed words one query word stands for, per field (OpenSearch's
+/// `max_expansions`): 10 words, 2 fields and 2 clauses stay within
+/// OpenSearch's default limit of 1024 clauses.
+pub const MAX_EXPANSIONS: usize = 20;
 /// Suggestions: the default and the most.
 pub const DEFAULT_SUGGESTIONS: usize = 5;
 pub const MAX_SUGGESTIONS: usize = 20;
@@ -69,8 +76,34 @@ pub struct SearchQuery {
     pub after: Option<Cursor>,
 }
 
+/// Signs cursors, so that only one this service issued is read back (a
+/// forged snapshot id or depth is refused as a client's mistake, never
+/// sent to the backend). Replicas that must read each other's cursors
+/// derive it from the same service secret.
+#[derive(Clone)]
+pub struct CursorKey([u8; 32]);
+
+impl CursorKey {
+    pub fn new(material: &[u8]) -> Self {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"search.cursor.v1")
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(material);
+        Self(mac.finalize().into_bytes().into())
+    }
+
+    fn tag(&self, payload: &[u8]) -> [u8; 16] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(payload);
+        let full = mac.finalize().into_bytes();
+        let mut tag = [0; 16];
+        tag.copy_from_slice(&full[..16]);
+        tag
+    }
+}
+
 /// Where the previous page ended: the snapshot it was read from and its
-/// last hit's sort key. Opaque to clients (base64 of JSON).
+/// last hit's sort key. Opaque to clients: base64 of JSON, then a MAC.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Cursor {
     /// The backend's snapshot id (a tantivy searcher's, an OpenSearch
@@ -106,17 +139,28 @@ impl SortKey {
 }
 
 impl Cursor {
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    pub fn encode(&self, key: &CursorKey) -> String {
+        let payload = serde_json::to_vec(self).unwrap_or_default();
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&payload),
+            URL_SAFE_NO_PAD.encode(key.tag(&payload))
+        )
     }
 
-    pub fn decode(text: &str) -> Result<Self, Invalid> {
+    pub fn decode(text: &str, key: &CursorKey) -> Result<Self, Invalid> {
         let bad = || invalid("cursor", "not a cursor this service issued");
         if text.len() > MAX_CURSOR_BYTES {
             return Err(bad());
         }
-        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
-        let cursor: Cursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        let (payload, tag) = text.split_once('.').ok_or_else(bad)?;
+        let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| bad())?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| bad())?;
+        // Constant time: a forger learns nothing from how long it took.
+        if !common::auth::same_secret(&tag, &key.tag(&payload)) {
+            return Err(bad());
+        }
+        let cursor: Cursor = serde_json::from_slice(&payload).map_err(|_| bad())?;
         if !cursor.last.score.is_finite() || cursor.depth > MAX_DEPTH {
             return Err(bad());
         }
@@ -156,7 +200,8 @@ pub struct SearchParams<'a> {
 }
 
 impl SearchQuery {
-    pub fn parse(params: &SearchParams<'_>) -> Result<Self, Invalid> {
+    /// Checks `params`; a cursor must carry `key`'s signature.
+    pub fn parse(params: &SearchParams<'_>, key: &CursorKey) -> Result<Self, Invalid> {
         let (text, terms) = text_terms(params.query)?;
         let kind = match params.kind {
             "" => None,
@@ -190,7 +235,7 @@ impl SearchQuery {
         };
         let after = match params.cursor {
             "" => None,
-            cursor => Some(Cursor::decode(cursor)?),
+            cursor => Some(Cursor::decode(cursor, key)?),
         };
         let depth = after.as_ref().map_or(0, |c| c.depth);
         if depth + size > MAX_DEPTH {
@@ -282,32 +327,19 @@ fn time_bound(field: &'static str, value: &str, bound: Bound) -> Result<Option<i
 /// Whether `word` (lowercased) is what `term` asks for: the term itself,
 /// within its fuzziness, or, for the last term, starting with it.
 pub fn matches(word: &str, term: &str, prefix: bool) -> bool {
-    let distance = usize::from(fuzziness(term));
-    if word == term {
-        return true;
-    }
-    if prefix {
-        // Some prefix of `word` about as long as `term` is within reach.
-        let len = term.chars().count();
-        let cuts: Vec<usize> = word
-            .char_indices()
-            .map(|(at, _)| at)
-            .chain(std::iter::once(word.len()))
-            .collect();
-        return (len.saturating_sub(distance)..=len + distance)
-            .filter_map(|take| cuts.get(take))
-            .any(|&cut| edit_distance(&word[..cut], term, distance));
-    }
-    edit_distance(word, term, distance)
+    word == term
+        || (prefix && word.starts_with(term))
+        || distance(word, term, usize::from(fuzziness(term))).is_some()
 }
 
-/// Whether `a` and `b` are within `max` edits (insertions, deletions,
-/// substitutions and transpositions of neighbours, each costing one).
-fn edit_distance(a: &str, b: &str, max: usize) -> bool {
+/// How many edits apart `a` and `b` are (insertions, deletions,
+/// substitutions and transpositions of neighbours, each costing one), if
+/// no more than `max`.
+pub fn distance(a: &str, b: &str, max: usize) -> Option<usize> {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     if a.len().abs_diff(b.len()) > max {
-        return false;
+        return None;
     }
     // Optimal string alignment over three rows.
     let mut before: Vec<usize> = Vec::new();
@@ -325,11 +357,11 @@ fn edit_distance(a: &str, b: &str, max: usize) -> bool {
             row[j] = best;
         }
         if row.iter().min().is_some_and(|&m| m > max) {
-            return false;
+            return None;
         }
         before = std::mem::replace(&mut previous, row);
     }
-    previous[b.len()] <= max
+    Some(previous[b.len()]).filter(|&d| d <= max)
 }
 
 /// Longest passage of a long field a highlight shows, in characters.
@@ -415,11 +447,18 @@ fn escape_into(out: &mut String, text: &str) {
 mod tests {
     use super::*;
 
+    fn key() -> CursorKey {
+        CursorKey::new(b"test")
+    }
+
     fn parse(query: &str) -> Result<SearchQuery, Invalid> {
-        SearchQuery::parse(&SearchParams {
-            query,
-            ..SearchParams::default()
-        })
+        SearchQuery::parse(
+            &SearchParams {
+                query,
+                ..SearchParams::default()
+            },
+            &key(),
+        )
     }
 
     #[test]
@@ -439,7 +478,8 @@ mod tests {
         assert!(matches("cat", "car", false));
         assert!(!matches("at", "an", false));
         assert!(matches("searching", "sear", true));
-        assert!(matches("searching", "saer", true));
+        // A prefix is taken as typed, as OpenSearch's `bool_prefix` does.
+        assert!(!matches("searching", "saer", true));
         assert!(!matches("searching", "sear", false));
         assert!(!matches("research", "sear", true));
     }
@@ -451,24 +491,39 @@ mod tests {
             kind: "comment",
             ..SearchParams::default()
         };
-        assert_eq!(SearchQuery::parse(&params).unwrap_err().field, "kind");
+        assert_eq!(
+            SearchQuery::parse(&params, &key()).unwrap_err().field,
+            "kind"
+        );
         params.kind = "post";
         params.created_from = "yesterday";
-        assert_eq!(SearchQuery::parse(&params).unwrap_err().field, "from");
+        assert_eq!(
+            SearchQuery::parse(&params, &key()).unwrap_err().field,
+            "from"
+        );
         params.created_from = "2026-12-02";
         params.created_to = "2026-12-01";
-        assert_eq!(SearchQuery::parse(&params).unwrap_err().field, "from");
+        assert_eq!(
+            SearchQuery::parse(&params, &key()).unwrap_err().field,
+            "from"
+        );
         params.created_to = "2026-12-02";
-        let query = SearchQuery::parse(&params).unwrap();
+        let query = SearchQuery::parse(&params, &key()).unwrap();
         assert_eq!(
             query.filters.to_ms.unwrap() - query.filters.from_ms.unwrap(),
             86_399_999
         );
         params.size = 101;
-        assert_eq!(SearchQuery::parse(&params).unwrap_err().field, "size");
+        assert_eq!(
+            SearchQuery::parse(&params, &key()).unwrap_err().field,
+            "size"
+        );
         params.size = 100;
         params.cursor = "not-a-cursor";
-        assert_eq!(SearchQuery::parse(&params).unwrap_err().field, "cursor");
+        assert_eq!(
+            SearchQuery::parse(&params, &key()).unwrap_err().field,
+            "cursor"
+        );
         let deep = Cursor {
             snapshot: "s".into(),
             depth: 950,
@@ -478,14 +533,23 @@ mod tests {
                 key: "post:1".into(),
             },
         }
-        .encode();
+        .encode(&key());
         params.cursor = &deep;
-        let error = SearchQuery::parse(&params).unwrap_err();
+        let error = SearchQuery::parse(&params, &key()).unwrap_err();
         assert_eq!(error.field, "cursor");
         assert!(error.reason.contains("1000"), "{error}");
+        // Signed by another key, or its payload changed: not ours.
+        assert!(Cursor::decode(&deep, &CursorKey::new(b"another")).is_err());
+        let (payload, tag) = deep.split_once('.').unwrap();
+        let forged = format!("{}A.{tag}", &payload[..payload.len() - 1]);
+        assert!(Cursor::decode(&forged, &key()).is_err());
         params.size = 50;
         assert_eq!(
-            SearchQuery::parse(&params).unwrap().after.unwrap().depth,
+            SearchQuery::parse(&params, &key())
+                .unwrap()
+                .after
+                .unwrap()
+                .depth,
             950
         );
     }

@@ -94,6 +94,19 @@ async fn open_index(config: &Config) -> Result<Arc<dyn SearchIndex>, StartError>
     })
 }
 
+/// From the service secret, so every replica reads every replica's
+/// cursors; without one (only a derived key was given), this process's
+/// own.
+fn cursor_key(config: &Config) -> crate::query::CursorKey {
+    let secret = config
+        .service
+        .service_auth
+        .secret
+        .clone()
+        .unwrap_or_else(common::auth::ServiceSecret::random);
+    crate::query::CursorKey::new(secret.key_for("search.cursor").encode().as_bytes())
+}
+
 /// The service's gRPC API, consumer, reindex job and admin route on a
 /// host, not yet bound.
 pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder, StartError> {
@@ -139,6 +152,7 @@ pub async fn build(config: Config, shared: &Shared) -> Result<ServiceHostBuilder
             },
         ),
         metrics: grpc::QueryMetrics::default(),
+        cursor_key: cursor_key(&config),
     });
     let job_app = app.clone();
     let workers = Workers::new().register(

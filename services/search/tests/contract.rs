@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use search::document::{Change, Document, Kind};
 use search::index::{Embedded, IndexError, SearchIndex, SearchResults};
-use search::query::{SearchParams, SearchQuery, SuggestQuery};
+use search::query::{CursorKey, SearchParams, SearchQuery, SuggestQuery};
 use test_support::TempDir;
 
 /// A backend under test and what keeps it alive.
@@ -66,6 +66,10 @@ fn user(id: u64, version: u64, name: &str) -> Change {
     })
 }
 
+fn key() -> CursorKey {
+    CursorKey::new(b"contract")
+}
+
 fn query(text: &str) -> SearchQuery {
     params(SearchParams {
         query: text,
@@ -74,7 +78,7 @@ fn query(text: &str) -> SearchQuery {
 }
 
 fn params(params: SearchParams<'_>) -> SearchQuery {
-    SearchQuery::parse(&params).expect("a valid query")
+    SearchQuery::parse(&params, &key()).expect("a valid query")
 }
 
 async fn search(index: &Arc<dyn SearchIndex>, query: &SearchQuery) -> SearchResults {
@@ -198,7 +202,7 @@ async fn pages_stay_as_the_first_one_ranked_them_while_writes_go_on() {
                 .await
                 .unwrap();
             match page.next {
-                Some(next) => cursor = next.encode(),
+                Some(next) => cursor = next.encode(&key()),
                 None => break,
             }
         }
@@ -465,7 +469,7 @@ async fn a_cursor_past_its_keep_alive_has_expired() {
             }),
         )
         .await;
-        let cursor = first.next.expect("more pages").encode();
+        let cursor = first.next.expect("more pages").encode(&key());
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let again = index
             .search(&params(SearchParams {
@@ -480,4 +484,85 @@ async fn a_cursor_past_its_keep_alive_has_expired() {
             "{name}: {again:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn opensearch_closes_every_point_in_time_no_cursor_names() {
+    let (index, cluster) = support::fake_opensearch::start(Duration::from_secs(60)).await;
+    let docs: Vec<Change> = (1..=5)
+        .map(|i| post(i, 1, "pit", "t", 7, i as i64))
+        .collect();
+    index.apply(&docs).await.unwrap();
+    let one_page = index.search(&query("pit")).await.unwrap();
+    assert!(one_page.next.is_none());
+    assert_eq!(cluster.cluster.open_pits(), 0, "a single page keeps none");
+    let mut cursor = String::new();
+    loop {
+        let page = index
+            .search(&params(SearchParams {
+                query: "pit",
+                size: 2,
+                cursor: &cursor,
+                ..SearchParams::default()
+            }))
+            .await
+            .unwrap();
+        match page.next {
+            Some(next) => {
+                assert_eq!(cluster.cluster.open_pits(), 1, "the cursor's");
+                cursor = next.encode(&key());
+            }
+            None => break,
+        }
+    }
+    assert_eq!(cluster.cluster.open_pits(), 0, "the last page closes it");
+}
+
+#[tokio::test]
+async fn a_failed_publish_never_removes_the_index_the_alias_names() {
+    let (index, cluster) = support::fake_opensearch::start(Duration::from_secs(60)).await;
+    let generation = index.begin_rebuild(3).await.unwrap();
+    generation.publish().await.unwrap();
+    assert_eq!(
+        cluster.cluster.aliased("platform").as_deref(),
+        Some("platform-3")
+    );
+    // As if the publish had failed on its way back: the job abandons it.
+    generation.abandon().await.unwrap();
+    assert_eq!(
+        cluster.cluster.aliased("platform").as_deref(),
+        Some("platform-3")
+    );
+    index
+        .apply(&[post(1, 1, "still", "here", 7, 1)])
+        .await
+        .unwrap();
+    assert_eq!(index.search(&query("still")).await.unwrap().total, 1);
+}
+
+#[tokio::test]
+async fn the_embedded_index_removes_only_its_own_unpublished_generations() {
+    let dir = TempDir::new("search-generations");
+    let root = dir.path().join("index");
+    let index = Embedded::open(&root, Duration::from_secs(60)).unwrap();
+    index.apply(&[post(1, 1, "kept", "t", 7, 1)]).await.unwrap();
+    let unpublished = index.begin_rebuild(7).await.unwrap();
+    unpublished
+        .apply(&[post(2, 1, "lost", "t", 7, 1)])
+        .await
+        .unwrap();
+    drop((unpublished, index));
+    std::fs::create_dir_all(root.join("not-an-index")).unwrap();
+    let index = Embedded::open(&root, Duration::from_secs(60)).unwrap();
+    assert!(
+        !root.join("gen-7").exists(),
+        "a crashed rebuild's generation goes"
+    );
+    assert!(root.join("not-an-index").exists(), "what is not ours stays");
+    assert_eq!(
+        search(&(Arc::new(index) as Arc<dyn SearchIndex>), &query("kept"))
+            .await
+            .total,
+        1
+    );
 }

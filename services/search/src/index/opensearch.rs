@@ -30,7 +30,9 @@ use serde_json::{Value, json};
 
 use super::{Generation, Hit, IndexError, MAX_TAG_FACETS, SearchIndex, SearchResults};
 use crate::document::{Change, Kind};
-use crate::query::{Cursor, MAX_DEPTH, PASSAGE_CHARS, SearchQuery, SortKey, SuggestQuery};
+use crate::query::{
+    Cursor, MAX_DEPTH, MAX_EXPANSIONS, PASSAGE_CHARS, SearchQuery, SortKey, SuggestQuery,
+};
 
 #[derive(Clone, Debug)]
 pub struct OpenSearchSettings {
@@ -54,6 +56,10 @@ fn backend(error: impl std::fmt::Display) -> IndexError {
 pub struct OpenSearch {
     client: opensearch::OpenSearch,
     settings: Arc<OpenSearchSettings>,
+    /// This process's writes, one at a time: the users' and the posts'
+    /// consumers (and a rebuild) would otherwise check authors against
+    /// each other's half-done batches.
+    writing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The body `PUT /<index>` creates an index with: the seed's settings and
@@ -117,13 +123,15 @@ pub fn query_body(query: &SearchQuery) -> Value {
                     "query": query.text,
                     "fields": fields,
                     "type": "most_fields",
-                    "fuzziness": "AUTO"
+                    "fuzziness": "AUTO",
+                    "max_expansions": MAX_EXPANSIONS
                 } },
                 { "multi_match": {
                     "query": query.text,
                     "fields": fields,
                     "type": "bool_prefix",
-                    "fuzziness": "AUTO"
+                    "fuzziness": "AUTO",
+                    "max_expansions": MAX_EXPANSIONS
                 } }
             ],
             "minimum_should_match": 1,
@@ -229,6 +237,7 @@ impl OpenSearch {
         Ok(Self {
             client: opensearch::OpenSearch::new(transport.build().map_err(backend)?),
             settings: Arc::new(settings),
+            writing: Arc::default(),
         })
     }
 
@@ -330,6 +339,7 @@ impl OpenSearch {
 
     /// The versioned write into `target` (the alias, or a generation).
     async fn write(&self, target: &str, changes: &[Change]) -> Result<(), IndexError> {
+        let _one_at_a_time = self.writing.lock().await;
         let mut keys: Vec<String> = Vec::new();
         let mut wanted = HashSet::new();
         for change in changes {
@@ -348,6 +358,7 @@ impl OpenSearch {
         let mut state = self.stored(target, keys).await?;
         let mut lines: Vec<JsonBody<Value>> = Vec::new();
         let mut gone_authors = Vec::new();
+        let mut post_authors: Vec<String> = Vec::new();
         for change in changes {
             let key = change.key();
             let current = state.get(&key).copied();
@@ -364,6 +375,9 @@ impl OpenSearch {
                         .created_at_ms
                         .or(current.filter(|c| !c.deleted).map(|c| c.created_at_ms))
                         .unwrap_or_else(common::jobs::now_ms);
+                    if doc.kind == Kind::Post && !post_authors.contains(&author) {
+                        post_authors.push(author);
+                    }
                     (
                         source(doc, created_at_ms),
                         Stored {
@@ -419,6 +433,21 @@ impl OpenSearch {
                 }
             }
         }
+        // An author deleted (by another replica) between the read above and
+        // the write: their posts go now. A deletion after this read runs
+        // its own delete, which sees these posts (the bulk waited for a
+        // refresh).
+        if !post_authors.is_empty() {
+            let authors = self.stored(target, post_authors).await?;
+            for (key, author) in authors {
+                if author.deleted
+                    && let Some(id) = key.strip_prefix("user:").and_then(|n| n.parse().ok())
+                    && !gone_authors.contains(&id)
+                {
+                    gone_authors.push(id);
+                }
+            }
+        }
         for author in gone_authors {
             let response = self
                 .client
@@ -439,6 +468,25 @@ impl OpenSearch {
 
     fn keep_alive(&self) -> String {
         format!("{}s", self.settings.keep_alive.as_secs().max(1))
+    }
+
+    /// Frees a point in time no cursor names (a cluster holds a bounded
+    /// number); a failure only leaves it to its keep-alive.
+    async fn close_pit(&self, pit: &str) {
+        let closed = self
+            .client
+            .delete_pit()
+            .body(json!({ "pit_id": [pit] }))
+            .send()
+            .await;
+        if let Err(error) = closed.map_err(backend).and_then(|r| {
+            r.status_code()
+                .is_success()
+                .then_some(())
+                .ok_or_else(|| backend(r.status_code()))
+        }) {
+            tracing::debug!(%error, "cannot close a point in time");
+        }
     }
 
     async fn open_pit(&self) -> Result<String, IndexError> {
@@ -525,11 +573,19 @@ impl SearchIndex for OpenSearch {
         let response = self
             .client
             .search(SearchParts::None)
+            // A page missing a shard's hits would be a page with holes.
+            .allow_partial_search_results(false)
             .body(search_body(query, &pit, &keep_alive))
             .send()
             .await
             .map_err(backend)?;
-        if query.after.is_some() && response.status_code() == StatusCode::NOT_FOUND {
+        // The point in time is gone (expired, or its node restarted).
+        if query.after.is_some()
+            && matches!(
+                response.status_code(),
+                StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST
+            )
+        {
             return Err(IndexError::CursorExpired);
         }
         let body = json_of(response).await?;
@@ -549,13 +605,18 @@ impl SearchIndex for OpenSearch {
             {
                 Some(Cursor {
                     // The cluster may hand back a new id for the same point.
-                    snapshot: body["pit_id"].as_str().map_or(pit, str::to_owned),
+                    snapshot: body["pit_id"]
+                        .as_str()
+                        .map_or_else(|| pit.clone(), str::to_owned),
                     depth,
                     last,
                 })
             }
             _ => None,
         };
+        if next.is_none() {
+            self.close_pit(&pit).await;
+        }
         Ok(SearchResults {
             hits,
             total,
@@ -577,7 +638,8 @@ impl SearchIndex for OpenSearch {
                         "query": query.text,
                         "fields": ["title"],
                         "type": "bool_prefix",
-                        "fuzziness": "AUTO"
+                        "fuzziness": "AUTO",
+                        "max_expansions": MAX_EXPANSIONS
                     } }],
                     "must_not": [{ "term": { "deleted": true } }]
                 } }
@@ -711,6 +773,11 @@ impl Generation for OpenSearchGeneration {
     }
 
     async fn abandon(&self) -> Result<(), IndexError> {
+        // A publish that failed on its way back may have moved the alias:
+        // the index it names is never removed.
+        if self.index.aliased().await?.0 == self.name {
+            return Ok(());
+        }
         let response = self
             .index
             .client

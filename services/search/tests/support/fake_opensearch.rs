@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use search::document::{Change, Document, Kind};
 use search::index::{Embedded, OpenSearch, OpenSearchSettings, SearchIndex};
-use search::query::{Cursor, SearchParams, SearchQuery, SortKey, SuggestQuery};
+use search::query::{Cursor, CursorKey, SearchParams, SearchQuery, SortKey, SuggestQuery};
 use test_support::TempDir;
 
 pub const ALIAS: &str = "platform";
@@ -136,6 +136,16 @@ const FIELDS: [&str; 9] = [
 ];
 
 impl Cluster {
+    /// Points in time not yet closed.
+    pub fn open_pits(&self) -> usize {
+        self.pits.lock().unwrap().len()
+    }
+
+    /// The index behind `alias`.
+    pub fn aliased(&self, alias: &str) -> Option<String> {
+        self.aliases.lock().unwrap().get(alias).cloned()
+    }
+
     fn resolve(&self, target: &str) -> Option<String> {
         if let Some(index) = self.aliases.lock().unwrap().get(target) {
             return Some(index.clone());
@@ -371,8 +381,8 @@ impl Cluster {
             .ok_or("no multi_match query")?
             .to_owned();
         let expected_should = json!([
-            { "multi_match": { "query": text, "fields": fields, "type": "most_fields", "fuzziness": "AUTO" } },
-            { "multi_match": { "query": text, "fields": fields, "type": "bool_prefix", "fuzziness": "AUTO" } }
+            { "multi_match": { "query": text, "fields": fields, "type": "most_fields", "fuzziness": "AUTO", "max_expansions": 20 } },
+            { "multi_match": { "query": text, "fields": fields, "type": "bool_prefix", "fuzziness": "AUTO", "max_expansions": 20 } }
         ]);
         if query["should"] != expected_should || query["minimum_should_match"] != 1 {
             return Err(format!("not the seed's query: {query}"));
@@ -496,7 +506,8 @@ impl Cluster {
         };
         params.query = Box::leak(text.into_boxed_str());
         params.size = size as u32;
-        let mut query = SearchQuery::parse(&params).expect("a query the client built");
+        let mut query = SearchQuery::parse(&params, &CursorKey::new(b"fake"))
+            .expect("a query the client built");
         query.after = after;
         let engine = self.engine(&index);
         let results = match engine.search(&query).await {
@@ -568,6 +579,7 @@ impl Cluster {
         if must["fields"] != json!(["title"])
             || must["type"] != "bool_prefix"
             || must["fuzziness"] != "AUTO"
+            || must["max_expansions"] != 20
             || body["_source"] != json!(["title"])
             || body["query"]["bool"]["must_not"] != json!([{ "term": { "deleted": true } }])
         {
@@ -700,7 +712,24 @@ async fn handle(cluster: web::Data<Cluster>, req: HttpRequest, body: web::Bytes)
                 "creation_time": 0
             }))
         }
-        ("POST" | "GET", ["_search"]) => cluster.search(&json_body()).await,
+        ("DELETE", ["_search", "point_in_time"]) => {
+            let Some(ids) = json_body()["pit_id"].as_array().cloned() else {
+                return bad("DELETE point_in_time takes {\"pit_id\": [...]}");
+            };
+            let mut pits = cluster.pits.lock().unwrap();
+            let freed: Vec<Value> = ids
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|id| json!({ "pit_id": id, "successful": pits.remove(id).is_some() }))
+                .collect();
+            HttpResponse::Ok().json(json!({ "pits": freed }))
+        }
+        ("POST" | "GET", ["_search"]) => {
+            if param(&req, "allow_partial_search_results") != Some("false") {
+                return bad("a page must not miss a shard's hits");
+            }
+            cluster.search(&json_body()).await
+        }
         ("POST" | "GET", [target, "_search"]) => cluster.suggest(target, &json_body()).await,
         _ => error(
             StatusCode::BAD_REQUEST,

@@ -5,11 +5,12 @@
 //! tantivy's own fuzzy query scores every match alike; OpenSearch instead
 //! expands a fuzzy word into the indexed words within reach and scores
 //! each by BM25. This does the same: each query word becomes the words of
-//! the term dictionary its Levenshtein automaton accepts (at most
-//! [`MAX_EXPANSIONS`], as OpenSearch's `max_expansions`), an exact match
-//! weighing more than a near one.
+//! the term dictionary its Levenshtein automaton accepts — the closest
+//! [`MAX_EXPANSIONS`] of them, as OpenSearch's `max_expansions` — and the
+//! last word also the words it begins (as typed, like `bool_prefix`), an
+//! exact match weighing more than a near one.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::ops::Bound;
 
 use tantivy::query::{
@@ -19,17 +20,19 @@ use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{Searcher, Term};
 
 use super::schema::{Fields, kind_code};
-use crate::query::{Filters, MAX_TERM_BYTES, fuzziness};
+use crate::query::{Filters, MAX_EXPANSIONS, MAX_TERM_BYTES, distance, fuzziness};
 
-/// Most indexed words one query word stands for, per field.
-pub const MAX_EXPANSIONS: usize = 50;
 /// Weight of a near (misspelt or prefix) match beside an exact one.
 const NEAR: f32 = 0.6;
 /// The seed's boost of the title over the content.
 const TITLE_BOOST: f32 = 2.0;
+/// Candidates read from the dictionary per word before the closest are
+/// kept: bounds the work a short prefix (`a`) can cause.
+const MAX_CANDIDATES: usize = 2_000;
 
 /// The words of the index within reach of `term` in `field`, across the
-/// searcher's segments; the exact word (if indexed) first.
+/// searcher's segments, closest first (then most frequent), the exact word
+/// (if indexed) always among them.
 fn expand(
     searcher: &Searcher,
     field: Field,
@@ -39,29 +42,61 @@ fn expand(
     if term.len() > MAX_TERM_BYTES {
         return Ok(Vec::new());
     }
-    let distance = fuzziness(term);
-    let fuzzy = if prefix {
-        FuzzyTermQuery::new_prefix(Term::from_field_text(field, term), distance, true)
-    } else {
-        FuzzyTermQuery::new(Term::from_field_text(field, term), distance, true)
+    let allowed = fuzziness(term);
+    let fuzzy =
+        FuzzyTermQuery::new(Term::from_field_text(field, term), allowed, true).automaton()?;
+    // word → (edits, documents holding it).
+    let mut found: HashMap<String, (usize, u64)> = HashMap::new();
+    let mut note = |word: &[u8], docs: u32, edits: usize| {
+        if let Ok(word) = std::str::from_utf8(word) {
+            let entry = found.entry(word.to_owned()).or_insert((edits, 0));
+            entry.0 = entry.0.min(edits);
+            entry.1 += u64::from(docs);
+        }
     };
-    let mut words: BTreeSet<String> = BTreeSet::new();
     for segment in searcher.segment_readers() {
         let inverted = segment.inverted_index(field)?;
-        let mut stream = inverted.terms().search(fuzzy.automaton()?).into_stream()?;
-        while stream.advance() && words.len() < MAX_EXPANSIONS {
-            if let Ok(word) = std::str::from_utf8(stream.key()) {
-                words.insert(word.to_owned());
+        let terms = inverted.terms();
+        let mut stream = terms.search(&fuzzy).into_stream()?;
+        let mut read = 0;
+        while read < MAX_CANDIDATES && stream.advance() {
+            read += 1;
+            let edits = std::str::from_utf8(stream.key())
+                .ok()
+                .and_then(|w| distance(w, term, usize::from(allowed)))
+                .unwrap_or(usize::from(allowed));
+            note(stream.key(), stream.value().doc_freq, edits);
+        }
+        if prefix {
+            // Words that begin with the term, in dictionary order from it.
+            let mut stream = terms.range().ge(term.as_bytes()).into_stream()?;
+            let mut read = 0;
+            while read < MAX_CANDIDATES && stream.advance() {
+                if !stream.key().starts_with(term.as_bytes()) {
+                    break;
+                }
+                read += 1;
+                // A completion counts as one edit: the exact word first.
+                let edits = usize::from(stream.key() != term.as_bytes());
+                note(stream.key(), stream.value().doc_freq, edits);
             }
         }
     }
-    let exact = words.remove(term);
-    let mut expanded: Vec<(String, bool)> = Vec::with_capacity(words.len() + 1);
-    if exact {
-        expanded.push((term.to_owned(), true));
-    }
-    expanded.extend(words.into_iter().map(|w| (w, false)));
-    Ok(expanded)
+    let mut ranked: Vec<(String, (usize, u64))> = found.into_iter().collect();
+    ranked.sort_by(|a, b| {
+        a.1.0
+            .cmp(&b.1.0)
+            .then(b.1.1.cmp(&a.1.1))
+            .then(a.0.cmp(&b.0))
+    });
+    ranked.truncate(MAX_EXPANSIONS);
+    Ok(ranked
+        .into_iter()
+        .map(|(word, _)| {
+            let exact = word == term;
+            (word, exact)
+        })
+        .collect())
 }
 
 /// Matches any query word in `fields` (with their boosts), scored by BM25

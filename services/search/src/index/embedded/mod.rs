@@ -75,8 +75,31 @@ impl Engine {
     }
 
     /// The versioned write (module docs of [`crate::index`]); blocking.
+    /// One writer at a time, and the reader is reloaded before the next
+    /// one starts: each write checks versions against every commit before
+    /// it (the users' and the posts' consumers, and a rebuild's replay,
+    /// write at once).
     fn apply(&self, changes: &[Change]) -> Result<(), IndexError> {
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let written = self.write(&mut writer, changes).and_then(|written| {
+            if written {
+                writer.commit().map_err(backend)?;
+                self.reader.reload().map_err(backend)?;
+            }
+            Ok(())
+        });
+        if written.is_err() {
+            // Nothing of a failed batch may ride along with the next
+            // commit (a delete without the tombstone that follows it).
+            if let Err(error) = writer.rollback() {
+                tracing::warn!(%error, "cannot roll a failed index write back");
+            }
+        }
+        written
+    }
+
+    /// Queues `changes` in `writer`; whether anything was.
+    fn write(&self, writer: &mut IndexWriter, changes: &[Change]) -> Result<bool, IndexError> {
         let searcher = self.reader.searcher();
         let f = &self.fields;
         // What this batch has written so far, ahead of the committed index.
@@ -148,12 +171,7 @@ impl Engine {
                 }
             }
         }
-        if written.is_empty() {
-            return Ok(());
-        }
-        writer.commit().map_err(backend)?;
-        drop(writer);
-        self.reader.reload().map_err(backend)
+        Ok(!written.is_empty())
     }
 
     fn snapshot_id(&self, searcher: &Searcher) -> String {
@@ -193,6 +211,9 @@ impl Inner {
     fn keep(&self, id: String, searcher: &Searcher) {
         let mut snapshots = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
+        // Expired ones go first: each pins segments (and, after a publish,
+        // a whole old generation) on disk.
+        snapshots.retain(|_, (_, used)| now.duration_since(*used) < self.keep_alive);
         if !snapshots.contains_key(&id) && snapshots.len() >= MAX_SNAPSHOTS {
             let oldest = snapshots
                 .iter()
@@ -241,7 +262,12 @@ impl Inner {
             Some(last)
                 if hits.len() == query.size && (depth as u64) < page.total && depth < MAX_DEPTH =>
             {
-                let snapshot = engine.snapshot_id(&searcher);
+                // A cursor's snapshot keeps its id, whichever generation
+                // is current by now.
+                let snapshot = match &query.after {
+                    Some(cursor) => cursor.snapshot.clone(),
+                    None => engine.snapshot_id(&searcher),
+                };
                 self.keep(snapshot.clone(), &searcher);
                 Some(Cursor {
                     snapshot,
@@ -325,7 +351,14 @@ impl Embedded {
         let current = generation_dir(&root, fencing);
         for entry in std::fs::read_dir(&root).map_err(backend)?.flatten() {
             let path = entry.path();
-            if path.is_dir() && path != current {
+            let generation = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.strip_prefix("gen-"))
+                .is_some_and(|n| n.parse::<u64>().is_ok());
+            // Only this index's own generations: whatever else shares the
+            // directory is not ours to remove.
+            if generation && path.is_dir() && path != current {
                 tracing::info!(dir = %path.display(), "removing an unpublished index generation");
                 if let Err(error) = std::fs::remove_dir_all(&path) {
                     tracing::warn!(%error, dir = %path.display(), "cannot remove an old generation");
@@ -366,7 +399,18 @@ fn write_current(root: &Path, fencing: u64) -> std::io::Result<()> {
     file.write_all(format!("gen-{fencing}\n").as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&temporary, root.join(CURRENT))?;
-    std::fs::File::open(root)?.sync_all()
+    // Once renamed it is done: a failed directory fsync only means a crash
+    // now might bring the old one back, which is still a whole index.
+    if let Err(error) = std::fs::File::open(root).and_then(|dir| dir.sync_all()) {
+        tracing::warn!(%error, "cannot make the new CURRENT durable yet");
+    }
+    Ok(())
+}
+
+/// The generation `CURRENT` names, if it can be read.
+fn named_current(root: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(root.join(CURRENT)).ok()?;
+    Some(root.join(text.trim()))
 }
 
 #[async_trait]
@@ -471,13 +515,15 @@ impl Generation for EmbeddedGeneration {
 
     async fn abandon(&self) -> Result<(), IndexError> {
         let dir = self.engine.dir.clone();
-        let current = self.index.inner.engine().dir.clone();
-        if dir == current {
-            return Ok(());
-        }
-        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir))
-            .await
-            .map_err(backend)?
-            .map_err(backend)
+        let inner = self.index.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            // Never the generation searched, nor the one `CURRENT` names.
+            if dir == inner.engine().dir || named_current(&inner.root).is_some_and(|c| c == dir) {
+                return Ok(());
+            }
+            std::fs::remove_dir_all(dir).map_err(backend)
+        })
+        .await
+        .map_err(backend)?
     }
 }
