@@ -5,6 +5,8 @@
 //!   misspelt pair, tab, the pair spelt right) for both engines.
 //! - `index DIR DOCS`: the embedded index at DIR from DOCS, in the
 //!   consumer's batches; documents per second.
+//! - `optimize DIR`: merges the index into one segment, as a rebuild does
+//!   before it publishes.
 //! - `query DIR QUERIES SECONDS`: one caller running the queries in turn
 //!   (typo tolerance on, facets, highlights, total) for SECONDS;
 //!   throughput and latency.
@@ -144,9 +146,23 @@ async fn index(dir: &str, docs: &str) -> Result<(), Error> {
     }
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "indexed {} docs in {seconds:.1}s: {:.0} docs/s",
+        "indexed {} docs in {seconds:.1}s: {:.0} docs/s ({} segments)",
         changes.len(),
-        changes.len() as f64 / seconds
+        changes.len() as f64 / seconds,
+        index.segments()
+    );
+    Ok(())
+}
+
+async fn optimize(dir: &str) -> Result<(), Error> {
+    let index = Embedded::open(dir, Duration::from_secs(60))?;
+    let before = index.segments();
+    let started = Instant::now();
+    index.optimize().await?;
+    println!(
+        "merged {before} segments into {} in {:.1}s",
+        index.segments(),
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }
@@ -316,6 +332,7 @@ async fn main() -> Result<(), Error> {
     match arg(1).as_str() {
         "generate" => generate(arg(2).parse()?, &arg(3), &arg(4)),
         "index" => index(&arg(2), &arg(3)).await,
+        "optimize" => optimize(&arg(2)).await,
         "query" => query(&arg(2), &arg(3), arg(4).parse()?).await,
         "lag" => lag(&arg(2), &arg(3), arg(4).parse()?, arg(5).parse()?).await,
         _ => Err("usage: search-load generate|index|query|lag ...".into()),

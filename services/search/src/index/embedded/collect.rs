@@ -188,12 +188,23 @@ impl SegmentCollector for RankedSegment {
     fn harvest(self) -> Page {
         let mut tags = HashMap::new();
         if let Some(column) = &self.tags {
-            let mut text = String::new();
-            for (ord, &count) in self.tag_counts.iter().enumerate() {
-                text.clear();
-                if count > 0 && column.ord_to_str(ord as u64, &mut text).unwrap_or(false) {
-                    tags.insert(text.clone(), count);
+            // Only the tags that matched, read in one pass over the
+            // dictionary (looking each up alone costs a block scan each).
+            let (ords, counts): (Vec<u64>, Vec<u64>) = self
+                .tag_counts
+                .iter()
+                .enumerate()
+                .filter(|(_, count)| **count > 0)
+                .map(|(ord, count)| (ord as u64, *count))
+                .unzip();
+            let mut counts = counts.into_iter();
+            let read = column.dictionary().sorted_ords_to_term_cb(&ords, |bytes| {
+                if let (Ok(tag), Some(count)) = (std::str::from_utf8(bytes), counts.next()) {
+                    tags.insert(tag.to_owned(), count);
                 }
+            });
+            if let Err(error) = read {
+                tracing::warn!(%error, "cannot read the tags of a segment");
             }
         }
         let mut kinds = HashMap::new();

@@ -48,6 +48,7 @@ fn backend(error: impl std::fmt::Display) -> IndexError {
 struct Engine {
     fencing: u64,
     dir: PathBuf,
+    index: tantivy::Index,
     fields: Fields,
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
@@ -59,7 +60,7 @@ impl Engine {
         let (schema, fields) = Fields::schema();
         let directory = MmapDirectory::open(dir).map_err(backend)?;
         let index = tantivy::Index::open_or_create(directory, schema).map_err(backend)?;
-        let writer = index.writer(WRITER_MEMORY).map_err(backend)?;
+        let writer: IndexWriter = index.writer(WRITER_MEMORY).map_err(backend)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -68,6 +69,7 @@ impl Engine {
         Ok(Self {
             fencing,
             dir: dir.to_owned(),
+            index,
             fields,
             reader,
             writer: Mutex::new(writer),
@@ -172,6 +174,17 @@ impl Engine {
             }
         }
         Ok(!written.is_empty())
+    }
+
+    /// Merges every segment into one, as a bulk load (a rebuild) ends:
+    /// searches then expand each word once. Blocking.
+    fn optimize(&self) -> Result<(), IndexError> {
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let segments = self.index.searchable_segment_ids().map_err(backend)?;
+        if segments.len() > 1 {
+            writer.merge(&segments).wait().map_err(backend)?;
+        }
+        self.reader.reload().map_err(backend)
     }
 
     fn snapshot_id(&self, searcher: &Searcher) -> String {
@@ -376,6 +389,17 @@ impl Embedded {
         })
     }
 
+    /// Merges the index into one segment (what a rebuild does before it
+    /// publishes); for a bulk load outside a rebuild.
+    pub async fn optimize(&self) -> Result<(), IndexError> {
+        self.blocking(|inner| inner.engine().optimize()).await
+    }
+
+    /// Segments searched now.
+    pub fn segments(&self) -> usize {
+        self.inner.engine().reader.searcher().segment_readers().len()
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         run: impl FnOnce(&Inner) -> Result<T, IndexError> + Send + 'static,
@@ -493,6 +517,7 @@ impl Generation for EmbeddedGeneration {
         let engine = self.engine.clone();
         self.index
             .blocking(move |inner| {
+                engine.optimize()?;
                 let mut current = inner.current.write().unwrap_or_else(|p| p.into_inner());
                 if current.fencing >= engine.fencing {
                     return Err(IndexError::Fenced {
