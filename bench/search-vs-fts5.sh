@@ -77,5 +77,6 @@ pids+=("$search_pid")
 wait_port 18351; wait_port 18361
 echo "== index lag: $RATE posts/s for ${LAG_SECONDS}s into the $DOCS-post index"
 "$bin/search-load" lag http://127.0.0.1:18351 http://127.0.0.1:18361 "$RATE" "$LAG_SECONDS"
+curl -s http://127.0.0.1:18362/metrics | python3 bench/search-fts5/lag_histogram.py
 echo "search service peak RSS: $(grep VmHWM /proc/$search_pid/status | awk '{print $2, $3}')"
 fi

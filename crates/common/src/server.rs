@@ -687,6 +687,10 @@ pub async fn serve(
     build: impl Future<Output = anyhow::Result<ServiceHost>>,
 ) -> anyhow::Result<()> {
     let guard = crate::telemetry::init(telemetry)?;
+    // Before the service is built: a metric handle made while building (a
+    // counter kept in a struct) is bound to the recorder installed then,
+    // and one made before any is installed records nothing, ever.
+    crate::metrics::install()?;
     let result = async {
         let host = build.await?;
         host.run_until_stopped(crate::shutdown::token_on_signal().cancelled_owned())

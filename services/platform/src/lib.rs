@@ -123,6 +123,12 @@ pub struct Platform {
 
 impl Platform {
     pub async fn build(config: PlatformConfig) -> Result<Self, PlatformError> {
+        // Before any service is built: handles made while building are
+        // bound to the recorder installed then (see `common::server::serve`).
+        common::metrics::install().map_err(|e| PlatformError::Service {
+            service: "platform",
+            source: e.into(),
+        })?;
         // One registry for everyone when discovery is static; its
         // configured list seeds it (services add themselves on start).
         // (A service whose own configuration names Consul or Kafka still

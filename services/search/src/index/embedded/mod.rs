@@ -397,7 +397,12 @@ impl Embedded {
 
     /// Segments searched now.
     pub fn segments(&self) -> usize {
-        self.inner.engine().reader.searcher().segment_readers().len()
+        self.inner
+            .engine()
+            .reader
+            .searcher()
+            .segment_readers()
+            .len()
     }
 
     async fn blocking<T: Send + 'static>(
