@@ -133,29 +133,28 @@ impl SearchService for SearchApi {
     }
 }
 
-/// Query latency by operation and outcome, with the handles built once.
+/// Query latency by operation and outcome, the handles built once, on
+/// first use: a handle made before the process's recorder is installed
+/// (while the service is being built, in a test) would record nothing.
+#[derive(Default)]
 pub struct QueryMetrics {
-    search: [metrics::Histogram; 2],
-    suggest: [metrics::Histogram; 2],
-}
-
-impl Default for QueryMetrics {
-    fn default() -> Self {
-        let histogram = |op: &'static str, outcome: &'static str| metrics::histogram!("search_query_duration_seconds", "op" => op, "outcome" => outcome);
-        Self {
-            search: [histogram("search", "ok"), histogram("search", "error")],
-            suggest: [histogram("suggest", "ok"), histogram("suggest", "error")],
-        }
-    }
+    handles: std::sync::OnceLock<[metrics::Histogram; 4]>,
 }
 
 impl QueryMetrics {
     fn record(&self, op: &str, started: Instant, ok: bool) {
-        let handles = if op == "search" {
-            &self.search
-        } else {
-            &self.suggest
-        };
-        handles[usize::from(!ok)].record(started.elapsed().as_secs_f64());
+        let handles = self.handles.get_or_init(|| {
+            let histogram = |op: &'static str, outcome: &'static str| {
+                metrics::histogram!("search_query_duration_seconds", "op" => op, "outcome" => outcome)
+            };
+            [
+                histogram("search", "ok"),
+                histogram("search", "error"),
+                histogram("suggest", "ok"),
+                histogram("suggest", "error"),
+            ]
+        });
+        let at = usize::from(op != "search") * 2 + usize::from(!ok);
+        handles[at].record(started.elapsed().as_secs_f64());
     }
 }
