@@ -40,6 +40,8 @@ pub struct Config {
     pub opensearch_timeout: Duration,
     /// How long a cursor's snapshot lives unused.
     pub cursor_keep_alive: Duration,
+    /// The least time between two merges of a fragmented embedded index.
+    pub compact_every: Duration,
     /// Kafka when `KAFKA_BROKERS` is set, otherwise the in-process bus.
     pub events: EventBusConfig,
     pub consumer_group: String,
@@ -109,6 +111,10 @@ impl Config {
             replicas: env.get("INDEX_REPLICAS", 2)?,
             opensearch_timeout: env.get("OPENSEARCH_TIMEOUT", Duration::from_secs(5))?,
             cursor_keep_alive: env.get("CURSOR_KEEP_ALIVE", Duration::from_secs(60))?,
+            compact_every: env.get(
+                "COMPACT_EVERY",
+                crate::index::embedded::DEFAULT_COMPACT_EVERY,
+            )?,
             events: EventBusConfig::from_env(env)?,
             consumer_group: env.get("CONSUMER_GROUP", "search".to_owned())?,
             batch_size,

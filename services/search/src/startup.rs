@@ -71,9 +71,12 @@ async fn open_index(config: &Config) -> Result<Arc<dyn SearchIndex>, StartError>
         IndexBackend::Embedded(dir) => {
             let dir = dir.clone();
             let keep_alive = config.cursor_keep_alive;
-            let embedded = tokio::task::spawn_blocking(move || Embedded::open(dir, keep_alive))
-                .await
-                .map_err(|e| IndexError::Backend(e.to_string()))??;
+            let compact_every = config.compact_every;
+            let embedded = tokio::task::spawn_blocking(move || {
+                Embedded::open_with(dir, keep_alive, compact_every)
+            })
+            .await
+            .map_err(|e| IndexError::Backend(e.to_string()))??;
             Arc::new(embedded)
         }
         IndexBackend::OpenSearch(url) => {

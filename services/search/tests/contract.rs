@@ -566,3 +566,37 @@ async fn the_embedded_index_removes_only_its_own_unpublished_generations() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_fragmented_embedded_index_is_merged_in_the_background_at_most_once_an_interval() {
+    let dir = TempDir::new("search-compaction");
+    let open = |name: &str, every| {
+        Embedded::open_with(dir.path().join(name), Duration::from_secs(60), every).unwrap()
+    };
+    let (often, rarely) = (
+        open("often", Duration::ZERO),
+        open("rarely", Duration::from_secs(3600)),
+    );
+    for index in [&often, &rarely] {
+        for i in 0..40u64 {
+            index
+                .apply(&[post(i + 1, 1, "fragment", "t", 7, i as i64)])
+                .await
+                .unwrap();
+        }
+    }
+    // Asked for once more than 4 segments are searched, then again only
+    // after the interval.
+    assert!(often.compactions() >= 2, "{}", often.compactions());
+    assert_eq!(rarely.compactions(), 1);
+    test_support::eventually(Duration::from_secs(10), "the merges finish", || async {
+        often.segments() <= 5
+    })
+    .await;
+    let all = search(
+        &(Arc::new(often) as Arc<dyn SearchIndex>),
+        &query("fragment"),
+    )
+    .await;
+    assert_eq!(all.total, 40);
+}

@@ -10,7 +10,7 @@
 //! same index. A rebuild writes a new generation no search sees until it
 //! is published, atomically and only by the newest lock holder.
 
-mod embedded;
+pub mod embedded;
 mod opensearch;
 
 use std::collections::BTreeMap;

@@ -39,6 +39,13 @@ const WRITER_MEMORY: usize = 50_000_000;
 /// once; the least recently used goes first.
 const MAX_SNAPSHOTS: usize = 256;
 const CURRENT: &str = "CURRENT";
+/// Segments beyond which a write asks for a merge of them all.
+const COMPACT_ABOVE: usize = 4;
+/// The least time between two such merges, by default: a search expands
+/// each word once per segment, so a live index fed one commit per batch
+/// (tantivy keeps up to 8 segments per level) searches several times
+/// slower than a merged one; merging 100 000 posts takes about a second.
+pub const DEFAULT_COMPACT_EVERY: Duration = Duration::from_secs(300);
 
 fn backend(error: impl std::fmt::Display) -> IndexError {
     IndexError::Backend(error.to_string())
@@ -52,10 +59,13 @@ struct Engine {
     fields: Fields,
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
+    compact_every: Duration,
+    compacted: Mutex<Option<Instant>>,
+    compactions: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
-    fn open(dir: &Path, fencing: u64) -> Result<Self, IndexError> {
+    fn open(dir: &Path, fencing: u64, compact_every: Duration) -> Result<Self, IndexError> {
         std::fs::create_dir_all(dir).map_err(backend)?;
         let (schema, fields) = Fields::schema();
         let directory = MmapDirectory::open(dir).map_err(backend)?;
@@ -73,6 +83,9 @@ impl Engine {
             fields,
             reader,
             writer: Mutex::new(writer),
+            compact_every,
+            compacted: Mutex::new(None),
+            compactions: Default::default(),
         })
     }
 
@@ -87,6 +100,7 @@ impl Engine {
             if written {
                 writer.commit().map_err(backend)?;
                 self.reader.reload().map_err(backend)?;
+                self.compact(&mut writer);
             }
             Ok(())
         });
@@ -176,6 +190,29 @@ impl Engine {
         Ok(!written.is_empty())
     }
 
+    /// Asks, in the background, for every segment to be merged into one
+    /// when there are many and the last such merge is old enough. Writes
+    /// go on meanwhile; the merged segment replaces the others once done.
+    fn compact(&self, writer: &mut IndexWriter) {
+        if self.reader.searcher().segment_readers().len() <= COMPACT_ABOVE {
+            return;
+        }
+        let mut compacted = self.compacted.lock().unwrap_or_else(|p| p.into_inner());
+        if compacted.is_some_and(|at| at.elapsed() < self.compact_every) {
+            return;
+        }
+        *compacted = Some(Instant::now());
+        self.compactions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("search_compactions_total").increment(1);
+        match self.index.searchable_segment_ids() {
+            // Not waited for; one the merge policy is already merging
+            // makes this one fail, and the next interval tries again.
+            Ok(segments) => drop(writer.merge(&segments)),
+            Err(error) => tracing::warn!(%error, "cannot list the segments to merge"),
+        }
+    }
+
     /// Merges every segment into one, as a bulk load (a rebuild) ends:
     /// searches then expand each word once. Blocking.
     fn optimize(&self) -> Result<(), IndexError> {
@@ -200,6 +237,7 @@ struct Inner {
     root: PathBuf,
     current: RwLock<Arc<Engine>>,
     keep_alive: Duration,
+    compact_every: Duration,
     snapshots: Mutex<HashMap<String, (Searcher, Instant)>>,
 }
 
@@ -347,6 +385,16 @@ impl Embedded {
     /// Opens (or creates) the index under `root`, removing generations a
     /// rebuild left unpublished.
     pub fn open(root: impl Into<PathBuf>, keep_alive: Duration) -> Result<Self, IndexError> {
+        Self::open_with(root, keep_alive, DEFAULT_COMPACT_EVERY)
+    }
+
+    /// As [`Embedded::open`], merging a fragmented index at most once per
+    /// `compact_every`.
+    pub fn open_with(
+        root: impl Into<PathBuf>,
+        keep_alive: Duration,
+        compact_every: Duration,
+    ) -> Result<Self, IndexError> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(backend)?;
         let fencing = match std::fs::read_to_string(root.join(CURRENT)) {
@@ -378,12 +426,13 @@ impl Embedded {
                 }
             }
         }
-        let engine = Engine::open(&current, fencing)?;
+        let engine = Engine::open(&current, fencing, compact_every)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 root,
                 current: RwLock::new(Arc::new(engine)),
                 keep_alive,
+                compact_every,
                 snapshots: Mutex::default(),
             }),
         })
@@ -395,14 +444,21 @@ impl Embedded {
         self.blocking(|inner| inner.engine().optimize()).await
     }
 
-    /// Segments searched now.
+    /// Segments searched now (after a look for merges that finished).
     pub fn segments(&self) -> usize {
+        let engine = self.inner.engine();
+        if let Err(error) = engine.reader.reload() {
+            tracing::warn!(%error, "cannot reload the index reader");
+        }
+        engine.reader.searcher().segment_readers().len()
+    }
+
+    /// Background merges of the whole index asked for so far.
+    pub fn compactions(&self) -> u64 {
         self.inner
             .engine()
-            .reader
-            .searcher()
-            .segment_readers()
-            .len()
+            .compactions
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn blocking<T: Send + 'static>(
@@ -477,7 +533,7 @@ impl SearchIndex for Embedded {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(backend)?;
             }
-            Ok(Arc::new(Engine::open(&dir, fencing)?))
+            Ok(Arc::new(Engine::open(&dir, fencing, inner.compact_every)?))
         })
         .await
         .map(|engine| {
