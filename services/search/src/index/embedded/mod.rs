@@ -239,6 +239,10 @@ struct Inner {
     keep_alive: Duration,
     compact_every: Duration,
     snapshots: Mutex<HashMap<String, (Searcher, Instant)>>,
+    /// Searches on blocking threads at once: twice the cores. More would
+    /// only queue for the CPU while holding a thread each; a caller that
+    /// gives up (its deadline) leaves the queue without a thread.
+    searching: tokio::sync::Semaphore,
 }
 
 impl Inner {
@@ -434,6 +438,9 @@ impl Embedded {
                 keep_alive,
                 compact_every,
                 snapshots: Mutex::default(),
+                searching: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+                ),
             }),
         })
     }
@@ -459,6 +466,10 @@ impl Embedded {
             .engine()
             .compactions
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, IndexError> {
+        self.inner.searching.acquire().await.map_err(backend)
     }
 
     async fn blocking<T: Send + 'static>(
@@ -512,11 +523,13 @@ impl SearchIndex for Embedded {
 
     async fn search(&self, query: &SearchQuery) -> Result<SearchResults, IndexError> {
         let query = query.clone();
+        let _turn = self.turn().await?;
         self.blocking(move |inner| inner.search(&query)).await
     }
 
     async fn suggest(&self, query: &SuggestQuery) -> Result<Vec<String>, IndexError> {
         let query = query.clone();
+        let _turn = self.turn().await?;
         self.blocking(move |inner| inner.suggest(&query)).await
     }
 
