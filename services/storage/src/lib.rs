@@ -1,5 +1,6 @@
 //! The storage service: resumable uploads and streaming downloads.
-//! (Coming: only the host — health, metrics, discovery — exists today.)
+//! (Coming: only the host — health, metrics, discovery — and the tus
+//! protocol's header checks ([`tus`]) exist today.)
 //!
 //! Every service has this shape: [`config`] reads its settings,
 //! [`startup::build`] connects its backends and puts its API on a host,
@@ -10,6 +11,7 @@ pub mod config;
 pub mod startup;
 #[cfg(feature = "test-util")]
 pub mod test_util;
+pub mod tus;
 
 pub use config::Config;
 pub use startup::{StartError, build};
