@@ -204,17 +204,10 @@ pub async fn run(
     group: String,
     stop: CancellationToken,
 ) {
-    let mut subscription = loop {
-        match bus.subscribe(topic, &group).await {
-            Ok(subscription) => break subscription,
-            Err(error) => {
-                tracing::warn!(error = %common::exit::chain(&error), "cannot subscribe to {topic} yet");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
+    let Some(mut subscription) =
+        common::events::subscribe_until_stopped(&*bus, topic, &group, &stop).await
+    else {
+        return;
     };
     loop {
         let delivery = tokio::select! {

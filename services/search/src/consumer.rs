@@ -11,14 +11,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use common::events::{Delivery, EventBus, Subscription};
 
 use crate::App;
-use crate::document::{Change, change};
+use crate::document::{Change, change, time_ms};
 
 pub const USERS_TOPIC: &str = "users.events";
 pub const POSTS_TOPIC: &str = "posts.events";
@@ -28,12 +28,6 @@ pub const POSTS_TOPIC: &str = "posts.events";
 pub struct Batching {
     pub size: usize,
     pub wait: Duration,
-}
-
-fn time_ms(time: &str) -> Option<i64> {
-    let at = humantime::parse_rfc3339_weak(time).ok()?;
-    let since = at.duration_since(SystemTime::UNIX_EPOCH).ok()?;
-    i64::try_from(since.as_millis()).ok()
 }
 
 /// The changes `deliveries` make, in order.
@@ -63,17 +57,10 @@ pub async fn run(
     batching: Batching,
     stop: CancellationToken,
 ) {
-    let mut subscription = loop {
-        match bus.subscribe(topic, &group).await {
-            Ok(subscription) => break subscription,
-            Err(error) => {
-                tracing::warn!(error = %common::exit::chain(&error), "cannot subscribe to {topic} yet");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
+    let Some(mut subscription) =
+        common::events::subscribe_until_stopped(&*bus, topic, &group, &stop).await
+    else {
+        return;
     };
     let indexed = metrics::counter!("search_documents_indexed_total", "source" => "events");
     loop {

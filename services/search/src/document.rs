@@ -200,6 +200,13 @@ pub fn change(event_type: &str, payload: &[u8], version: u64, at_ms: i64) -> Res
     })
 }
 
+/// An RFC 3339 time (an event's) as ms since the epoch.
+pub fn time_ms(time: &str) -> Option<i64> {
+    let at = humantime::parse_rfc3339_weak(time).ok()?;
+    let since = at.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since.as_millis()).ok()
+}
+
 /// The `#hashtags` in `texts`, lowercased, each once, in order of first
 /// appearance: a tag is `#` then letters, digits, `_` or `-`.
 pub fn hashtags(texts: &[&str]) -> Vec<String> {

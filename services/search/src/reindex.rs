@@ -83,11 +83,8 @@ fn changes_of(events: &[platform_proto::users::v1::StoredEvent]) -> Vec<Change> 
     events
         .iter()
         .filter_map(|event| {
-            let at = humantime::parse_rfc3339_weak(&event.occurred_at)
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .and_then(|d| i64::try_from(d.as_millis()).ok())
-                .unwrap_or_else(common::jobs::now_ms);
+            let at =
+                crate::document::time_ms(&event.occurred_at).unwrap_or_else(common::jobs::now_ms);
             change(
                 &event.event_type,
                 event.payload.as_bytes(),

@@ -121,6 +121,28 @@ pub trait EventBus: Send + Sync + 'static {
     ) -> Result<Box<dyn Subscription>, EventBusError>;
 }
 
+/// Subscribes `group` to `topic`, asking again every second while the bus
+/// refuses (Kafka not up yet); `None` if `stop` fires first.
+pub async fn subscribe_until_stopped(
+    bus: &dyn EventBus,
+    topic: &str,
+    group: &str,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Option<Box<dyn Subscription>> {
+    loop {
+        match bus.subscribe(topic, group).await {
+            Ok(subscription) => return Some(subscription),
+            Err(error) => {
+                tracing::warn!(error = %crate::exit::chain(&error), "cannot subscribe to {topic} yet");
+                tokio::select! {
+                    () = stop.cancelled() => return None,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
 #[async_trait]
 pub trait Subscription: Send {
     /// The next event; waits for one.
